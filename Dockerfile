@@ -1,0 +1,22 @@
+# One image for the API and every worker kind; docker-compose.yml picks the command.
+# CPU by default; for GPU workers build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
+FROM python:3.11-slim
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ADAPTINF_DATA_DIR=/data
+
+WORKDIR /app
+RUN pip install --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"
+COPY pyproject.toml README.md alembic.ini ./
+COPY service ./service
+COPY workers ./workers
+COPY migrations ./migrations
+RUN pip install .
+
+RUN useradd --create-home --uid 1000 adaptinf && mkdir -p /data && chown adaptinf /data
+USER adaptinf
+VOLUME ["/data"]
+EXPOSE 8000
+CMD ["uvicorn", "--factory", "service.main:create_app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,1 @@
+"""The HTTP layer: dependencies, problem+json errors, pagination, idempotency and the routers."""

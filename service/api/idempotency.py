@@ -1,0 +1,70 @@
+"""`Idempotency-Key` on creating POSTs: a retried request gets the first response back.
+
+Same key + same request → the stored response, same status. Same key + a different request →
+422. Keys are scoped per owner. The record is written in the same transaction as the resource it
+describes, so either both exist or neither; a concurrent duplicate loses on the primary key and
+then replays the winner's response.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import Header
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from service.api.errors import ApiProblem
+from service.db.models import IdempotencyRecord
+
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Any unique string; repeating it repeats the first response instead of creating again.",
+    ),
+]
+
+
+def request_fingerprint(route: str, payload: Any) -> str:
+    """sha256 of the route and a canonical JSON form of what defines the request."""
+    canonical = json.dumps([route, jsonable_encoder(payload)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replay_or_none(session: Session, owner_id: str, key: str | None, route: str, fingerprint: str) -> JSONResponse | None:
+    """The stored response for this key, None when the key is new; 422 when it was used differently."""
+    if key is None:
+        return None
+    record = session.get(IdempotencyRecord, (owner_id, key))
+    if record is None:
+        return None
+    if record.route != route or record.request_hash != fingerprint:
+        raise ApiProblem(
+            422,
+            f"Idempotency-Key {key!r} was already used for a different request; use a new key",
+            code="idempotency_key_reused",
+        )
+    return JSONResponse(record.body, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
+
+
+def remember_response(
+    session: Session, owner_id: str, key: str | None, route: str, fingerprint: str, status_code: int, body: Any
+) -> None:
+    """Add the record to the session; the caller commits it with the created resource."""
+    if key is None:
+        return
+    session.add(
+        IdempotencyRecord(
+            owner_id=owner_id,
+            key=key,
+            route=route,
+            request_hash=fingerprint,
+            status_code=status_code,
+            body=jsonable_encoder(body),
+        )
+    )

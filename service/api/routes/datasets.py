@@ -1,0 +1,268 @@
+"""Datasets: upload (validated at once, ingested by a worker), list, read, samples, delete."""
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
+from service.api.errors import ApiProblem
+from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
+from service.api.pagination import PageDep, paginate
+from service.api.uploads import ReceivedForm, receive_multipart
+from service.broker import enqueue_job
+from service.config import Settings
+from service.db.models import Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection
+from service.jobs import TERMINAL, add_event, create_job, iso_utc
+from service.schemas import DatasetOut, ListOut, SampleOut
+from service.storage import BlobStore
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+log = logging.getLogger(__name__)
+
+_CREATE_ROUTE = "POST /v1/datasets"
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "LLaVA JSON array or JSONL"},
+                    "images": {"type": "string", "format": "binary", "description": ".zip, .tar or .tar.gz"},
+                    "name": {"type": "string", "maxLength": 200, "description": "default: the file's name"},
+                },
+            }
+        }
+    },
+}
+
+
+def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
+    return {
+        "id": ds.id,
+        "object": "dataset",
+        "name": ds.name,
+        "status": ds.status,
+        "num_samples": ds.num_samples,
+        "num_images": ds.num_images,
+        "file_name": ds.file_name,
+        "archive_name": ds.archive_name,
+        "error": ds.error,
+        "created_at": iso_utc(ds.created_at),
+        "job_id": ds.job_id,
+    }
+
+
+def sample_to_dict(s: Sample) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "object": "dataset.sample",
+        "key": s.key,
+        "record": s.record,
+        "messages": s.messages,
+        "image_names": s.image_names,
+    }
+
+
+def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: ANN202
+    # Imported here: the ingest library is only needed by this one route.
+    from service.ingest.errors import IngestError
+    from service.ingest.limits import IngestLimits
+    from service.ingest.validate import validate_upload
+
+    archive = form.files.get("images")
+    try:
+        return validate_upload(
+            form.files["file"].path,
+            archive.path if archive else None,
+            workdir,
+            IngestLimits(max_dataset_bytes=settings.max_upload_bytes),
+            image_mode="check",  # decode-check each image, keep none: the worker stores them
+        )
+    except IngestError as exc:
+        where = {k: v for k in ("line", "sample_id", "field", "member") if (v := getattr(exc, k, None)) is not None}
+        raise ApiProblem(exc.status, exc.detail, code=exc.code, **where) from None
+
+
+def _create(
+    session: Session,
+    owner_id: str,
+    settings: Settings,
+    blobs: BlobStore,
+    form: ReceivedForm,
+    workdir: Path,
+    idempotency_key: str | None,
+) -> Response:
+    """Validate, store, commit dataset + job (+ idempotency record) together, then enqueue."""
+    file = form.files.get("file")
+    if file is None:
+        raise ApiProblem(
+            422, "body.file: a dataset file is required", code="invalid_form",
+            errors=[{"field": "body.file", "message": "field required", "type": "missing"}],
+        )
+    archive = form.files.get("images")
+    if archive is not None and archive.filename == "" and archive.size == 0:
+        del form.files["images"]  # an empty file input in an HTML form: no archive
+        archive = None
+    name = (form.fields.get("name") or "").strip() or file.filename or "dataset"
+    if len(name) > 200:
+        raise ApiProblem(422, f"body.name: at most 200 characters, got {len(name)}", code="invalid_form")
+    if len(file.filename) > 300 or (archive and len(archive.filename) > 300):
+        raise ApiProblem(422, "file names must be at most 300 characters", code="invalid_form")
+
+    fingerprint = request_fingerprint(
+        _CREATE_ROUTE,
+        {
+            "name": name,
+            "file": [file.filename, file.sha256, file.size],
+            "images": [archive.filename, archive.sha256, archive.size] if archive else None,
+        },
+    )
+    if (replay := replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+        return replay
+
+    validated = _validate(form, workdir / "validate", settings)
+
+    file_ref = blobs.put_file(file.path, move=True)
+    archive_ref = blobs.put_file(archive.path, move=True) if archive else None
+    dataset = Dataset(
+        owner_id=owner_id,
+        name=name,
+        status="pending",
+        num_samples=validated.num_samples,
+        num_images=validated.num_images,
+        file_blob=file_ref.sha256,
+        file_name=file.filename,
+        archive_blob=archive_ref.sha256 if archive_ref else None,
+        archive_name=archive.filename if archive else None,
+    )
+    session.add(dataset)
+    session.flush()
+    job = create_job(
+        session, owner_id, "ingest", "ingest", {"dataset_id": dataset.id}, max_attempts=settings.max_attempts
+    )
+    dataset.job_id = job.id
+    session.flush()
+    body = dataset_to_dict(dataset)
+    remember_response(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, body)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first: answer as it did.
+        session.rollback()
+        replay = replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)
+        if replay is None:
+            raise
+        return replay
+
+    # After the commit, never before: a worker must find the rows the message points at.
+    if not enqueue_job(settings, job.id, "ingest", "ingest"):
+        add_event(session, job.id, "broker unreachable; the job will be re-sent", level="warning")
+        session.commit()
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/datasets/{dataset.id}"})
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=DatasetOut,
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    summary="Upload a dataset",
+)
+async def create_dataset(
+    request: Request,
+    session: SessionDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    blobs: BlobsDep,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> Response:
+    """Upload a dataset file (and images archive); validated now, ingested by a worker (202)."""
+    workdir = settings.work_dir / "uploads" / secrets.token_hex(8)
+    workdir.mkdir(parents=True)
+    try:
+        form = await receive_multipart(
+            request,
+            workdir,
+            file_fields={"file", "images"},
+            text_fields={"name"},
+            max_file_bytes=settings.max_upload_bytes,
+        )
+        return await run_in_threadpool(
+            _create, session, owner.id, settings, blobs, form, workdir, idempotency_key
+        )
+    finally:
+        await run_in_threadpool(shutil.rmtree, workdir, True)
+
+
+@router.get("", response_model=ListOut[DatasetOut])
+def list_datasets(session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
+    """List your datasets, oldest first."""
+    stmt = select(Dataset).where(Dataset.owner_id == owner.id)
+    result = paginate(session, stmt, key=(Dataset.created_at, Dataset.id), id_column=Dataset.id, page=page)
+    return result.to_dict(dataset_to_dict)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def read_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """A dataset's status, counts and error."""
+    return dataset_to_dict(get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset"))
+
+
+@router.get("/{dataset_id}/samples", response_model=ListOut[SampleOut])
+def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
+    """A dataset's samples in file order (empty until its ingest job has succeeded)."""
+    get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
+    stmt = select(Sample).where(Sample.dataset_id == dataset_id)
+    result = paginate(session, stmt, key=(Sample.id,), id_column=Sample.id, page=page, id_type=int)
+    return result.to_dict(sample_to_dict)
+
+
+def _named_by_unfinished_round(session: Session, owner_id: str, dataset_id: str) -> bool:
+    """A queued or running round that will read this dataset (its ids live in the round's JSON params)."""
+    params = session.scalars(
+        select(Round.params)
+        .join(Pool, Pool.id == Round.pool_id)
+        .where(Pool.owner_id == owner_id, Round.status.in_(("queued", "running")))
+    )
+    return any(dataset_id in (p or {}).get("dataset_ids", ()) for p in params)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """Delete a dataset and its samples; refused (409) while a pool uses it or it is being ingested."""
+    dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
+    in_pool = session.scalar(
+        select(
+            exists().where(PoolMember.sample_id == Sample.id, Sample.dataset_id == dataset_id)
+            | exists().where(PoolEvalSet.dataset_id == dataset_id)
+            | exists().where(EvalResult.dataset_id == dataset_id)
+            # A round's history (scores, selections) refers to the samples, failed rounds included.
+            | exists().where(Selection.sample_id == Sample.id, Sample.dataset_id == dataset_id)
+            | exists().where(Score.sample_id == Sample.id, Sample.dataset_id == dataset_id)
+        )
+    )
+    if in_pool or _named_by_unfinished_round(session, owner.id, dataset_id):
+        raise ApiProblem(409, f"dataset {dataset_id} is used by a pool; remove it from the pool first", code="in_use")
+    job = session.get(Job, dataset.job_id) if dataset.job_id else None
+    if job is not None and job.status not in TERMINAL:
+        raise ApiProblem(
+            409, f"dataset {dataset_id} is being ingested by job {job.id} ({job.status}); cancel it or wait",
+            code="ingest_in_progress",
+        )
+    # Blobs are content-addressed and may be shared with other datasets: they are left for a GC.
+    session.execute(delete(Sample).where(Sample.dataset_id == dataset_id))
+    session.delete(dataset)
+    session.commit()
+    return Response(status_code=204)

@@ -1,0 +1,61 @@
+"""Settings, read from ADAPTINF_* environment variables and validated at load."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; defaults give the embedded single-machine mode."""
+
+    model_config = SettingsConfigDict(env_prefix="ADAPTINF_", extra="ignore")
+
+    data_dir: Path = Field(Path("adaptinf-data"), description="Root of the SQLite file, blob store and broker queue.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir.")
+    broker_url: str | None = Field(None, description="Celery broker URL; default: kombu filesystem transport in data_dir.")
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="Largest accepted upload, per file.")
+    lease_seconds: float = Field(60.0, gt=0, description="How long a job's lease lasts without a heartbeat.")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running job renews its lease.")
+    reaper_interval_seconds: float = Field(15.0, gt=0, description="How often expired leases are looked for.")
+    max_attempts: int = Field(3, ge=1, description="Attempts of a job before it fails for good.")
+    device: str = Field("auto", description="Torch device for workers: auto, cpu, cuda, cuda:N.")
+    allow_model_downloads: bool = Field(False, description="Let workers fetch base models from the Hub.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI client commands send requests.")
+    api_key: str | None = Field(None, description="Bearer key the CLI client commands send.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError(f"ADAPTINF_DEVICE must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'adaptinf.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Folder of the kombu filesystem transport (embedded mode only)."""
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def blob_dir(self) -> Path:
+        return (self.data_dir / "blobs").resolve()
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for uploads being validated and stages in progress."""
+        return (self.data_dir / "work").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

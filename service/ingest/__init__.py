@@ -1,0 +1,37 @@
+"""Dataset upload parsing and validation (no database, no HTTP, no torch).
+
+Entry point: `validate_upload`. Errors: `IngestError` (`.code`, `.detail`, `.status`, `.to_dict()`).
+"""
+from .archives import ArchiveMember, ExtractedMember, detect_archive, extract_archive, iter_extract, list_archive
+from .errors import ERROR_STATUS, ArchiveError, DatasetError, ImageError, IngestError
+from .formats import ParsedSample, content_hash, detect_format, iter_samples, parse_dataset
+from .images import ALLOWED_FORMATS, ImageInfo, check_image
+from .limits import IngestLimits
+from .validate import ImageMode, ValidatedDataset, ValidatedImage, validate_upload
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "ERROR_STATUS",
+    "ArchiveError",
+    "ArchiveMember",
+    "DatasetError",
+    "ExtractedMember",
+    "ImageError",
+    "ImageInfo",
+    "ImageMode",
+    "IngestError",
+    "IngestLimits",
+    "ParsedSample",
+    "ValidatedDataset",
+    "ValidatedImage",
+    "check_image",
+    "content_hash",
+    "detect_archive",
+    "detect_format",
+    "extract_archive",
+    "iter_extract",
+    "iter_samples",
+    "list_archive",
+    "parse_dataset",
+    "validate_upload",
+]

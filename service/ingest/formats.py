@@ -1,0 +1,264 @@
+"""Read a dataset file (JSON array or JSON Lines, sniffed from its first byte) into ParsedSamples.
+
+Sample keys: the record's `id` (string or int) as a string; a record without `id` is keyed by its
+1-based position in the file ("1", "2", ...), so such keys can clash with explicit ids (reported as
+duplicates by validation).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from workers.engine.samples import Message
+
+from .errors import DatasetError
+from .limits import IngestLimits
+from .records import Where, normalise_record
+
+DatasetFormat = Literal["json", "jsonl"]
+_WS = re.compile(r"[ \t\n\r]*")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_SNIFF_CHUNK = 64 * 1024
+# Decoded JSON can hold a NUL or a lone surrogate only through a \u escape (raw control characters
+# and invalid UTF-8 are refused earlier), so records without such an escape skip the slow walk.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
+@dataclass(frozen=True)
+class ParsedSample:
+    """One accepted record.
+
+    Args:
+        key: the sample id as a string (see module docstring for records without `id`).
+        record: the original record, as uploaded.
+        messages: the normalised conversation; one IMAGE_TOKEN per image, in image order.
+        image_names: the image references as the record spells them, in IMAGE_TOKEN order.
+        index: 1-based position in the file.
+        line: 1-based line where the record starts.
+    """
+
+    key: str
+    record: dict[str, Any]
+    messages: list[Message]
+    image_names: list[str]
+    index: int = 0
+    line: int = 0
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        """The messages as JSON-able [{role, content}] (the samples.messages column)."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+    def describe(self) -> str:
+        """How error details name this sample."""
+        return Where(self.key, self.line, self.record.get("id") is not None).label()
+
+
+def detect_format(path: str | os.PathLike[str]) -> DatasetFormat | None:
+    """'json' if the first non-space byte is '[', 'jsonl' if '{', None for an empty file."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise DatasetError("bad_encoding", "the dataset file is UTF-16; save it as UTF-8", line=1)
+        f.seek(len(_UTF8_BOM) if head.startswith(_UTF8_BOM) else 0)
+        line = 1
+        while chunk := f.read(_SNIFF_CHUNK):
+            stripped = chunk.lstrip(b" \t\r\n")
+            if not stripped:
+                line += chunk.count(b"\n")
+                continue
+            line += chunk[: len(chunk) - len(stripped)].count(b"\n")
+            first = stripped[:1]
+            if first == b"[":
+                return "json"
+            if first == b"{":
+                return "jsonl"
+            raise DatasetError(
+                "unsupported_format",
+                f"line {line}: the dataset must be a JSON array of samples ('[' first) or JSON Lines "
+                f"(one object per line, '{{' first); found {first.decode('latin-1')!r}",
+                line=line,
+            )
+    return None
+
+
+def iter_records(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> Iterator[tuple[int, int, Any]]:
+    """Yield (1-based index, line, decoded JSON value) for each record, in file order.
+
+    JSON Lines stream line by line; a JSON array is decoded whole first (see `_iter_raw`)."""
+    for index, line, value, _ in _iter_raw(path, limits):
+        yield index, line, value
+
+
+def _iter_raw(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[tuple[int, int, Any, bool]]:
+    """iter_records plus, per record, whether its source has an escape that may decode to NUL or
+    a lone surrogate."""
+    size = os.stat(path).st_size
+    if size > limits.max_dataset_bytes:
+        raise DatasetError(
+            "dataset_too_large", f"the dataset file is {size} bytes, over the limit of {limits.max_dataset_bytes}"
+        )
+    fmt = detect_format(path)
+    if fmt == "json":
+        # A JSON array must parse as a whole before any record is judged: a syntax error anywhere
+        # makes the file unreadable (400), which outranks a content error in an earlier sample.
+        yield from list(_iter_json_array(Path(path).read_bytes()))
+    elif fmt == "jsonl":
+        yield from _iter_jsonl(path)
+
+
+def iter_samples(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> Iterator[ParsedSample]:
+    """Parse and normalise records one by one; raise the first DatasetError in file order."""
+    for index, line, value, escaped in _iter_raw(path, limits):
+        if index > limits.max_samples:
+            raise DatasetError(
+                "too_many_samples", f"line {line}: the dataset has more than {limits.max_samples} samples", line=line
+            )
+        yield parse_record(value, index, line, limits, check_chars=escaped)
+
+
+def parse_dataset(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> list[ParsedSample]:
+    return list(iter_samples(path, limits))
+
+
+def parse_record(
+    value: Any, index: int, line: int, limits: IngestLimits = IngestLimits(), *, check_chars: bool = True
+) -> ParsedSample:
+    """Normalise one decoded record (the `index`-th, starting at `line`).
+
+    check_chars=False skips the NUL / lone-surrogate walk, for records whose source text has no
+    escape that could produce one."""
+    if not isinstance(value, dict):
+        kind = "array" if isinstance(value, list) else type(value).__name__
+        raise DatasetError(
+            "invalid_record", f"line {line}: sample #{index} is a JSON {kind}; each sample must be an object", line=line
+        )
+    key, has_id = _sample_key(value, index, line, limits)
+    messages, images = normalise_record(value, Where(key, line, has_id), limits, check_chars=check_chars)
+    return ParsedSample(key=key, record=value, messages=messages, image_names=images, index=index, line=line)
+
+
+def content_hash(sample: ParsedSample, image_hashes: Sequence[str] = ()) -> str:
+    """sha256 hex over a canonical JSON of the normalised messages and the images' sha256, in order.
+
+    Formatting differences (LLaVA vs OpenAI spelling, key order, ids, image file names) do not
+    change it; any change of text or image bytes does.
+    """
+    if len(image_hashes) != len(sample.image_names):
+        raise ValueError(f"{sample.describe()}: {len(sample.image_names)} images but {len(image_hashes)} image hashes")
+    canonical = {"v": 1, "messages": [[m.role, m.content] for m in sample.messages], "images": list(image_hashes)}
+    text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _sample_key(record: dict[str, Any], index: int, line: int, limits: IngestLimits) -> tuple[str, bool]:
+    raw = record.get("id")
+    if raw is None:
+        return str(index), False
+    bad = None
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        bad = f"must be a string or an integer, got {raw!r}"
+    elif not str(raw).strip():
+        bad = "must not be empty"
+    elif len(str(raw)) > limits.max_sample_id_chars:
+        bad = f"is {len(str(raw))} characters, over the limit of {limits.max_sample_id_chars}"
+    elif "\x00" in str(raw):
+        bad = "must not contain NUL characters"
+    if bad:
+        raise DatasetError(
+            "invalid_sample_id", f"line {line}: sample #{index}: 'id' {bad}", line=line, field="id"
+        )
+    return str(raw), True
+
+
+def _utf8(data: bytes, line_base: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = line_base + data.count(b"\n", 0, e.start)
+        raise DatasetError(
+            "bad_encoding", f"line {line}: the dataset is not valid UTF-8 (byte 0x{data[e.start]:02x})", line=line
+        ) from None
+
+
+def _malformed(line: int, col: int, message: str) -> DatasetError:
+    return DatasetError("malformed_json", f"line {line}, column {col}: invalid JSON: {message}", line=line)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _iter_json_array(data: bytes) -> Iterator[tuple[int, int, Any, bool]]:
+    """Decode the top-level array element by element, so each sample knows its line."""
+    text = _utf8(data[len(_UTF8_BOM):] if data.startswith(_UTF8_BOM) else data, 1)
+    del data  # keep one copy of a large file in memory, not two
+    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    n = len(text)
+
+    def where(pos: int) -> tuple[int, int]:
+        return text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+
+    pos = _WS.match(text, 0).end()  # at the '[' detect_format saw
+    pos = _WS.match(text, pos + 1).end()
+    if pos < n and text[pos] == "]":
+        rest = _WS.match(text, pos + 1).end()
+        if rest != n:
+            raise _malformed(*where(rest), "extra data after the top-level array")
+        return
+    index, line, line_pos = 0, 1, 0
+    while True:
+        if pos >= n:
+            raise _malformed(*where(n), "the file ends inside the top-level array (truncated upload?)")
+        line += text.count("\n", line_pos, pos)
+        line_pos = pos
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise _malformed(e.lineno, e.colno, e.msg) from None
+        except ValueError as e:  # NaN / Infinity, from _reject_constant
+            raise _malformed(*where(pos), f"sample #{index + 1}: {e}") from None
+        except RecursionError:
+            raise _malformed(*where(pos), f"sample #{index + 1} is nested too deeply") from None
+        index += 1
+        yield index, line, value, _SUSPECT_ESCAPE.search(text, pos, end) is not None
+        pos = _WS.match(text, end).end()
+        if pos >= n:
+            raise _malformed(*where(n), "the file ends inside the top-level array (truncated upload?)")
+        if text[pos] == ",":
+            pos = _WS.match(text, pos + 1).end()
+            if pos < n and text[pos] == "]":
+                raise _malformed(*where(pos), "trailing comma before ']'")
+        elif text[pos] == "]":
+            rest = _WS.match(text, pos + 1).end()
+            if rest != n:
+                raise _malformed(*where(rest), "extra data after the top-level array")
+            return
+        else:
+            raise _malformed(*where(pos), f"expected ',' or ']' after sample #{index}")
+
+
+def _iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, int, Any, bool]]:
+    index = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(_UTF8_BOM):
+                raw = raw[len(_UTF8_BOM):]
+            if not raw.strip():
+                continue
+            text = _utf8(raw, lineno).rstrip()
+            try:
+                value = json.loads(text, parse_constant=_reject_constant)
+            except json.JSONDecodeError as e:
+                raise _malformed(lineno, e.colno, f"{e.msg} (JSON Lines needs one complete object per line)") from None
+            except ValueError as e:
+                raise _malformed(lineno, 1, str(e)) from None
+            except RecursionError:
+                raise _malformed(lineno, 1, "nested too deeply") from None
+            index += 1
+            yield index, lineno, value, _SUSPECT_ESCAPE.search(text) is not None

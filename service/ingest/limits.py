@@ -1,0 +1,31 @@
+"""Size and count limits for one upload, validated when built."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+_MiB = 1024**2
+_GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Limits applied to an upload. Every field must be a positive int.
+
+    Defaults fit LLaVA-style instruction data: a 665k-sample LLaVA mix is ~1 GB of JSON and its
+    images are at most a few MB each (COCO/GQA/OCR-VQA), while a hostile upload stays bounded.
+    """
+
+    max_dataset_bytes: int = 2 * _GiB  # a JSON array is parsed whole, so this bounds memory
+    max_samples: int = 2_000_000
+    max_sample_id_chars: int = 300  # the samples.key column is String(300)
+    max_images_per_sample: int = 32
+    max_members: int = 200_000
+    max_uncompressed_bytes: int = 32 * _GiB
+    max_member_bytes: int = 64 * _MiB
+    max_image_pixels: int = 64_000_000  # below Pillow's own 89.5M warning threshold
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"IngestLimits.{f.name} must be a positive int, got {value!r}")

@@ -1,0 +1,161 @@
+"""Validate a whole upload (dataset file + optional images archive), all-or-nothing.
+
+Checks run in this order and the first failure is raised as an IngestError: every record in file
+order (syntax, shape, roles, image tokens), duplicate sample ids, an empty dataset, the archive's
+safety and limits, every image reference against the archive, then each referenced image's decode
+(in archive order). The API calls it on the upload before anything is stored; the ingest worker
+calls it again before writing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .archives import iter_extract, list_archive
+from .errors import DatasetError, ImageError
+from .formats import ParsedSample, content_hash, iter_samples
+from .images import ImageInfo, check_image
+from .limits import IngestLimits
+from .names import MemberIndex
+
+__all__ = ["IngestLimits", "ImageMode", "ValidatedDataset", "ValidatedImage", "validate_upload"]
+
+# keep: extract the referenced images into workdir/images, decode-check them and keep the files;
+# check: the same, deleting each file once checked (disk use: one image at a time);
+# list: only confirm each referenced image is in the archive listing (no extraction or decoding).
+ImageMode = Literal["keep", "check", "list"]
+IMAGES_SUBDIR = "images"
+
+
+@dataclass(frozen=True)
+class ValidatedImage:
+    name: str  # archive member name
+    path: Path | None  # extracted file under workdir/images; None in "check" mode
+    sha256: str  # hex digest of the file's bytes: its blob id
+    size: int  # bytes
+    info: ImageInfo
+
+
+@dataclass
+class ValidatedDataset:
+    samples: list[ParsedSample]
+    images: dict[str, ValidatedImage] = field(default_factory=dict)  # by member name; {} in "list" mode
+    image_refs: dict[str, str] = field(default_factory=dict)  # dataset image reference -> member name
+    content_hashes: dict[str, str] = field(default_factory=dict)  # sample key -> content_hash; {} in "list" mode
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_images(self) -> int:
+        """Distinct archive images referenced by the dataset."""
+        return len(set(self.image_refs.values()))
+
+    def images_of(self, sample: ParsedSample) -> list[ValidatedImage]:
+        """The sample's images in IMAGE_TOKEN order (not available in "list" mode)."""
+        return [self.images[self.image_refs[ref]] for ref in sample.image_names]
+
+
+def validate_upload(
+    dataset_path: str | os.PathLike[str],
+    archive_path: str | os.PathLike[str] | None,
+    workdir: str | os.PathLike[str],
+    limits: IngestLimits = IngestLimits(),
+    *,
+    image_mode: ImageMode = "keep",
+) -> ValidatedDataset:
+    """Parse and check everything; raise the first IngestError. The caller deletes `workdir`."""
+    if image_mode not in ("keep", "check", "list"):
+        raise ValueError(f"image_mode must be 'keep', 'check' or 'list', got {image_mode!r}")
+    samples = _parse_unique(dataset_path, limits)
+    result = ValidatedDataset(samples)
+    users = _image_users(samples)
+    if archive_path is not None:
+        index = MemberIndex(m.name for m in list_archive(archive_path, limits))
+        result.image_refs = _resolve(users, index)
+    elif users:
+        ref, sample = next(iter(users.items()))
+        raise _missing(sample, ref, "but no images archive was uploaded")
+    if image_mode == "list":
+        return result
+    if archive_path is not None and users:
+        first_user = {result.image_refs[ref]: sample for ref, sample in reversed(users.items())}
+        dest = Path(workdir) / IMAGES_SUBDIR
+        for member in iter_extract(archive_path, dest, limits, only=first_user.keys()):
+            try:
+                info = check_image(member.path, limits, name=member.name)
+            except ImageError as e:
+                sample = first_user[member.name]
+                raise ImageError(
+                    e.code, f"{sample.describe()}: {e.detail}", line=sample.line, sample_id=sample.key, member=e.member
+                ) from None
+            path: Path | None = member.path
+            if image_mode == "check":
+                member.path.unlink()
+                path = None
+            result.images[member.name] = ValidatedImage(member.name, path, member.sha256, member.size, info)
+    result.content_hashes = {
+        s.key: content_hash(s, [img.sha256 for img in result.images_of(s)]) for s in samples
+    }
+    return result
+
+
+def _parse_unique(dataset_path: str | os.PathLike[str], limits: IngestLimits) -> list[ParsedSample]:
+    samples: list[ParsedSample] = []
+    first_at: dict[str, ParsedSample] = {}
+    for sample in iter_samples(dataset_path, limits):
+        earlier = first_at.setdefault(sample.key, sample)
+        if earlier is not sample:
+            raise DatasetError(
+                "duplicate_sample_id",
+                f"duplicate sample id {sample.key!r}: {earlier.describe()} and {sample.describe()}",
+                line=sample.line,
+                sample_id=sample.key,
+                field="id",
+            )
+        samples.append(sample)
+    if not samples:
+        raise DatasetError("empty_dataset", "the dataset file contains no samples")
+    return samples
+
+
+def _image_users(samples: list[ParsedSample]) -> dict[str, ParsedSample]:
+    """Each distinct image reference -> the first sample using it, in file order."""
+    users: dict[str, ParsedSample] = {}
+    for sample in samples:
+        for ref in sample.image_names:
+            users.setdefault(ref, sample)
+    return users
+
+
+def _resolve(users: dict[str, ParsedSample], index: MemberIndex) -> dict[str, str]:
+    refs = {}
+    for ref, sample in users.items():
+        found = index.lookup(ref)
+        if not found:
+            raise _missing(sample, ref, "which is not in the images archive")
+        if len(found) > 1:
+            shown = ", ".join(repr(c) for c in found[:3]) + (", ..." if len(found) > 3 else "")
+            raise ImageError(
+                "ambiguous_image",
+                f"{sample.describe()}: image {ref!r} matches {len(found)} archive members ({shown}); "
+                "reference it by its full path in the archive",
+                line=sample.line,
+                sample_id=sample.key,
+                member=ref[:300],
+            )
+        refs[ref] = found[0]
+    return refs
+
+
+def _missing(sample: ParsedSample, ref: str, why: str) -> ImageError:
+    return ImageError(
+        "missing_image",
+        f"{sample.describe()} references image {ref!r}, {why}",
+        line=sample.line,
+        sample_id=sample.key,
+        member=ref[:300],
+    )

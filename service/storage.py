@@ -1,0 +1,191 @@
+"""Content-addressed blob store: files named by their sha256, written atomically.
+
+Every write goes to a temp file in the destination directory, is fsynced, renamed into place and
+the directory fsynced, so a crash leaves either the whole blob or nothing under its name.
+Layout: ``<root>/ab/cd/<sha256>``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK_SIZE = 1024 * 1024  # bounded copy buffer: memory stays flat whatever the blob size
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobNotFound(FileNotFoundError):
+    """No blob with this sha256 in the store."""
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    sha256: str
+    size: int
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform (e.g. Windows), hence the guard.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write `data` (bytes, or a function writing to a binary file) to `path` all-or-nothing.
+
+    A failure at any point leaves `path` as it was before and no temp file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+class BlobStore:
+    """Files addressed by the sha256 of their content, under one root directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp_dir = self.root / "tmp"
+        self._tmp_dir.mkdir(exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA256_RE.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        try:
+            return self.path(sha256).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {sha256} not found") from None
+
+    def size(self, sha256: str) -> int:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {sha256} not found") from None
+
+    def verify(self, sha256: str) -> bool:
+        """True when the blob exists and its content still hashes to its name."""
+        try:
+            with self.open(sha256) as f:
+                return _hash_file(f) == sha256
+        except BlobNotFound:
+            return False
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        sha = hashlib.sha256(data).hexdigest()
+        if self.exists(sha):
+            return BlobRef(sha, len(data))
+        return self.put_stream(io.BytesIO(data))
+
+    def put_stream(self, fileobj: BinaryIO) -> BlobRef:
+        """Copy a readable binary stream into the store, hashing while copying."""
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="put.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := fileobj.read(CHUNK_SIZE):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            return self._install(Path(tmp_name), h.hexdigest(), size)
+        finally:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+
+    def put_file(self, path: str | Path, *, move: bool = False) -> BlobRef:
+        """Store a local file; with `move=True` the file is renamed in (no copy) when on the same disk."""
+        path = Path(path)
+        if not move:
+            with path.open("rb") as f:
+                return self.put_stream(f)
+        with path.open("rb") as f:
+            sha = _hash_file(f)
+        size = path.stat().st_size
+        if self.exists(sha):
+            path.unlink()
+            return BlobRef(sha, size)
+        # The rename must stay on one filesystem to be atomic; elsewhere fall back to a copy.
+        tmp = self._tmp_dir / f"move.{secrets.token_hex(8)}.tmp"
+        try:
+            os.replace(path, tmp)
+        except OSError:
+            ref = self.put_file(path)
+            path.unlink()
+            return ref
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        try:
+            return self._install(tmp, sha, size)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _install(self, tmp: Path, sha: str, size: int) -> BlobRef:
+        """Rename a finished, fsynced temp file to its content address."""
+        dest = self.path(sha)
+        if dest.is_file():
+            return BlobRef(sha, size)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)  # blobs are immutable: guard against in-place edits
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+        return BlobRef(sha, size)
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob (callers make sure nothing in SQL still refers to it)."""
+        self.path(sha256).unlink(missing_ok=True)
+
+    def copy_to(self, sha256: str, dest: str | Path) -> Path:
+        """Copy a blob out to a local file, atomically."""
+        with self.open(sha256) as src:
+            return atomic_write(dest, lambda out: shutil.copyfileobj(src, out, CHUNK_SIZE))
+
+
+def _hash_file(f: BinaryIO) -> str:
+    h = hashlib.sha256()
+    while chunk := f.read(CHUNK_SIZE):
+        h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,60 @@
+"""Two `adaptinf worker` processes on the embedded stack (SQLite + filesystem broker) sharing a
+burst of ingest jobs: every job runs exactly once and both workers take part."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import datagen
+import pytest
+from e2e_procs import wait_for
+from sqlalchemy import select
+
+from service.config import Settings
+from service.db.models import Dataset, Job
+from service.db.session import get_sessionmaker
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_workers_share_the_filesystem_broker(tmp_path: Path, start_worker) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.auth import create_api_key, create_owner
+    from service.cli.admin import upgrade_database
+    from service.db.session import session_scope
+    from service.main import create_app
+
+    settings = Settings(data_dir=tmp_path / "data", reaper_interval_seconds=1)
+    settings.data_dir.mkdir(parents=True)
+    upgrade_database(settings.resolved_database_url)
+    with session_scope(settings.resolved_database_url) as session:
+        _, key = create_api_key(session, create_owner(session, "e2e"))
+    workers = [start_worker(settings, queues="ingest"), start_worker(settings, queues="ingest,select")]
+    for w in workers:
+        w.wait_ready()
+
+    dataset, archive = datagen.write_llava_dataset(tmp_path / "ds", 6, archive="tar.gz")
+    ids = []
+    with TestClient(create_app(settings)) as api:
+        for i in range(8):
+            with dataset.open("rb") as f, archive.open("rb") as a:
+                r = api.post("/v1/datasets", headers={"Authorization": f"Bearer {key}"},
+                             data={"name": f"d{i}"}, files={"file": (dataset.name, f), "images": (archive.name, a)})
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["job_id"])
+
+    factory = get_sessionmaker(settings.resolved_database_url)
+
+    def all_done() -> bool:
+        with factory() as s:
+            return all(s.get(Job, j).status == "succeeded" for j in ids)
+
+    wait_for(all_done, 90, "8 ingest jobs to succeed", 0.25)
+    with factory() as s:
+        assert {s.get(Job, j).attempts for j in ids} == {1}
+        assert {(d.status, d.num_samples) for d in s.scalars(select(Dataset))} == {("ready", 6)}
+    # Each job id was handled by exactly one worker; both took part.
+    handled = [re.findall(r"'job_id': '(job_\w+)', 'ran': True", w.output()) for w in workers]
+    assert sorted(handled[0] + handled[1]) == sorted(ids)
+    assert handled[0] and handled[1]

@@ -1,0 +1,117 @@
+"""`adaptinf serve` as a user runs it: SQLite + filesystem broker in a fresh data dir, the API and
+its worker subprocess; upload, poll, restart (no second key), SIGTERM exits cleanly."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import datagen
+import httpx
+import pytest
+from e2e_procs import ADAPTINF, REPO, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+class Served:
+    """A running `adaptinf serve`, its output collected by a thread (so the pipe never fills)."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTINF_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [str(ADAPTINF), "serve", "--port", str(port), "--data-dir", str(data_dir)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self.base = f"http://127.0.0.1:{port}"
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_up(self, timeout: float = 90) -> None:
+        def up() -> bool:
+            assert self.proc.poll() is None, f"serve exited early:\n{self.text[-3000:]}"
+            return "Uvicorn running" in self.text and " ready." in self.text  # API and worker
+
+        wait_for(up, timeout, "adaptinf serve to start")
+
+    def worker_alive(self) -> bool:
+        """Is this serve's worker process (node name adaptinf-<serve pid>@host) still running?"""
+        needle = f"adaptinf-{self.proc.pid}@".encode()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_embedded_upload_restart_and_clean_exit(tmp_path: Path) -> None:
+    dataset, archive = datagen.write_llava_dataset(tmp_path / "ds", 12, multi_image=True, fmt="jsonl")
+    n_images = len(datagen.build_records(12, multi_image=True)[1])
+    data_dir = tmp_path / "data"
+
+    served = Served(data_dir, free_port())
+    try:
+        served.wait_up()
+        keys = [line.split("=", 1)[1] for line in served.lines if line.startswith("ADAPTINF_API_KEY=")]
+        assert len(keys) == 1, served.text
+        headers = {"Authorization": f"Bearer {keys[0]}"}
+        with httpx.Client(base_url=served.base, headers=headers, timeout=30) as http:
+            assert http.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+            with dataset.open("rb") as f, archive.open("rb") as a:
+                r = http.post("/v1/datasets", files={"file": (dataset.name, f), "images": (archive.name, a)})
+            assert r.status_code == 202, r.text
+            url = f"/v1/datasets/{r.json()['id']}"
+            body = wait_for(lambda: (b := http.get(url).json())["status"] == "ready" and b, 60, "ingest", 0.25)
+            assert (body["num_samples"], body["num_images"]) == (12, n_images)
+            job = http.get(f"/v1/jobs/{body['job_id']}").json()
+            assert (job["status"], job["attempts"]) == ("succeeded", 1)
+        assert served.terminate() == 0, served.text[-3000:]
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+    assert "worker stopped (exit code 0)" in served.text
+    assert not served.worker_alive()
+    assert (data_dir / "adaptinf.db").is_file() and (data_dir / "broker" / "queue").is_dir()
+
+    again = Served(data_dir, free_port())  # a second start: same data, no new key
+    try:
+        again.wait_up()
+        assert "ADAPTINF_API_KEY=" not in again.text
+        with httpx.Client(base_url=again.base, headers=headers, timeout=30) as http:
+            assert http.get(url).json()["status"] == "ready"
+        start = time.monotonic()
+        assert again.terminate() == 0, again.text[-3000:]
+        assert time.monotonic() - start < 30
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+    assert not again.worker_alive()

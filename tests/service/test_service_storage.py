@@ -1,0 +1,121 @@
+"""The content-addressed blob store and atomic_write."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from service.storage import BlobNotFound, BlobStore, atomic_write
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return BlobStore(tmp_path / "blobs")
+
+
+def _stray_files(root) -> list[str]:
+    return [p.name for p in root.rglob("*") if p.is_file() and ".tmp" in p.name]
+
+
+def test_put_bytes_is_content_addressed_and_sharded(store):
+    data = b"hello blobs"
+    ref = store.put_bytes(data)
+    assert ref.sha256 == _sha(data) and ref.size == len(data)
+    path = store.path(ref.sha256)
+    assert path.relative_to(store.root).parts == (ref.sha256[:2], ref.sha256[2:4], ref.sha256)
+    assert path.read_bytes() == data
+    assert store.exists(ref.sha256) and store.verify(ref.sha256)
+    with store.open(ref.sha256) as f:
+        assert f.read() == data
+    # Same content, same blob: storing again is a no-op.
+    assert store.put_bytes(data) == ref
+
+
+def test_put_stream_hashes_while_copying_in_chunks(store, monkeypatch):
+    monkeypatch.setattr("service.storage.CHUNK_SIZE", 7)  # force many chunks
+    data = os.urandom(1000)
+    ref = store.put_stream(io.BytesIO(data))
+    assert ref.sha256 == _sha(data) and ref.size == 1000
+    assert store.path(ref.sha256).read_bytes() == data
+    assert _stray_files(store.root) == []
+
+
+def test_put_file_copy_and_move(store, tmp_path):
+    src = tmp_path / "upload.bin"
+    src.write_bytes(b"abc" * 100)
+    ref = store.put_file(src)
+    assert src.exists() and store.verify(ref.sha256)
+    src2 = tmp_path / "upload2.bin"
+    src2.write_bytes(b"xyz" * 100)
+    ref2 = store.put_file(src2, move=True)
+    assert not src2.exists()
+    assert store.path(ref2.sha256).read_bytes() == b"xyz" * 100
+    # Moving a file whose content is already stored just drops the source.
+    src3 = tmp_path / "dup.bin"
+    src3.write_bytes(b"xyz" * 100)
+    assert store.put_file(src3, move=True) == ref2
+    assert not src3.exists()
+    assert _stray_files(store.root) == []
+
+
+def test_failed_stream_leaves_no_partial_file(store):
+    class Broken(io.RawIOBase):
+        def __init__(self):
+            self.calls = 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError("connection reset")
+            return b"x" * 10
+
+    with pytest.raises(OSError, match="connection reset"):
+        store.put_stream(Broken())
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
+def test_atomic_write_failure_keeps_old_content(tmp_path):
+    target = tmp_path / "sub" / "file.json"
+    atomic_write(target, b"old")
+
+    def writer(f):
+        f.write(b"half of the new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, writer)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.json"]
+    atomic_write(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new"
+
+
+def test_verify_catches_a_corrupted_blob(store):
+    ref = store.put_bytes(b"precious bytes")
+    path = store.path(ref.sha256)
+    path.chmod(0o644)
+    path.write_bytes(b"precious bytez")
+    assert store.exists(ref.sha256)
+    assert not store.verify(ref.sha256)
+    assert not store.verify(_sha(b"never stored"))
+
+
+def test_bad_names_and_missing_blobs(store):
+    with pytest.raises(ValueError, match="not a sha256"):
+        store.path("../../etc/passwd")
+    with pytest.raises(BlobNotFound):
+        store.open(_sha(b"missing"))
+    ref = store.put_bytes(b"to delete")
+    store.delete(ref.sha256)
+    assert not store.exists(ref.sha256)
+    out = store.copy_to(store.put_bytes(b"copy me").sha256, store.root.parent / "out.bin")
+    assert out.read_bytes() == b"copy me"

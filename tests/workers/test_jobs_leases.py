@@ -1,0 +1,238 @@
+"""Leases, heartbeat and reaper against real PostgreSQL and SQLite databases (workers/jobs.py,
+workers/reaper.py). Enqueues go to a real filesystem broker folder, counted as message files."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from jobs_dbs import database_from, migrated_template
+from sqlalchemy import select
+
+from service.config import Settings
+from service.db.models import Job, JobEvent, Owner
+from service.db.session import get_sessionmaker
+from service.jobs import request_cancel
+from workers.jobs import (
+    FAILURE_HOOKS,
+    Heartbeat,
+    JobCancelled,
+    JobContext,
+    LeaseLost,
+    acquire_lease,
+    finish_job,
+    utcnow,
+)
+from workers.reaper import lost_message_grace, reap_expired
+
+LEASE = 30.0
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    with migrated_template(request.param, tmp_path_factory.mktemp("tmpl")) as t:
+        yield request.param, t
+
+
+@pytest.fixture
+def settings(template: tuple[str, str], tmp_path: Path):
+    with database_from(*template, tmp_path) as url:
+        yield Settings(data_dir=tmp_path / "data", database_url=url, lease_seconds=LEASE, heartbeat_seconds=0.05)
+
+
+@pytest.fixture
+def factory(settings: Settings):
+    return get_sessionmaker(settings.resolved_database_url)
+
+
+def make_job(factory, kind: str = "ingest", max_attempts: int = 3) -> str:
+    with factory() as s:
+        owner = s.scalar(select(Owner).where(Owner.name == "t"))
+        if owner is None:
+            owner = Owner(name="t")
+            s.add(owner)
+            s.flush()
+        job = Job(owner_id=owner.id, kind=kind, queue="ingest", params={}, max_attempts=max_attempts)
+        s.add(job)
+        s.commit()
+        return job.id
+
+
+def job_row(factory, job_id: str) -> Job:
+    with factory() as s:
+        return s.get(Job, job_id)
+
+
+def sent_messages(settings: Settings) -> int:
+    folder = settings.broker_dir / "queue"
+    return len([p for p in folder.glob("*.ingest.msg")]) if folder.exists() else 0
+
+
+def test_concurrent_acquirers_exactly_one_wins(factory) -> None:
+    for _ in range(3):
+        job_id = make_job(factory)
+        n = 6
+        barrier = threading.Barrier(n)
+        winners: list[str] = []
+
+        def contend(i: int) -> None:
+            with factory() as s:
+                barrier.wait()
+                if acquire_lease(s, job_id, f"worker-{i}", LEASE) is not None:
+                    winners.append(f"worker-{i}")
+
+        threads = [threading.Thread(target=contend, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(winners) == 1
+        job = job_row(factory, job_id)
+        assert (job.status, job.attempts, job.lease_owner) == ("running", 1, winners[0])
+
+
+def test_live_lease_refuses_a_second_worker_and_finished_jobs_stay_finished(factory) -> None:
+    job_id = make_job(factory)
+    with factory() as s:
+        assert acquire_lease(s, job_id, "a", LEASE) is not None
+        assert acquire_lease(s, job_id, "b", LEASE) is None
+        assert finish_job(s, job_id, "b", "succeeded") is False  # not the owner
+        assert finish_job(s, job_id, "a", "succeeded", result={"n": 1}) is True
+        assert acquire_lease(s, job_id, "b", LEASE) is None
+    job = job_row(factory, job_id)
+    assert (job.status, job.result, job.lease_owner, job.attempts) == ("succeeded", {"n": 1}, None, 1)
+
+
+def test_expired_lease_is_requeued_resent_and_counts_attempts(factory, settings: Settings) -> None:
+    job_id = make_job(factory)
+    t0 = utcnow()
+    with factory() as s:
+        acquire_lease(s, job_id, "dead", LEASE, now=t0)
+        assert reap_expired(s, settings, now=t0 + timedelta(seconds=LEASE - 1)) == []  # still live
+        assert reap_expired(s, settings, now=t0 + timedelta(seconds=LEASE + 1)) == [job_id]
+    job = job_row(factory, job_id)
+    assert (job.status, job.attempts, job.lease_owner) == ("queued", 1, None)
+    assert sent_messages(settings) == 1
+    with factory() as s:
+        assert acquire_lease(s, job_id, "second", LEASE) is not None
+        assert finish_job(s, job_id, "dead", "failed") is False  # the lost worker cannot write any more
+    assert job_row(factory, job_id).attempts == 2
+
+
+def test_max_attempts_fails_with_a_clear_error_and_runs_the_failure_hook(factory, settings: Settings) -> None:
+    seen: list[tuple[str, str]] = []
+    FAILURE_HOOKS["test-kind"] = lambda session, job: seen.append((job.id, job.status))
+    try:
+        job_id = make_job(factory, kind="test-kind", max_attempts=2)
+        t = utcnow()
+        with factory() as s:
+            for attempt in (1, 2):
+                assert acquire_lease(s, job_id, f"w{attempt}", LEASE, now=t) is not None
+                t += timedelta(seconds=LEASE + 1)
+                assert reap_expired(s, settings, now=t) == [job_id]
+    finally:
+        del FAILURE_HOOKS["test-kind"]
+    job = job_row(factory, job_id)
+    assert job.status == "failed" and job.attempts == 2
+    assert job.error["code"] == "lease_expired"
+    assert "worker lost 2 times" in job.error["message"] and "max_attempts=2" in job.error["message"]
+    assert seen == [(job_id, "failed")]
+    assert sent_messages(settings) == 1  # re-sent after the first loss only
+
+
+def test_concurrent_reapers_requeue_once(factory, settings: Settings) -> None:
+    job_ids = [make_job(factory) for _ in range(4)]
+    t0 = utcnow()
+    with factory() as s:
+        for job_id in job_ids:
+            acquire_lease(s, job_id, "dead", LEASE, now=t0)
+    later = t0 + timedelta(seconds=LEASE + 1)
+    results: list[list[str]] = []
+    barrier = threading.Barrier(3)
+
+    def reap() -> None:
+        with factory() as s:
+            barrier.wait()
+            results.append(reap_expired(s, settings, now=later))
+
+    threads = [threading.Thread(target=reap) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(j for r in results for j in r) == sorted(job_ids)
+    assert sent_messages(settings) == len(job_ids)
+    assert {job_row(factory, j).status for j in job_ids} == {"queued"}
+
+
+def test_expired_cancelling_job_ends_cancelled(factory, settings: Settings) -> None:
+    job_id = make_job(factory)
+    t0 = utcnow()
+    with factory() as s:
+        acquire_lease(s, job_id, "dead", LEASE, now=t0)
+        request_cancel(s, s.get(Job, job_id))
+        s.commit()
+        assert reap_expired(s, settings, now=t0 + timedelta(seconds=LEASE + 1)) == [job_id]
+    job = job_row(factory, job_id)
+    assert (job.status, job.error["code"]) == ("cancelled", "cancelled")
+    assert sent_messages(settings) == 0
+
+
+def test_unclaimed_queued_job_is_resent_once_per_grace_period(factory, settings: Settings) -> None:
+    job_id = make_job(factory)
+    grace = timedelta(seconds=lost_message_grace(settings))
+    now = utcnow()
+    with factory() as s:
+        assert reap_expired(s, settings, now=now) == []
+        assert reap_expired(s, settings, now=now + grace * 1.1) == [job_id]
+        assert reap_expired(s, settings, now=now + grace * 1.2) == []  # just re-sent
+        assert reap_expired(s, settings, now=now + grace * 2.3) == [job_id]
+    assert sent_messages(settings) == 2
+    assert job_row(factory, job_id).status == "queued"
+
+
+def test_heartbeat_renews_the_lease_and_sees_the_cancel_flag(factory, settings: Settings) -> None:
+    job_id = make_job(factory)
+    with factory() as s:
+        job = acquire_lease(s, job_id, "me", 1.0)
+    first_expiry = job.lease_expires_at
+    ctx = JobContext(job, "me", settings, factory)
+    hb = Heartbeat(ctx, 0.05)
+    hb.start()
+    try:
+        time.sleep(0.3)
+        ctx.check_cancelled()  # no cancel yet: returns
+        assert job_row(factory, job_id).lease_expires_at > first_expiry
+        with factory() as s:
+            request_cancel(s, s.get(Job, job_id))
+            s.commit()
+        deadline = time.monotonic() + 5
+        while not ctx.cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(JobCancelled):
+            ctx.check_cancelled()
+    finally:
+        hb.stop()
+    assert job_row(factory, job_id).status == "cancelling"
+
+
+def test_context_writes_stage_and_progress_and_detects_a_lost_lease(factory, settings: Settings) -> None:
+    job_id = make_job(factory)
+    t0 = utcnow()
+    with factory() as s:
+        job = acquire_lease(s, job_id, "me", LEASE, now=t0)
+    ctx = JobContext(job, "me", settings, factory)
+    ctx.stage("images", total=10)
+    ctx.progress(10, 10)
+    row = job_row(factory, job_id)
+    assert (row.stage, row.progress_done, row.progress_total) == ("images", 10, 10)
+    with factory() as s:
+        messages = s.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+        assert "stage images" in messages
+        reap_expired(s, settings, now=t0 + timedelta(seconds=LEASE + 1))
+    with pytest.raises(LeaseLost):
+        ctx.stage("write")
+    with pytest.raises(LeaseLost):
+        ctx.check_cancelled()

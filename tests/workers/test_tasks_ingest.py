@@ -1,0 +1,110 @@
+"""The ingest task (workers/tasks/ingest.py) called in-process on SQLite: all rows in one go,
+idempotent on a second run, and a worker-side validation failure fails dataset and job alike."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import datagen
+import pytest
+from jobs_dbs import database_from, migrated_template
+from sqlalchemy import func, select
+
+from service.config import Settings
+from service.db.models import Dataset, Job, Owner, Sample
+from service.db.session import get_sessionmaker
+from service.storage import BlobStore
+from workers import jobs
+from workers.tasks.ingest import ingest
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory):
+    with migrated_template("sqlite", tmp_path_factory.mktemp("tmpl")) as t:
+        yield t
+
+
+@pytest.fixture
+def settings(template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with database_from("sqlite", template, tmp_path) as url:
+        s = Settings(data_dir=tmp_path / "data", database_url=url, heartbeat_seconds=0.2)
+        monkeypatch.setattr(jobs, "get_settings", lambda: s)
+        yield s
+
+
+def stored_dataset(settings: Settings, dataset: Path, archive: Path | None) -> tuple[str, str]:
+    """Blobs + Dataset(pending) + Job(ingest) as the API leaves them; returns (dataset id, job id)."""
+    blobs = BlobStore(settings.blob_dir)
+    file_ref = blobs.put_file(dataset)
+    archive_ref = blobs.put_file(archive) if archive else None
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        owner = s.scalar(select(Owner)) or Owner(name="o")
+        s.add(owner)
+        s.flush()
+        ds = Dataset(owner_id=owner.id, name="d", file_blob=file_ref.sha256, file_name=dataset.name,
+                     archive_blob=archive_ref.sha256 if archive_ref else None, archive_name=archive and archive.name)
+        s.add(ds)
+        s.flush()
+        job = Job(owner_id=owner.id, kind="ingest", queue="ingest", params={"dataset_id": ds.id})
+        s.add(job)
+        s.commit()
+        return ds.id, job.id
+
+
+def new_ingest_job(settings: Settings, dataset_id: str) -> str:
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        ds = s.get(Dataset, dataset_id)
+        job = Job(owner_id=ds.owner_id, kind="ingest", queue="ingest", params={"dataset_id": dataset_id})
+        s.add(job)
+        s.commit()
+        return job.id
+
+
+def test_ingest_writes_all_samples_and_a_rerun_writes_nothing(settings: Settings, tmp_path: Path) -> None:
+    dataset, archive = datagen.write_llava_dataset(tmp_path / "ds", 10, multi_image=True, text_only=True)
+    dataset_id, job_id = stored_dataset(settings, dataset, archive)
+    assert ingest(job_id)["status"] == "succeeded"
+    again = new_ingest_job(settings, dataset_id)  # e.g. a retried job after a lost final status
+    assert ingest(again)["status"] == "succeeded"
+
+    factory = get_sessionmaker(settings.resolved_database_url)
+    with factory() as s:
+        ds = s.get(Dataset, dataset_id)
+        n_rows = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset_id))
+        first, second = s.get(Job, job_id), s.get(Job, again)
+    records, images = datagen.build_records(10, multi_image=True, text_only=True)
+    assert (ds.status, ds.num_samples, ds.num_images, n_rows) == ("ready", 10, len(images), 10)
+    assert first.result["written"] is True and second.result["written"] is False
+    assert second.result["num_samples"] == 10
+    assert not list(settings.work_dir.glob("ingest-*"))
+
+
+def test_validation_failure_in_the_worker_fails_dataset_and_job(settings: Settings, tmp_path: Path) -> None:
+    records, images = datagen.build_records(4)
+    records[2]["image"] = "images/not-there.png"  # the API would have refused it; the worker must too
+    dataset = datagen.write_records(tmp_path / "bad.json", records)
+    archive = datagen.write_archive(tmp_path, images, "zip")
+    dataset_id, job_id = stored_dataset(settings, dataset, archive)
+    assert ingest(job_id)["status"] == "failed"
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        ds, job = s.get(Dataset, dataset_id), s.get(Job, job_id)
+        n_rows = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset_id))
+    assert job.error["code"] == "missing_image" and "not-there.png" in job.error["message"]
+    assert ds.status == "failed" and ds.error["code"] == "missing_image" and ds.error["sample_id"] == "s0002"
+    assert n_rows == 0
+
+
+def test_corrupt_stored_upload_fails_with_upload_corrupt(settings: Settings, tmp_path: Path) -> None:
+    dataset = datagen.write_records(tmp_path / "t.json", datagen.build_records(3, with_images=False)[0])
+    dataset_id, job_id = stored_dataset(settings, dataset, None)
+    blob = BlobStore(settings.blob_dir).path(_file_blob(settings, dataset_id))
+    blob.chmod(0o644)
+    blob.write_bytes(b"[]")
+    assert ingest(job_id)["status"] == "failed"
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        assert s.get(Job, job_id).error["code"] == "upload_corrupt"
+        assert s.get(Dataset, dataset_id).status == "failed"
+
+
+def _file_blob(settings: Settings, dataset_id: str) -> str:
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        return s.get(Dataset, dataset_id).file_blob

@@ -1,0 +1,359 @@
+"""The job reliability layer: SQL leases, heartbeats, the context domain code sees, the Task base.
+
+A job runs only while its worker holds the lease in SQL: `acquire_lease` is one conditional
+UPDATE, so two workers given the same job id never both run it. A heartbeat thread renews the
+lease and reads the cancel flag; every later write of the job is conditional on still owning the
+lease, so a worker that lost it (paused too long, reaped) cannot overwrite its successor.
+Clocks: leases use the workers' UTC wall clock, so machines must be NTP-synchronised to well
+under `lease_seconds`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from celery import Celery, Task
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError as DBOperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.broker import QUEUES, task_name
+from service.config import Settings, get_settings
+from service.db.models import Job
+from service.jobs import add_event
+from service.db.session import get_sessionmaker
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("running", "cancelling")
+TERMINAL = ("succeeded", "failed", "cancelled")
+#: The only errors a job is retried for; everything else fails the job at once.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBOperationalError, BrokerOperationalError, ConnectionError)
+#: kind -> fn(session, job) run in the transaction that ends a job as failed or cancelled
+#: (e.g. ingest marks its dataset failed), from the task and from the reaper alike.
+FAILURE_HOOKS: dict[str, Callable[[Session, Job], None]] = {}
+
+
+class JobCancelled(Exception):
+    """Raised by `JobContext.check_cancelled` once a cancel was requested."""
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job's lease: stop without writing anything."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def register_failure_hook(kind: str) -> Callable[[Callable[[Session, Job], None]], Callable[[Session, Job], None]]:
+    def decorate(fn: Callable[[Session, Job], None]) -> Callable[[Session, Job], None]:
+        FAILURE_HOOKS[kind] = fn
+        return fn
+
+    return decorate
+
+
+def acquire_lease(session: Session, job_id: str, owner: str, lease_seconds: float, now: datetime | None = None) -> Job | None:
+    """Take the job (queued, or running with an expired lease) for `owner`; None if not ours.
+
+    One conditional UPDATE: the database serialises concurrent acquirers on the row, and the
+    loser's WHERE no longer matches, so exactly one wins. Commits.
+    """
+    now = now or utcnow()
+    stmt = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.attempts < Job.max_attempts,
+            (Job.status == "queued") | ((Job.status == "running") & (Job.lease_expires_at < now)),
+        )
+        .values(
+            status="running",
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    won = session.execute(stmt).rowcount == 1
+    if won:
+        job = session.get(Job, job_id, populate_existing=True)
+        add_event(session, job_id, f"started (attempt {job.attempts} of {job.max_attempts})", data={"owner": owner})
+    session.commit()
+    return job if won else None
+
+
+def _update_if_held(session: Session, job_id: str, owner: str, values: dict[str, Any]) -> bool:
+    """Write `values` only while `owner` holds the live lease; False when it was lost."""
+    return session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status.in_(ACTIVE))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+
+
+def renew_lease(
+    session: Session, job_id: str, owner: str, lease_seconds: float, progress: tuple[int, int] | None = None
+) -> tuple[bool, bool]:
+    """Extend the lease (and flush progress); returns (still held, cancel requested). Commits."""
+    now = utcnow()
+    values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds), "heartbeat_at": now}
+    if progress is not None:
+        values["progress_done"], values["progress_total"] = progress
+    held = _update_if_held(session, job_id, owner, values)
+    cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+    session.commit()
+    return held, cancel
+
+
+def finish_job(
+    session: Session,
+    job_id: str,
+    owner: str,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> bool:
+    """End the job as `status` and release the lease, if `owner` still holds it. Commits."""
+    if status not in TERMINAL + ("queued",):
+        raise ValueError(f"status must be one of {TERMINAL + ('queued',)}, got {status!r}")
+    values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None}
+    if status != "queued":
+        values.update(result=result, error=error, finished_at=utcnow())
+    done = _update_if_held(session, job_id, owner, values)
+    if done:
+        message = {"queued": "released for a retry", "succeeded": "succeeded"}.get(status, status)
+        level = "error" if status == "failed" else "info"
+        add_event(session, job_id, message, level=level, data={"error": error} if error else None)
+        if status in ("failed", "cancelled"):
+            run_failure_hook(session, job_id)
+    session.commit()
+    return done
+
+
+def run_failure_hook(session: Session, job_id: str) -> None:
+    job = session.get(Job, job_id, populate_existing=True)
+    hook = FAILURE_HOOKS.get(job.kind) if job is not None else None
+    if hook is not None:
+        hook(session, job)
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    """The job's error {code, message}: a domain error's own code, else internal_error."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
+        return {"code": code, "message": str(getattr(exc, "detail", None) or exc)}
+    return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+
+
+class JobContext:
+    """What domain code gets: the job's params, and stage/progress/event reporting and cancel checks.
+
+    Its writes use their own short transactions; on SQLite do not call it while holding an open
+    write transaction in the same thread (the database has a single writer).
+    """
+
+    PROGRESS_WRITE_INTERVAL = 1.0  # seconds; the heartbeat also flushes the latest progress
+
+    def __init__(self, job: Job, owner: str, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+        self.job_id, self.kind, self.params = job.id, job.kind, dict(job.params or {})
+        self.attempt, self.owner = job.attempts, owner
+        self.settings, self.session_factory = settings, session_factory
+        self._progress = (0, 0)
+        self._last_write = 0.0
+        self._cancel = bool(job.cancel_requested)
+        self._lost = False
+
+    def _write(self, **values: Any) -> None:
+        with self.session_factory() as session:
+            held = session.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.lease_owner == self.owner, Job.status.in_(ACTIVE))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            ).rowcount == 1
+            session.commit()
+        if not held:
+            self._lost = True
+            raise LeaseLost(f"job {self.job_id}: lease of {self.owner} lost")
+
+    def stage(self, name: str, total: int = 0) -> None:
+        """Enter stage `name` (progress restarts at 0 of `total`)."""
+        self._progress = (0, total)
+        self._last_write = time.monotonic()
+        self._write(stage=name, progress_done=0, progress_total=total)
+        self.event(f"stage {name}", stage=name, total=total)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report progress; written at most once a second (and on the last step)."""
+        total = self._progress[1] if total is None else total
+        self._progress = (done, total)
+        now = time.monotonic()
+        if done >= total or now - self._last_write >= self.PROGRESS_WRITE_INTERVAL:
+            self._last_write = now
+            self._write(progress_done=done, progress_total=total)
+
+    def fence(self, session: Session) -> None:
+        """Inside `session`'s open transaction, prove this worker still holds the lease.
+
+        Locks the job row until that transaction ends, so a final write committed after a
+        successful fence cannot race a reaper or a successor. Raises LeaseLost otherwise.
+        """
+        held = session.execute(
+            update(Job)
+            .where(Job.id == self.job_id, Job.lease_owner == self.owner, Job.status.in_(ACTIVE))
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount == 1
+        if not held:
+            self._lost = True
+            raise LeaseLost(f"job {self.job_id}: lease of {self.owner} lost")
+
+    def event(self, message: str, level: str = "info", **data: Any) -> None:
+        with self.session_factory() as session:
+            add_event(session, self.job_id, message, level=level, data=data or None)
+            session.commit()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if a cancel was seen, LeaseLost if the lease is gone."""
+        if self._lost:
+            raise LeaseLost(f"job {self.job_id}: lease of {self.owner} lost")
+        if self._cancel:
+            raise JobCancelled(self.job_id)
+
+
+class Heartbeat(threading.Thread):
+    """Renews a running job's lease every `interval` seconds and picks up its cancel flag."""
+
+    def __init__(self, ctx: JobContext, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{ctx.job_id}", daemon=True)
+        self.ctx, self.interval = ctx, interval
+        self._stop_event = threading.Event()
+
+    def beat(self) -> None:
+        ctx = self.ctx
+        with ctx.session_factory() as session:
+            held, cancel = renew_lease(session, ctx.job_id, ctx.owner, ctx.settings.lease_seconds, ctx._progress)
+        ctx._cancel = ctx._cancel or cancel
+        if not held:
+            ctx._lost = True
+            self._stop_event.set()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001 - a DB blip must not kill the heartbeat; the lease covers it
+                log.exception("heartbeat of job %s failed; retrying in %ss", self.ctx.job_id, self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+
+
+class JobTask(Task):
+    """Celery Task base of every job: lease, heartbeat, domain call, final status.
+
+    A task receives only the job id. A delivery the lease refuses (the job finished, or another
+    live worker holds it) is acked and ignored. Only TRANSIENT_ERRORS are retried.
+    """
+
+    kind: str = ""
+    job_queue: str = ""
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    max_retries = 5
+    retry_backoff_seconds = 2.0
+
+    def run_job(self, job_id: str, fn: Callable[[JobContext], dict[str, Any] | None]) -> dict[str, Any]:
+        settings = get_settings()
+        factory = get_sessionmaker(settings.resolved_database_url)
+        owner = new_lease_owner()
+        try:
+            with factory() as session:
+                job = acquire_lease(session, job_id, owner, settings.lease_seconds)
+        except TRANSIENT_ERRORS as exc:
+            raise self._retry(exc) from exc
+        if job is None:
+            log.info("job %s: not acquired (finished, held by a live worker, or unknown); ignoring", job_id)
+            return {"job_id": job_id, "ran": False}
+        ctx = JobContext(job, owner, settings, factory)
+        heartbeat = Heartbeat(ctx, settings.heartbeat_seconds)
+        heartbeat.start()
+        try:
+            ctx.check_cancelled()
+            outcome: tuple[str, dict | None, dict | None] = ("succeeded", fn(ctx), None)
+        except JobCancelled:
+            outcome = ("cancelled", None, {"code": "cancelled", "message": "cancelled on request"})
+        except LeaseLost:
+            log.warning("job %s: lease lost while running; leaving it to its new owner", job_id)
+            return {"job_id": job_id, "ran": False}
+        except TRANSIENT_ERRORS as exc:
+            heartbeat.stop()
+            self._release(factory, job_id, owner)
+            raise self._retry(exc) from exc
+        except Exception as exc:  # noqa: BLE001 - any other error is the job's failure, recorded in SQL
+            log.exception("job %s (%s) failed", job_id, self.kind)
+            outcome = ("failed", None, error_of(exc))
+        finally:
+            heartbeat.stop()
+        status, result, error = outcome
+        with factory() as session:
+            if not finish_job(session, job_id, owner, status, result=result, error=error):
+                log.warning("job %s: lease lost before it could be marked %s", job_id, status)
+        return {"job_id": job_id, "ran": True, "status": status}
+
+    def _release(self, factory: sessionmaker[Session], job_id: str, owner: str) -> None:
+        try:
+            with factory() as session:
+                finish_job(session, job_id, owner, "queued")
+        except Exception:  # noqa: BLE001 - if SQL is down the lease simply expires and the reaper requeues
+            log.exception("job %s: could not release the lease after a transient error", job_id)
+
+    def _retry(self, exc: BaseException) -> BaseException:
+        # Raises celery's Retry (or `exc` itself once max_retries is spent: the job then stays
+        # queued in SQL and the reaper re-sends it, bounded by the job's max_attempts).
+        countdown = self.retry_backoff_seconds * 2**self.request.retries
+        log.warning("task %s: transient %s; retry in %.0fs", self.name, type(exc).__name__, countdown)
+        return self.retry(exc=exc, countdown=countdown)
+
+
+def job_task(app: Celery, kind: str, queue: str) -> Callable[[Callable[[JobContext], dict[str, Any] | None]], Task]:
+    """Register domain function `fn(ctx) -> result dict` as task ``adaptinf.<kind>`` on `queue`."""
+    if queue not in QUEUES:
+        raise ValueError(f"queue must be one of {QUEUES}, got {queue!r}")
+
+    def decorate(fn: Callable[[JobContext], dict[str, Any] | None]) -> Task:
+        def run(self: JobTask, job_id: str) -> dict[str, Any]:
+            return self.run_job(job_id, fn)
+
+        run.__name__, run.__doc__, run.__module__ = fn.__name__, fn.__doc__, fn.__module__
+        # The route matters only to code calling task.delay(); enqueue_job names the queue itself.
+        app.conf.task_routes = {**dict(app.conf.task_routes or {}), task_name(kind): {"queue": queue}}
+        return app.task(base=JobTask, bind=True, name=task_name(kind), kind=kind, job_queue=queue)(run)
+
+    return decorate
