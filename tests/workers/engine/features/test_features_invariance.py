@@ -1,0 +1,66 @@
+"""A sample's features and scores do not depend on its batch, padding side or seed reuse."""
+import numpy as np
+import pytest
+
+from tests.workers.engine.features.helpers import conversation, mixed_samples
+from workers.engine.features import SCORE_NAMES, FeatureConfig, compute_features
+
+
+def _assert_same(a, b):
+    assert np.array_equal(a.ids, b.ids)
+    scale = float(np.abs(a.features.astype(np.float32)).max())
+    # float16 features: one ulp near the largest entry is ~5e-4 relative
+    np.testing.assert_allclose(a.features.astype(np.float32), b.features.astype(np.float32), rtol=2e-3, atol=2e-3 * scale)
+    for k in SCORE_NAMES:
+        np.testing.assert_allclose(a.scores[k], b.scores[k], rtol=1e-4, equal_nan=True, err_msg=k)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llava_nonzero", "tiny_causal_lm_nonzero"])
+def test_results_do_not_depend_on_batch_composition_or_padding(request, image_dir, fixture):
+    loaded = request.getfixturevalue(fixture)
+    samples = mixed_samples(image_dir)
+    filler = [conversation(100 + i, "x" * (7 * i + 1), "y" * (3 * i + 1)) for i in range(4)]
+    alone = compute_features(loaded, samples, FeatureConfig(proj_dim=64, batch_size=1))
+    for side in ("right", "left"):
+        cfg = FeatureConfig(proj_dim=64, batch_size=4, padding_side=side, sort_by_length=False)
+        crowd = compute_features(loaded, filler[:2] + samples + filler[2:], cfg)
+        picked = np.isin(crowd.ids, alone.ids)
+        sub = type(crowd)(crowd.ids[picked], crowd.features[picked], {k: v[picked] for k, v in crowd.scores.items()})
+        _assert_same(alone, sub)
+    _assert_same(alone, compute_features(loaded, samples, FeatureConfig(proj_dim=64, batch_size=5, padding_side="left")))
+
+
+def test_same_seed_same_features_and_another_seed_differs(tiny_llava_nonzero, image_dir):
+    samples = mixed_samples(image_dir)[:3]
+    a = compute_features(tiny_llava_nonzero, samples, FeatureConfig(proj_dim=64, seed=5))
+    b = compute_features(tiny_llava_nonzero, samples, FeatureConfig(proj_dim=64, seed=5))
+    c = compute_features(tiny_llava_nonzero, samples, FeatureConfig(proj_dim=64, seed=6))
+    assert np.array_equal(a.features, b.features)
+    assert not np.array_equal(a.features, c.features)
+    np.testing.assert_array_equal(a.scores["ppl"], c.scores["ppl"])  # the seed only moves the projection
+
+
+def test_multi_image_and_text_only_samples_go_through(tiny_llava_nonzero, image_dir):
+    samples = mixed_samples(image_dir)
+    out = compute_features(tiny_llava_nonzero, samples, FeatureConfig(proj_dim=64, batch_size=2))
+    assert out.features.dtype == np.float16 and out.features.shape == (5, 64)
+    assert out.ids.tolist() == [s.id for s in samples]
+    assert np.isfinite(out.features.astype(np.float32)).all()
+    assert (np.abs(out.features.astype(np.float32)).sum(axis=1) > 0).all()
+    for k in SCORE_NAMES:
+        assert out.scores[k].dtype == np.float32
+    assert np.isnan(out.scores["ig"]).tolist() == [False, True, False, False, True]
+
+
+def test_feature_config_validation_names_the_field():
+    for kwargs, field in [
+        (dict(layers="first"), "FeatureConfig.layers"),
+        (dict(layers=()), "FeatureConfig.layers"),
+        (dict(proj_dim=0), "FeatureConfig.proj_dim"),
+        (dict(batch_size=0), "FeatureConfig.batch_size"),
+        (dict(max_length=1), "FeatureConfig.max_length"),
+        (dict(padding_side="middle"), "FeatureConfig.padding_side"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            FeatureConfig(**kwargs)
+    assert FeatureConfig(layers=[-1, 0]).resolve_layers(3) == [0, 2]

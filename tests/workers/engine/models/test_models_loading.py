@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from workers.engine.models import LoraSpec, ModelSpec, load_model
+
+
+def _lora_layers(loaded) -> set[str]:
+    return {n.split(".lora_")[0] for n, _ in loaded.model.named_parameters() if ".lora_" in n}
+
+
+def test_lora_goes_on_the_text_decoder_only(tiny_llava):
+    names = _lora_layers(tiny_llava)
+    assert names and all(".language_model.layers." in n for n in names)
+    assert not any("vision_tower" in n for n in names)
+    assert {n.rsplit(".", 1)[1] for n in names} == {"q_proj", "v_proj"}
+    assert len(names) == 2 * tiny_llava.num_layers
+    assert tiny_llava.device.type == "cpu" and tiny_llava.dtype == torch.float32
+
+
+def test_lora_layers_option_and_fresh_adapter_is_seeded():
+    a = load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), lora=LoraSpec(layers=(2,), seed=3))
+    b = load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), lora=LoraSpec(layers=(2,), seed=3))
+    assert all(".layers.2." in n for n in _lora_layers(a))
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    lora_keys = [k for k in sa if "lora_A" in k]
+    assert lora_keys and all(torch.equal(sa[k], sb[k]) for k in lora_keys)
+    assert all(float(v.abs().sum()) == 0 for k, v in sa.items() if "lora_B" in k)  # PEFT init: B = 0
+
+
+def test_adapter_round_trip(tmp_path, tiny_causal_lm_nonzero):
+    tiny_causal_lm_nonzero.save_adapter(tmp_path / "ad")
+    again = load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), adapter_dir=tmp_path / "ad")
+    want = {k: v for k, v in tiny_causal_lm_nonzero.model.state_dict().items() if "lora_" in k}
+    got = again.model.state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in want.items())
+    assert all(p.requires_grad for n, p in again.model.named_parameters() if "lora_" in n)
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), adapter_dir=tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(r=0), "LoraSpec.r"),
+        (dict(dropout=1.5), "LoraSpec.dropout"),
+        (dict(target_modules=()), "LoraSpec.target_modules"),
+        (dict(layers=(-1,)), "LoraSpec.layers"),
+    ],
+)
+def test_lora_spec_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        LoraSpec(**kwargs)
+
+
+def test_model_spec_validation_and_layer_range():
+    with pytest.raises(ValueError, match="ModelSpec.model_type"):
+        ModelSpec("x", model_type="seq2seq")
+    with pytest.raises(ValueError, match="ModelSpec.dtype"):
+        ModelSpec("x", dtype="int8")
+    with pytest.raises(ValueError, match="out of range"):
+        load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), lora=LoraSpec(layers=(9,)))
