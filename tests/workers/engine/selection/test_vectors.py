@@ -1,0 +1,31 @@
+"""Blocked normalisation and gathering, and the engine's thread pool."""
+import numpy as np
+
+import workers.engine.selection.vectors as vec
+from workers.engine.selection.parallel import map_parallel
+
+
+def test_gather_normalized_matches_float64_reference(tmp_path, monkeypatch):
+    monkeypatch.setattr(vec, "BLOCK_ROWS", 7)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 9)).astype(np.float16)
+    x[3] = 0  # an all-zero row stays zero instead of becoming NaN
+    mm = np.memmap(tmp_path / "x.f16", dtype=np.float16, mode="w+", shape=x.shape)
+    mm[:] = x
+    ref = x.astype(np.float64)
+    norms = np.linalg.norm(ref, axis=1, keepdims=True)
+    ref = np.divide(ref, norms, out=np.zeros_like(ref), where=norms > 0)
+    for rows in (np.arange(50), rng.permutation(50)[:20], np.array([3, 1, 3])):
+        got = vec.gather_normalized(mm, rows)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, ref[rows], atol=1e-6)
+    blocks = list(vec.iter_normalized_blocks(mm, 7))
+    assert [s for s, _ in blocks] == list(range(0, 50, 7))
+    np.testing.assert_allclose(np.concatenate([b for _, b in blocks]), ref, atol=1e-6)
+    assert not np.shares_memory(vec.normalize_rows(ref.astype(np.float32)), ref)
+
+
+def test_map_parallel_keeps_input_order():
+    items = list(range(25))
+    for threads in (1, 2, 3):
+        assert list(map_parallel(lambda i: i * i, items, threads)) == [i * i for i in items]

@@ -1,0 +1,185 @@
+"""Permanent pruning: cluster-wise semantic deduplication with an optional pool cap.
+
+Inside each cluster, samples are visited in ascending sample id (older pool members represent
+their group, so the pool does not churn across rounds). A sample is redundant when its cosine
+similarity to an earlier *kept* sample exceeds 1 − ε (greedy leader rule: one survivor per group).
+
+Neighbour search never builds an n×n matrix (`selection.neighbours`): a cluster of at most
+`exact_max` rows is searched exhaustively in blocks (exact); a larger one is split into k-means
+cells of about `cell_size` rows and a sample is compared with its `nprobe` nearest cells. The
+greedy is exact on that candidate graph: per sample its K most similar earlier candidates are
+kept (memory O(n·K)), and a sample whose K are all pruned is re-checked against every kept
+candidate. Pairs outside each other's probed cells are the only approximation;
+`bench/selection.py` measures the recall against the exhaustive search.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+# ε per preset; "lite" (the paper's LITE variant) prunes more aggressively.
+PRESET_EPS = {"default": 0.05, "lite": 0.15}
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How a pool is deduplicated and capped.
+
+    Args:
+        eps: cosine > 1 − eps to a kept sample means redundant; None takes the preset's value.
+        max_pool_size: after dedup, prune the most redundant samples (largest clusters first)
+            until the pool has at most this many; None = no cap.
+        preset: "default" (eps 0.05) or "lite" (eps 0.15).
+        exact_max: clusters up to this size are searched exhaustively (exact).
+        cell_size: rows per sub-cluster cell in larger clusters.
+        nprobe: cells a sample is compared with (its nearest ones).
+        max_neighbors: earlier neighbours kept per sample (K); more are re-checked exactly.
+        seed: seeds the cell k-means.
+        threads: clusters processed in parallel (None: min(2, cores)); kernels run single-threaded.
+    """
+
+    eps: float | None = None
+    max_pool_size: int | None = None
+    preset: Literal["default", "lite"] = "default"
+    exact_max: int = 1024
+    cell_size: int = 128
+    nprobe: int = 2
+    max_neighbors: int = 16
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESET_EPS:
+            raise ValueError(f"PruneConfig.preset must be one of {tuple(PRESET_EPS)}, got {self.preset!r}")
+        if self.eps is None:
+            object.__setattr__(self, "eps", PRESET_EPS[self.preset])
+        if not isinstance(self.eps, (int, float)) or not 0.0 <= self.eps <= 2.0:
+            raise ValueError(f"PruneConfig.eps must be a number in [0, 2], got {self.eps!r}")
+        if self.max_pool_size is not None and (isinstance(self.max_pool_size, bool) or not isinstance(self.max_pool_size, int) or self.max_pool_size < 0):
+            raise ValueError(f"PruneConfig.max_pool_size must be None or an int >= 0, got {self.max_pool_size!r}")
+        for name in ("exact_max", "cell_size", "nprobe", "max_neighbors"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"PruneConfig.{name} must be a positive int, got {value!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"PruneConfig.threads must be None or a positive int, got {self.threads!r}")
+
+    @property
+    def threshold(self) -> float:
+        return 1.0 - float(self.eps)
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedSample:
+    """One pruned sample: `similarity` to `duplicate_of`, its most similar earlier kept sample
+    (None for pool_cap when it has none)."""
+
+    sample_id: int
+    cluster: int
+    reason: Literal["near_duplicate", "pool_cap"]
+    similarity: float | None
+    duplicate_of: int | None
+
+
+def _dedup_and_redundancy(x: np.ndarray, cells, nb, threshold: float):
+    """Greedy leader rule in row order, then every survivor's redundancy.
+
+    Returns kept bool[m]; for pruned rows `rep`/`sim` = the most similar earlier kept row (ties:
+    the earlier one) and that similarity; for kept rows the same quantity is the redundancy
+    (SemDeDup's upper-triangular maximum over the survivors), −inf/−1 when there is none.
+    """
+    from workers.engine.selection.neighbours import earlier_candidates
+
+    m, k = nb.nbr.shape
+    kept = np.ones(m, dtype=bool)
+    rep = np.full(m, -1, dtype=np.int64)
+    sim = np.full(m, -np.inf)
+    members = cells.members()
+
+    def exhaustive(i: int) -> tuple[int, float]:
+        # Every stored neighbour was pruned and the list is truncated: look at all candidates.
+        cand = earlier_candidates(cells, members, i)
+        cand = cand[kept[cand]]
+        if cand.size == 0:
+            return -1, -np.inf
+        s = x[cand] @ x[i]
+        j = int(np.argmax(s))  # first maximum: the earlier row wins ties
+        return int(cand[j]), float(s[j])
+
+    # Rows without an earlier neighbour above the threshold stay kept whatever happens before
+    # them, so only the others need the sequential pass.
+    for i in np.flatnonzero(nb.sim[:, 0] > threshold).tolist():
+        nbrs, sims = nb.nbr[i], nb.sim[i]
+        alive = kept[nbrs[sims > threshold]]
+        if alive.any():
+            t = int(np.argmax(alive))
+            kept[i], rep[i], sim[i] = False, nbrs[t], float(sims[t])
+        elif not nb.complete[i] and sims[k - 1] > threshold:
+            j, v = exhaustive(i)
+            if v > threshold:
+                kept[i], rep[i], sim[i] = False, j, v
+
+    alive = (nb.nbr >= 0) & kept[np.maximum(nb.nbr, 0)]
+    first = np.argmax(alive, axis=1)
+    has = alive[np.arange(m), first]
+    found = kept & has
+    rep[found], sim[found] = nb.nbr[found, first[found]], nb.sim[found, first[found]]
+    for i in np.flatnonzero(kept & ~has & ~nb.complete).tolist():
+        rep[i], sim[i] = exhaustive(i)
+    return kept, rep, sim
+
+
+def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConfig) -> list[PrunedSample]:
+    """Samples to mark pruned: near-duplicates inside each cluster, then (with a cap) the most
+    redundant survivors, clusters cut down to a common level (water-filling) largest first.
+
+    Args:
+        ids: int64[n] SQL sample ids, unique.
+        features: [n, d] float16 or float32 (array or memmap), normalised here per cluster.
+        clustering: the round's `Clustering` (assign int64[n]).
+        cfg: PruneConfig.
+    Returns:
+        PrunedSample per pruned sample, by cluster then sample id.
+    """
+    from workers.engine.selection.budget import allocate_budget
+    from workers.engine.selection.neighbours import earlier_neighbours, split_cells
+    from workers.engine.selection.parallel import map_parallel, single_threaded_kernels
+    from workers.engine.selection.vectors import gather_normalized
+
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    if features.shape[0] != n or len(clustering.assign) != n:
+        raise ValueError(f"ids ({n}), features ({features.shape[0]}) and clustering ({len(clustering.assign)}) differ in length")
+
+    def one_cluster(item: tuple[int, np.ndarray]):
+        c, rows = item
+        rows = rows[np.argsort(ids[rows], kind="stable")]
+        x = gather_normalized(features, rows)  # the only float32 copy: this cluster's rows
+        cells = split_cells(x, exact_max=cfg.exact_max, cell_size=cfg.cell_size, nprobe=cfg.nprobe, seed=cfg.seed)
+        nb = earlier_neighbours(x, cells, cfg.max_neighbors)
+        return (c, rows, *_dedup_and_redundancy(x, cells, nb, cfg.threshold))
+
+    # Clusters are independent: one per thread, largest first so the threads finish together.
+    work = sorted(((c, r) for c, r in enumerate(clustering.members()) if len(r)), key=lambda cr: -len(cr[1]))
+    with single_threaded_kernels():
+        per_cluster = sorted(map_parallel(one_cluster, work, cfg.threads), key=lambda r: r[0])
+    out: list[PrunedSample] = []
+    quotas = None
+    if cfg.max_pool_size is not None and n > cfg.max_pool_size:
+        survivors = [int(kept.sum()) for _, _, kept, *_ in per_cluster]
+        quotas = allocate_budget(survivors, cfg.max_pool_size)
+    for slot, (c, rows, kept, rep, sim) in enumerate(per_cluster):
+        capped = np.zeros(len(rows), dtype=bool)
+        if quotas is not None:
+            alive = np.flatnonzero(kept)
+            # Most redundant first; among equals the later sample goes first.
+            capped[alive[np.lexsort((-alive, -sim[alive]))][: len(alive) - quotas[slot]]] = True
+        gone = np.flatnonzero(~kept | capped)  # positions ascend with sample ids
+        has = rep[gone] >= 0
+        dup_of = np.where(has, ids[rows[np.maximum(rep[gone], 0)]], -1)
+        for sid, cap, h, v, of in zip(ids[rows[gone]].tolist(), capped[gone].tolist(), has.tolist(),
+                                      sim[gone].tolist(), dup_of.tolist()):
+            out.append(PrunedSample(sid, c, "pool_cap" if cap else "near_duplicate", v if h else None, of if h else None))
+    return out
