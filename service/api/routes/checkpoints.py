@@ -1,0 +1,158 @@
+"""Checkpoints: list, read, and download the PEFT adapter (tar.gz) with Range and ETag."""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.api.deps import BlobsDep, OwnerDep, SessionDep
+from service.api.errors import ApiProblem, not_found
+from service.api.pagination import PageDep, paginate
+from service.api.routes.pools import owned_pool
+from service.db.models import Checkpoint, EvalResult, Pool, Round
+from service.downloads import RangeNotSatisfiable, blob_path, etag_for, etag_matches, parse_range, stream_file_range
+from service.jobs import iso_utc
+from service.rounds import get_checkpoint
+from service.schemas import ListOut
+from service.storage import BlobNotFound
+
+router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
+MEDIA_TYPE = "application/gzip"
+
+
+class CheckpointOut(BaseModel):
+    id: str
+    object: Literal["checkpoint"] = "checkpoint"
+    pool_id: str
+    round_id: str | None
+    round_number: int | None
+    kind: Literal["warmup", "round"]
+    format: str
+    sha256: str
+    size_bytes: int
+    metrics: dict[str, Any] | None
+    eval: list[dict[str, Any]]
+    content_url: str
+    created_at: datetime
+
+
+def checkpoint_to_dict(ckpt: Checkpoint, round_number: int | None, evals: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": ckpt.id,
+        "object": "checkpoint",
+        "pool_id": ckpt.pool_id,
+        "round_id": ckpt.round_id,
+        "round_number": round_number,
+        "kind": ckpt.kind,
+        "format": "peft-lora-tar-gz",  # adapter_config.json + adapter_model.safetensors at the root
+        "sha256": ckpt.blob,
+        "size_bytes": ckpt.size_bytes,
+        "metrics": ckpt.metrics,
+        "eval": evals,
+        "content_url": f"/v1/checkpoints/{ckpt.id}/content",
+        "created_at": iso_utc(ckpt.created_at),
+    }
+
+
+def _serialise(session: Session, ckpts: Iterable[Checkpoint]) -> list[dict[str, Any]]:
+    """Checkpoints with their round numbers and evaluation results, in two queries."""
+    ckpts = list(ckpts)
+    round_ids = [c.round_id for c in ckpts if c.round_id]
+    numbers = dict(session.execute(select(Round.id, Round.number).where(Round.id.in_(round_ids))).all()) if round_ids else {}
+    evals: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if ckpts:
+        stmt = (
+            select(EvalResult)
+            .where(EvalResult.checkpoint_id.in_([c.id for c in ckpts]))
+            .order_by(EvalResult.skill, EvalResult.dataset_id)
+        )
+        for ev in session.scalars(stmt):
+            evals[ev.checkpoint_id].append({"dataset_id": ev.dataset_id, "skill": ev.skill, **(ev.metrics or {})})
+    return [checkpoint_to_dict(c, numbers.get(c.round_id), evals[c.id]) for c in ckpts]
+
+
+def _owned_checkpoint(session: Session, checkpoint_id: str, owner_id: str) -> Checkpoint:
+    ckpt = get_checkpoint(session, checkpoint_id, owner_id)
+    if ckpt is None:
+        raise not_found("checkpoint", checkpoint_id)
+    return ckpt
+
+
+@router.get("", response_model=ListOut[CheckpointOut])
+def list_checkpoints(
+    session: SessionDep,
+    owner: OwnerDep,
+    page: PageDep,
+    pool_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> dict[str, Any]:
+    """Your checkpoints (of one pool with `pool_id`), oldest first."""
+    stmt = select(Checkpoint).join(Pool, Pool.id == Checkpoint.pool_id).where(Pool.owner_id == owner.id)
+    if pool_id is not None:
+        owned_pool(session, pool_id, owner.id)
+        stmt = stmt.where(Checkpoint.pool_id == pool_id)
+    result = paginate(session, stmt, key=(Checkpoint.created_at, Checkpoint.id), id_column=Checkpoint.id, page=page)
+    return {"object": "list", "data": _serialise(session, result.items), "has_more": result.has_more}
+
+
+@router.get("/{checkpoint_id}", response_model=CheckpointOut)
+def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """A checkpoint: pool, round, kind, size, sha256, training metrics, evaluation results."""
+    return _serialise(session, [_owned_checkpoint(session, checkpoint_id, owner.id)])[0]
+
+
+@router.get(
+    "/{checkpoint_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {MEDIA_TYPE: {}}, "description": "the whole tar.gz"},
+        206: {"content": {MEDIA_TYPE: {}}, "description": "the requested byte range"},
+        304: {"description": "If-None-Match matched the ETag"},
+        416: {"description": "the range lies outside the file"},
+    },
+)
+def download_checkpoint(
+    checkpoint_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    blobs: BlobsDep,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    if_range: Annotated[str | None, Header(alias="If-Range")] = None,
+) -> Response:
+    """The adapter as tar.gz; `Range: bytes=a-b | a- | -n` resumes, the ETag is the sha256."""
+    ckpt = _owned_checkpoint(session, checkpoint_id, owner.id)
+    etag = etag_for(ckpt.blob)
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    try:
+        path = blob_path(blobs, ckpt.blob)
+    except BlobNotFound:
+        raise ApiProblem(500, f"the content of checkpoint {checkpoint_id} is missing from the blob store",
+                         code="blob_missing") from None
+    size = path.stat().st_size
+    if if_range is not None and if_range.strip() != etag:
+        range_header = None  # the client's partial copy is of other content: send it all
+    try:
+        span = parse_range(range_header, size)
+    except RangeNotSatisfiable:
+        raise ApiProblem(
+            416, f"range {range_header!r} is outside the {size} bytes of checkpoint {checkpoint_id}",
+            code="range_not_satisfiable", headers={**headers, "Content-Range": f"bytes */{size}"},
+        ) from None
+    headers["Content-Disposition"] = f'attachment; filename="{checkpoint_id}.tar.gz"'
+    if span is None:
+        headers["Content-Length"] = str(size)
+        body = stream_file_range(path, 0, size - 1) if size else iter([b""])
+        return StreamingResponse(body, media_type=MEDIA_TYPE, headers=headers)
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    return StreamingResponse(stream_file_range(path, start, end), status_code=206, media_type=MEDIA_TYPE, headers=headers)

@@ -1,0 +1,176 @@
+"""Pools: create, list, read, evaluation sets, latest clusters, lifelong metrics."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.api.deps import OwnerDep, SessionDep
+from service.api.errors import ApiProblem, not_found
+from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
+from service.api.pagination import PageDep, paginate
+from service.db.models import Pool
+from service.pool_config import PoolConfig
+from service.rounds import (
+    Conflict,
+    DomainError,
+    add_eval_set,
+    create_pool,
+    get_pool,
+    latest_clusters,
+    pool_metrics,
+    pool_stats,
+    pool_to_dict,
+)
+from service.schemas import ListOut
+
+router = APIRouter(prefix="/v1/pools", tags=["pools"])
+_CREATE_ROUTE = "POST /v1/pools"
+
+
+class EvalSetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset_id: str = Field(min_length=1, max_length=40)
+    skill: str = Field(min_length=1, max_length=100, description="the skill this held-out set measures")
+
+
+class PoolCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    base_model: str = Field(min_length=1, max_length=500, description="HF id, local path or preset (tiny-llava)")
+    model_type: Literal["llava", "causal-lm"]
+    config: PoolConfig | None = Field(None, description="partial config; missing keys get their defaults")
+    eval_sets: list[EvalSetIn] = Field(default_factory=list, max_length=100)
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _distinct(cls, v: list[EvalSetIn]) -> list[EvalSetIn]:
+        ids = [e.dataset_id for e in v]
+        if dup := next((d for d in ids if ids.count(d) > 1), None):
+            raise ValueError(f"dataset {dup!r} is listed twice")
+        return v
+
+
+class DatasetCounts(BaseModel):
+    dataset_id: str
+    active: int
+    pruned: int
+
+
+class PoolOut(BaseModel):
+    id: str
+    object: Literal["pool"] = "pool"
+    name: str
+    base_model: str
+    model_type: str
+    config: dict[str, Any]
+    size: int = Field(description="active members")
+    pruned: int
+    datasets: list[DatasetCounts]
+    rounds_completed: int
+    current_checkpoint_id: str | None
+    eval_sets: list[EvalSetIn]
+    created_at: datetime
+
+
+def problem_from(exc: DomainError) -> ApiProblem:
+    """422 for a bad reference (with the field), 409 for a state conflict."""
+    if isinstance(exc, Conflict):
+        return ApiProblem(409, exc.detail, code=exc.code)
+    errors = [{"field": exc.field, "message": exc.detail, "type": exc.code}] if exc.field else []
+    return ApiProblem(422, exc.detail, code=exc.code, field=exc.field, errors=errors)
+
+
+def owned_pool(session: Session, pool_id: str, owner_id: str, *, for_update: bool = False) -> Pool:
+    pool = get_pool(session, pool_id, owner_id, for_update=for_update)
+    if pool is None:
+        raise not_found("pool", pool_id)
+    return pool
+
+
+def pool_dict(session: Session, pool: Pool) -> dict[str, Any]:
+    return pool_to_dict(pool, pool_stats(session, [pool.id])[pool.id])
+
+
+@router.post("", status_code=201, response_model=PoolOut, summary="Create a pool")
+def create_pool_route(
+    body: PoolCreate, session: SessionDep, owner: OwnerDep, idempotency_key: IdempotencyKeyDep = None
+) -> JSONResponse:
+    """Create a lifelong pool: base model, model type, config (defaults filled), evaluation sets."""
+    config = body.config or PoolConfig()
+    fingerprint = request_fingerprint(_CREATE_ROUTE, body.model_dump(mode="json") | {"config": config.to_json()})
+    if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+        return replay
+    try:
+        pool = create_pool(
+            session, owner.id, name=body.name, base_model=body.base_model, model_type=body.model_type,
+            config=config, eval_sets=[(e.dataset_id, e.skill) for e in body.eval_sets],
+        )
+    except DomainError as exc:
+        raise problem_from(exc) from None
+    out = pool_dict(session, pool)
+    remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 201, out)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent twin with the same Idempotency-Key won
+        if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is None:
+            raise
+        return replay
+    return JSONResponse(out, status_code=201, headers={"Location": f"/v1/pools/{pool.id}"})
+
+
+@router.get("", response_model=ListOut[PoolOut])
+def list_pools(session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
+    """List your pools, oldest first."""
+    stmt = select(Pool).where(Pool.owner_id == owner.id)
+    result = paginate(session, stmt, key=(Pool.created_at, Pool.id), id_column=Pool.id, page=page)
+    stats = pool_stats(session, [p.id for p in result.items])
+    return result.to_dict(lambda p: pool_to_dict(p, stats[p.id]))
+
+
+@router.get("/{pool_id}", response_model=PoolOut)
+def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """A pool: config, size, active/pruned per dataset, rounds completed, current checkpoint."""
+    return pool_dict(session, owned_pool(session, pool_id, owner.id))
+
+
+@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolOut)
+def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner: OwnerDep) -> JSONResponse:
+    """Add a held-out dataset, tagged with a skill, that every later checkpoint is scored on."""
+    pool = owned_pool(session, pool_id, owner.id)
+    try:
+        add_eval_set(session, pool, body.dataset_id, body.skill)
+        session.commit()
+    except DomainError as exc:
+        raise problem_from(exc) from None
+    except IntegrityError:  # the same dataset added concurrently
+        session.rollback()
+        raise ApiProblem(409, f"dataset {body.dataset_id!r} is already an evaluation set of pool {pool_id}",
+                         code="eval_set_exists") from None
+    return JSONResponse(pool_dict(session, pool), status_code=201)
+
+
+@router.get("/{pool_id}/clusters")
+def read_clusters(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """The pseudo-skill clusters of the latest succeeded round: size, expert, budget, selected, pruned."""
+    return latest_clusters(session, owned_pool(session, pool_id, owner.id))
+
+
+@router.get("/{pool_id}/metrics")
+def read_metrics(
+    pool_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    reference_pool_id: Annotated[str | None, Query(max_length=40, description="pool for relative gain")] = None,
+) -> dict[str, Any]:
+    """Accuracy per round and skill, average accuracy, forgetting, forward transfer, relative gain."""
+    pool = owned_pool(session, pool_id, owner.id)
+    reference = owned_pool(session, reference_pool_id, owner.id) if reference_pool_id else None
+    return pool_metrics(session, pool, reference)

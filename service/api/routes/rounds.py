@@ -1,0 +1,152 @@
+"""Rounds: start one on a pool, list a pool's rounds, read one, download its selection."""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
+from service.api.errors import ApiProblem, not_found
+from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
+from service.api.pagination import PageDep, paginate
+from service.api.routes.pools import owned_pool, problem_from
+from service.broker import enqueue_job
+from service.db.models import Round
+from service.downloads import MEDIA_TYPES, plan_tar, stream_json, stream_jsonl, stream_tar
+from service.jobs import add_event
+from service.pool_config import RoundParams
+from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
+from service.schemas import ListOut, Progress
+from service.storage import BlobNotFound
+
+router = APIRouter(tags=["rounds"])
+_CREATE_ROUTE = "POST /v1/pools/{pool_id}/rounds"
+
+
+class RoundJob(BaseModel):
+    status: str
+    stage: str | None
+    progress: Progress
+    attempts: int
+    error: dict[str, Any] | None
+
+
+class RoundOut(BaseModel):
+    id: str
+    object: Literal["round"] = "round"
+    pool_id: str
+    number: int
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    job_id: str | None
+    job: RoundJob | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@router.post("/v1/pools/{pool_id}/rounds", status_code=202, response_model=RoundOut, summary="Start a round")
+def create_round_route(
+    pool_id: str,
+    body: RoundParams,
+    session: SessionDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> JSONResponse:
+    """Start a round on new datasets (202): select, train, prune; one round at a time per pool."""
+    fingerprint = request_fingerprint(_CREATE_ROUTE, {"pool_id": pool_id, **body.model_dump(mode="json")})
+    if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+        return replay
+    # The pool row lock (PostgreSQL) makes the "no other round running" check and the insert atomic.
+    pool = owned_pool(session, pool_id, owner.id, for_update=True)
+    try:
+        rnd, job = create_round(session, pool, body, max_attempts=settings.max_attempts)
+        out = round_to_dict(rnd, job)
+        remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, out)
+        session.commit()
+    except DomainError as exc:
+        raise problem_from(exc) from None
+    except IntegrityError:
+        # A concurrent request took this round number (SQLite has no row lock) or this key.
+        session.rollback()
+        if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+            return replay
+        raise ApiProblem(
+            409, f"another round of pool {pool_id} was started at the same time; one round at a time per pool",
+            code="round_in_progress",
+        ) from None
+    # After the commit, never before: the worker must find the rows the message points at.
+    if not enqueue_job(settings, job.id, "round", "select"):
+        add_event(session, job.id, "broker unreachable; the job will be re-sent", level="warning")
+        session.commit()
+    return JSONResponse(out, status_code=202, headers={"Location": f"/v1/rounds/{rnd.id}"})
+
+
+@router.get("/v1/pools/{pool_id}/rounds", response_model=ListOut[RoundOut])
+def list_rounds(pool_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
+    """A pool's rounds in round order."""
+    owned_pool(session, pool_id, owner.id)
+    stmt = select(Round).where(Round.pool_id == pool_id)
+    result = paginate(session, stmt, key=(Round.number, Round.id), id_column=Round.id, page=page)
+    jobs = jobs_by_id(session, (r.job_id for r in result.items))
+    return result.to_dict(lambda r: round_to_dict(r, jobs.get(r.job_id)))
+
+
+def _owned_round(session: Session, round_id: str, owner_id: str) -> Round:
+    rnd = get_round(session, round_id, owner_id)
+    if rnd is None:
+        raise not_found("round", round_id)
+    return rnd
+
+
+@router.get("/v1/rounds/{round_id}", response_model=RoundOut)
+def read_round(round_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """A round: status, params, result with per-cluster stats, and its job's stage and progress."""
+    rnd = _owned_round(session, round_id, owner.id)
+    return round_to_dict(rnd, jobs_by_id(session, [rnd.job_id]).get(rnd.job_id))
+
+
+@router.get(
+    "/v1/rounds/{round_id}/selection",
+    response_class=StreamingResponse,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the selected samples"}},
+)
+def download_selection(
+    round_id: str,
+    request: Request,
+    session: SessionDep,
+    owner: OwnerDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    format: Annotated[Literal["jsonl", "json", "tar"], Query(description="tar adds images/")] = "jsonl",  # noqa: A002
+) -> StreamingResponse:
+    """The selected samples (original record + provenance under "adaptinf"), streamed."""
+    rnd = _owned_round(session, round_id, owner.id)
+    if not selection_ready(session, rnd):
+        raise ApiProblem(
+            409, f"round {round_id} has not finished selection yet (status {rnd.status}); poll job {rnd.job_id}",
+            code="selection_not_ready", round_status=rnd.status,
+        )
+    factory = request.app.state.sessionmaker
+    headers = {"Content-Disposition": f'attachment; filename="{rnd.id}-selection.{format}"'}
+    if format == "jsonl":
+        body = stream_jsonl(factory, rnd)
+    elif format == "json":
+        body = stream_json(factory, rnd)
+    else:
+        try:
+            plan = plan_tar(factory, rnd, blobs, settings.work_dir / "exports")
+        except BlobNotFound as exc:
+            raise ApiProblem(500, f"an image of this selection is missing from the blob store: {exc}",
+                             code="blob_missing") from None
+        headers["X-Selection-Count"] = str(plan.count)
+        body = stream_tar(plan, blobs, time.time())
+    return StreamingResponse(body, media_type=MEDIA_TYPES[format], headers=headers)

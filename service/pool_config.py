@@ -1,0 +1,254 @@
+"""A pool's configuration (`pools.config`) and a round's parameters (`rounds.params`), validated.
+
+Section keys are real field names of the engine dataclasses, so a worker builds them with
+`Cls(**section)`: lora → LoraSpec, features → FeatureConfig, selection → SelectionConfig,
+pruning → PruneConfig, training → TrainConfig. A partial config gets the defaults filled in.
+No torch here: this module is imported by the API.
+
+Every check raises with the field's own words and the bad value, e.g.
+"n_clusters must be a positive int or 'auto', got 0"; the API answers it as a 422 whose
+`field` is the path (body.config.selection.n_clusters).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+MODEL_TYPES = ("llava", "causal-lm")
+EXPERTS = ("ppl", "el2n", "entropy", "grand", "ig")
+BASE_METHODS = ("adapt-inf", "random", "semdedup", "full")
+METHODS = BASE_METHODS + tuple(f"score:{e}" for e in EXPERTS)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int_at_least(lo: int):  # noqa: ANN202
+    def check(v: Any) -> Any:
+        if not _is_int(v) or v < lo:
+            raise ValueError(f"must be an int >= {lo}, got {v!r}")
+        return v
+
+    return check
+
+
+def _optional_int_at_least(lo: int):  # noqa: ANN202
+    inner = _int_at_least(lo)
+    return lambda v: v if v is None else inner(v)
+
+
+def _one_of(*choices: str):  # noqa: ANN202
+    def check(v: Any) -> Any:
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
+        return v
+
+    return check
+
+
+def _any_int(v: Any) -> Any:
+    if not _is_int(v):
+        raise ValueError(f"must be an int, got {v!r}")
+    return v
+
+
+# `Any` + an after-validator: our check sees the raw JSON value (no silent "8" → 8 or true → 1)
+# and its message carries that value.
+PosInt = Annotated[Any, AfterValidator(_int_at_least(1))]
+NonNegInt = Annotated[Any, AfterValidator(_int_at_least(0))]
+OptPosInt = Annotated[Any, AfterValidator(_optional_int_at_least(1))]
+OptNonNegInt = Annotated[Any, AfterValidator(_optional_int_at_least(0))]
+Seed = Annotated[Any, AfterValidator(_any_int)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are refused: a typo ("n_cluster") must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LoraSection(_Section):
+    """→ workers.engine.models.LoraSpec."""
+
+    r: PosInt = 8
+    alpha: PosInt = 16
+    dropout: float = 0.0
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    layers: list[NonNegInt] | None = Field(None, description="decoder layers with LoRA; null = all")
+    seed: Seed = 0
+
+    @field_validator("dropout", mode="before")
+    @classmethod
+    def _dropout(cls, v: Any) -> Any:
+        if not _is_number(v) or not 0.0 <= v < 1.0:
+            raise ValueError(f"must be a number in [0, 1), got {v!r}")
+        return v
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        if not v or any(not m for m in v):
+            raise ValueError(f"must be a non-empty list of module names, got {v!r}")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and not v:
+            raise ValueError("must be null (every layer) or a non-empty list of layer indices, got []")
+        return v
+
+
+class FeaturesSection(_Section):
+    """→ workers.engine.features.FeatureConfig."""
+
+    layers: Literal["last"] | list[Seed] = Field("last", description='"last" or decoder-layer indices')
+    proj_dim: PosInt = 8192
+    batch_size: PosInt = 8
+    max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2))] = None
+    seed: Seed = 0
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, v: Any) -> Any:
+        if v == "last":
+            return v
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"must be 'last' or a non-empty list of layer indices, got {v!r}")
+        return v
+
+
+class SelectionSection(_Section):
+    """→ workers.engine.selection.SelectionConfig."""
+
+    n_clusters: Any = Field(10, description='a positive int or "auto"')
+    tails: list[float] = Field(default_factory=lambda: [5.0, 95.0], description="CCS percentiles [low, high]")
+    n_strata: PosInt = 50
+
+    @field_validator("n_clusters")
+    @classmethod
+    def _n_clusters(cls, v: Any) -> Any:
+        if v != "auto" and (not _is_int(v) or v < 1):
+            raise ValueError(f"must be a positive int or 'auto', got {v!r}")
+        return v
+
+    @field_validator("tails", mode="before")
+    @classmethod
+    def _tails(cls, v: Any) -> Any:
+        if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(x) for x in v)):
+            raise ValueError(f"must be [low, high] percentiles, got {v!r}")
+        if not 0.0 <= v[0] < v[1] <= 100.0:
+            raise ValueError(f"must satisfy 0 <= low < high <= 100, got {list(v)!r}")
+        return [float(x) for x in v]
+
+
+class PruningSection(_Section):
+    """→ workers.engine.pruning.PruneConfig."""
+
+    preset: Annotated[Any, AfterValidator(_one_of("default", "lite"))] = Field("default", description='"default" or "lite"')
+    eps: float | None = Field(None, description="null = the preset's (default 0.05, lite 0.15)")
+    max_pool_size: OptNonNegInt = None
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps(cls, v: Any) -> Any:
+        if v is not None and (not _is_number(v) or not 0.0 <= v <= 2.0):
+            raise ValueError(f"must be null or a number in [0, 2], got {v!r}")
+        return v
+
+
+class TrainingSection(_Section):
+    """→ workers.engine.training.TrainConfig."""
+
+    epochs: PosInt = 1
+    lr: float = 2e-4
+    batch_size: PosInt = 4
+    max_steps: OptPosInt = None
+    seed: Seed = 0
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr(cls, v: Any) -> Any:
+        if not _is_number(v) or not v > 0:
+            raise ValueError(f"must be a number > 0, got {v!r}")
+        return v
+
+
+class PoolConfig(_Section):
+    """The whole `pools.config`; every key has a default."""
+
+    lora: LoraSection = Field(default_factory=LoraSection)
+    features: FeaturesSection = Field(default_factory=FeaturesSection)
+    selection: SelectionSection = Field(default_factory=SelectionSection)
+    pruning: PruningSection = Field(default_factory=PruningSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    shard_size: PosInt = Field(256, description="samples per feature shard job")
+    warmup_fraction: float = Field(0.05, description="share of round 1's data the warm-up adapter trains on")
+
+    @field_validator("warmup_fraction", mode="before")
+    @classmethod
+    def _warmup(cls, v: Any) -> Any:
+        if not _is_number(v) or not 0.0 < v <= 1.0:
+            raise ValueError(f"must be a number in (0, 1], got {v!r}")
+        return v
+
+    def to_json(self) -> dict[str, Any]:
+        """The full config as stored in `pools.config`."""
+        return self.model_dump(mode="json")
+
+
+def parse_pool_config(raw: dict[str, Any] | None) -> PoolConfig:
+    """A full PoolConfig from a stored or partial one (raises pydantic.ValidationError)."""
+    return PoolConfig.model_validate(raw or {})
+
+
+def check_method(method: Any) -> str:
+    if method not in METHODS:
+        raise ValueError(f"must be one of {', '.join(METHODS)}, got {method!r}")
+    return method
+
+
+class RoundParams(_Section):
+    """`POST /v1/pools/{id}/rounds` body, stored as `rounds.params`.
+
+    `budget` is a count (int >= 1) or a fraction of the candidate pool (float in (0, 1]):
+    JSON `1` is one sample, `1.0` is every candidate.
+    """
+
+    dataset_ids: list[str] = Field(min_length=1, max_length=100)
+    budget: Any = Field(description="int >= 1 (samples) or float in (0, 1] (fraction of the candidates)")
+    method: Annotated[str, AfterValidator(check_method)] = "adapt-inf"
+    train: bool = True
+    prune: bool = True
+    seed: Seed = 0
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        if _is_int(v) and v >= 1:
+            return v
+        if isinstance(v, float) and 0.0 < v <= 1.0:
+            return v
+        raise ValueError(f"must be an int >= 1 or a fraction in (0, 1], got {v!r}")
+
+    @field_validator("dataset_ids")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        seen = set()
+        for ds in v:
+            if ds in seen:
+                raise ValueError(f"lists dataset {ds!r} twice")
+            seen.add(ds)
+        return v
+
+
+def resolve_budget(budget: int | float, candidates: int) -> int:
+    """The sample count a budget means for `candidates` candidates (a fraction rounds half up, at least 1)."""
+    if isinstance(budget, float):
+        return min(candidates, max(1, int(budget * candidates + 0.5))) if candidates else 0
+    return min(budget, candidates)

@@ -1,0 +1,108 @@
+"""Checkpoints API: list (per pool, owner-scoped, paginated), read with evaluation results, and the
+content download with Range (206 / 416), ETag / If-None-Match (304) and If-Range. SQLite and
+PostgreSQL."""
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+from service.storage import BlobStore
+from tests.service.pool_rows import adapter_tar_gz, add_checkpoint, make_dataset, make_round
+
+
+def _pool(client, caller, name="p"):
+    body = {"name": name, "base_model": "tiny-llava", "model_type": "llava"}
+    return client.post("/v1/pools", json=body, headers=caller.headers).json()["id"]
+
+
+@pytest.fixture
+def blobs(settings):
+    return BlobStore(settings.blob_dir)
+
+
+@pytest.fixture
+def ckpt(client, alice, database_url, blobs):
+    pool_id = _pool(client, alice)
+    ev, _ = make_dataset(database_url, alice.owner_id, 1)
+    ids = make_round(database_url, pool_id, alice.owner_id, number=1, blobs=blobs,
+                     evals=[(ev, "count", {"loss": 1.25, "accuracy": 0.5, "n": 8})])
+    return {"id": ids["checkpoint_id"], "pool_id": pool_id, "round_id": ids["round_id"], "eval_ds": ev}
+
+
+def test_read_and_list(client, alice, bob, ckpt, database_url, blobs):
+    content = adapter_tar_gz()
+    got = client.get(f"/v1/checkpoints/{ckpt['id']}", headers=alice.headers)
+    assert got.status_code == 200, got.text
+    c = got.json()
+    assert (c["object"], c["pool_id"], c["round_id"], c["round_number"], c["kind"]) == (
+        "checkpoint", ckpt["pool_id"], ckpt["round_id"], 1, "round")
+    assert c["sha256"] == hashlib.sha256(content).hexdigest() and c["size_bytes"] == len(content)
+    assert c["eval"] == [{"dataset_id": ckpt["eval_ds"], "skill": "count", "loss": 1.25, "accuracy": 0.5, "n": 8}]
+    assert c["metrics"]["steps"] == 4 and c["content_url"] == f"/v1/checkpoints/{ckpt['id']}/content"
+
+    warm = add_checkpoint(database_url, ckpt["pool_id"], blobs, round_id=ckpt["round_id"], kind="warmup")
+    other_pool = _pool(client, alice, "other")
+    other = add_checkpoint(database_url, other_pool, blobs)
+    bobs = add_checkpoint(database_url, _pool(client, bob), blobs)
+
+    everything = client.get("/v1/checkpoints", headers=alice.headers).json()
+    assert [x["id"] for x in everything["data"]] == [ckpt["id"], warm, other]
+    one_pool = client.get(f"/v1/checkpoints?pool_id={ckpt['pool_id']}", headers=alice.headers).json()
+    assert [(x["id"], x["kind"]) for x in one_pool["data"]] == [(ckpt["id"], "round"), (warm, "warmup")]
+    assert one_pool["data"][0] == c
+    page = client.get(f"/v1/checkpoints?limit=1&after={ckpt['id']}", headers=alice.headers).json()
+    assert [x["id"] for x in page["data"]] == [warm] and page["has_more"] is True
+
+    for caller, path in ((alice, f"/v1/checkpoints/{bobs}"), (alice, f"/v1/checkpoints/{bobs}/content"),
+                         (bob, f"/v1/checkpoints/{ckpt['id']}"), (bob, f"/v1/checkpoints?pool_id={other_pool}")):
+        r = client.get(path, headers=caller.headers)
+        assert r.status_code == 404 and r.json()["code"] == "not_found", path
+    assert [x["id"] for x in client.get("/v1/checkpoints", headers=bob.headers).json()["data"]] == [bobs]
+
+
+def test_content_is_the_adapter_tarball(client, alice, ckpt):
+    r = client.get(f"/v1/checkpoints/{ckpt['id']}/content", headers=alice.headers)
+    assert r.status_code == 200
+    assert r.content == adapter_tar_gz()
+    assert r.headers["content-type"] == "application/gzip" and r.headers["accept-ranges"] == "bytes"
+    assert r.headers["etag"] == f'"{hashlib.sha256(r.content).hexdigest()}"'
+    assert r.headers["content-length"] == str(len(r.content))
+    with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("header", "lo", "hi"),  # hi inclusive; negative = from the end
+    [("bytes=0-99", 0, 99), ("bytes=100-", 100, -1), ("bytes=-64", -64, -1), ("bytes=10-999999", 10, -1)],
+)
+def test_ranges(client, alice, ckpt, header, lo, hi):
+    full = adapter_tar_gz()
+    n = len(full)
+    start, end = lo % n, hi % n
+    r = client.get(f"/v1/checkpoints/{ckpt['id']}/content", headers=alice.headers | {"Range": header})
+    assert r.status_code == 206, r.text
+    assert r.content == full[start : end + 1]
+    assert r.headers["content-range"] == f"bytes {start}-{end}/{n}"
+    assert r.headers["content-length"] == str(end - start + 1)
+    assert r.headers["etag"] == f'"{hashlib.sha256(full).hexdigest()}"'
+
+
+def test_unsatisfiable_range_and_conditional_requests(client, alice, ckpt):
+    url = f"/v1/checkpoints/{ckpt['id']}/content"
+    n = len(adapter_tar_gz())
+    r = client.get(url, headers=alice.headers | {"Range": f"bytes={n}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{n}"
+    assert r.json()["code"] == "range_not_satisfiable"
+
+    etag = client.get(url, headers=alice.headers).headers["etag"]
+    r = client.get(url, headers=alice.headers | {"If-None-Match": etag})
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == etag
+    assert client.get(url, headers=alice.headers | {"If-None-Match": '"stale"'}).status_code == 200
+
+    # If-Range: a resume against the same content gets the range, against other content the whole file.
+    assert client.get(url, headers=alice.headers | {"Range": "bytes=5-", "If-Range": etag}).status_code == 206
+    r = client.get(url, headers=alice.headers | {"Range": "bytes=5-", "If-Range": '"old"'})
+    assert r.status_code == 200 and len(r.content) == n

@@ -1,0 +1,211 @@
+"""The `adaptinf` client commands against a live API (uvicorn on a free port, SQLite and
+PostgreSQL): JSON on stdout, problems as one stderr line with exit 2, `jobs watch` and `--wait`
+following jobs that a background thread moves along, downloads (checkpoint resume, sha check)."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import tarfile
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from service.cli import main
+from service.db.models import Dataset, Job, Round
+from service.db.session import session_scope
+from service.main import create_app
+from service.storage import BlobStore
+from tests.datagen import write_llava_dataset
+from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round
+
+
+@pytest.fixture
+def api_url(settings):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture
+def cli(api_url, alice, capsys):
+    """Run `adaptinf ARGS` as alice; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str, key: str | None = None) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([*args, "--api-url", api_url, "--api-key", key or alice.key])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def _later(fn, delay: float = 0.3) -> threading.Thread:
+    """Run `fn` after `delay` seconds in a thread (the 'worker' moving a job along)."""
+    t = threading.Thread(target=lambda: (time.sleep(delay), fn()), daemon=True)
+    t.start()
+    return t
+
+
+def _set_job(database_url: str, job_id: str, **fields) -> None:
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        for k, v in fields.items():
+            setattr(job, k, v)
+
+
+def test_pools_and_rounds(cli, alice, database_url):
+    ev, _ = make_dataset(database_url, alice.owner_id, 2)
+    new, _ = make_dataset(database_url, alice.owner_id, 4)
+    code, out, err = cli("pools", "create", "--name", "p", "--base-model", "tiny-llava", "--model-type", "llava",
+                         "--config", '{"selection": {"n_clusters": 4}}', "--eval-set", f"{ev}:count")
+    assert code == 0, err
+    pool = json.loads(out)
+    assert pool["config"]["selection"]["n_clusters"] == 4 and pool["config"]["selection"]["n_strata"] == 50
+    assert pool["eval_sets"] == [{"dataset_id": ev, "skill": "count"}]
+    code, out, _ = cli("pools", "show", pool["id"])
+    assert code == 0 and json.loads(out) == pool
+
+    code, out, err = cli("rounds", "create", pool["id"], "--dataset", new, "--budget", "0.5", "--method", "random",
+                         "--seed", "3", "--no-prune")
+    assert code == 0, err
+    rnd = json.loads(out)
+    assert rnd["params"] == {"dataset_ids": [new], "budget": 0.5, "method": "random", "train": True,
+                             "prune": False, "seed": 3}
+    code, out, _ = cli("rounds", "show", rnd["id"])
+    assert code == 0 and json.loads(out)["job_id"] == rnd["job_id"]
+
+
+def test_problems_are_one_line_with_exit_2(cli, alice, bob, tmp_path):
+    code, out, err = cli("pools", "create", "--name", "p", "--base-model", "m", "--model-type", "llava",
+                         "--config", '{"selection": {"n_clusters": 0}}')
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: 422")
+    assert "body.config.selection.n_clusters" in err and "got 0" in err
+    code, out, err = cli("pools", "show", "pool_missing")
+    assert (code, out) == (2, "") and err.startswith("error: 404") and "pool_missing" in err
+    code, _, err = cli("pools", "show", "pool_missing", key="ak_wrong")
+    assert code == 2 and err.startswith("error: 401")
+    code, _, err = cli("rounds", "create", "pool_x", "--dataset", "ds_x", "--budget", "1")
+    assert code == 2 and "404" in err
+    with pytest.raises(SystemExit) as exc:  # argparse: bad --budget
+        cli("rounds", "create", "pool_x", "--dataset", "ds_x", "--budget", "lots")
+    assert exc.value.code == 2
+
+
+def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
+    new, _ = make_dataset(database_url, alice.owner_id, 4)
+    pool = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava"},
+                       headers=alice.headers).json()
+    rnd = client.post(f"/v1/pools/{pool['id']}/rounds", json={"dataset_ids": [new], "budget": 2},
+                      headers=alice.headers).json()
+    job_id = rnd["job_id"]
+
+    def progress() -> None:
+        _set_job(database_url, job_id, status="running", stage="features", progress_done=2, progress_total=4)
+        time.sleep(0.4)
+        _set_job(database_url, job_id, status="succeeded", stage="finalize", progress_done=4, progress_total=4)
+        with session_scope(database_url) as session:
+            session.get(Round, rnd["id"]).status = "succeeded"  # the worker mirrors the job onto the round
+
+    t = _later(progress)
+    code, out, err = cli("jobs", "watch", job_id, "--interval", "0.05")
+    t.join()
+    assert code == 0 and out == ""
+    lines = err.splitlines()
+    assert any(line.startswith("features") and " 2/4 " in line and "50.0%" in line for line in lines), err
+    assert lines[-1].startswith("finalize") and "4/4" in lines[-1] and "100.0%" in lines[-1] and "succeeded" in lines[-1]
+    assert "[" + "#" * 30 + "]" in lines[-1]
+
+    # rounds create --wait on a round whose job fails: the error is printed, exit 1, round JSON on stdout.
+    def fail() -> None:
+        for _ in range(200):  # until the CLI has created the round
+            with session_scope(database_url) as session:
+                job = session.query(Job).filter(Job.kind == "round", Job.status == "queued").one_or_none()
+            if job is not None:
+                break
+            time.sleep(0.05)
+        _set_job(database_url, job.id, status="failed",
+                 error={"code": "out_of_memory", "message": "CUDA out of memory in shard 3"})
+
+    t = _later(fail)
+    code, out, err = cli("rounds", "create", pool["id"], "--dataset", new, "--budget", "2", "--wait",
+                         "--interval", "0.05")
+    t.join()
+    assert code == 1
+    assert "out_of_memory" in err and "CUDA out of memory in shard 3" in err
+    assert json.loads(out)["number"] == 2 and json.loads(out)["job"]["status"] == "failed"
+
+
+def test_upload_wait_and_list(cli, alice, database_url, tmp_path):
+    dataset_file, archive = write_llava_dataset(tmp_path, 3)
+
+    def ingest() -> None:
+        with session_scope(database_url) as session:
+            ds = session.query(Dataset).one()
+            ds.status = "ready"
+            job = session.get(Job, ds.job_id)
+            job.status, job.progress_done, job.progress_total = "succeeded", 3, 3
+
+    t = _later(ingest, 0.5)
+    code, out, err = cli("datasets", "upload", str(dataset_file), "--images", str(archive), "--name", "mine",
+                         "--wait", "--interval", "0.05")
+    t.join()
+    assert code == 0, err
+    ds = json.loads(out)
+    assert (ds["name"], ds["status"], ds["num_samples"], ds["archive_name"]) == ("mine", "ready", 3, archive.name)
+    code, out, _ = cli("datasets", "list")
+    assert code == 0 and ds["id"] in out and "ready" in out
+    code, out, _ = cli("datasets", "list", "--json")
+    assert [d["id"] for d in json.loads(out)] == [ds["id"]]
+
+
+def test_downloads(cli, alice, database_url, settings, client, tmp_path):
+    blobs = BlobStore(settings.blob_dir)
+    pool = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava"},
+                       headers=alice.headers).json()
+    _, ids = make_dataset(database_url, alice.owner_id, 3, blobs=blobs)
+    rnd = make_round(database_url, pool["id"], alice.owner_id, number=1, selected=ids, blobs=blobs)
+
+    out_tar = tmp_path / "sel.tar"
+    code, _, err = cli("download", "selection", rnd["round_id"], "--format", "tar", "-o", str(out_tar))
+    assert code == 0, err
+    with tarfile.open(out_tar) as tar:
+        assert sorted(tar.getnames()) == ["images/img/0.png", "images/img/1.png", "images/img/2.png", "selection.jsonl"]
+    code, out, _ = cli("download", "selection", rnd["round_id"], "-o", "-")
+    assert code == 0 and [json.loads(x)["adaptinf"]["sample_id"] for x in out.splitlines()] == ids
+
+    content = adapter_tar_gz()
+    target = tmp_path / "adapter.tar.gz"
+    code, _, err = cli("download", "checkpoint", rnd["checkpoint_id"], "-o", str(target))
+    assert code == 0 and target.read_bytes() == content and "sha256 verified" in err
+    code, _, err = cli("download", "checkpoint", rnd["checkpoint_id"], "-o", str(target))
+    assert code == 0 and "already complete" in err
+
+    # A partial download resumes from where it stopped.
+    target.unlink()
+    part = tmp_path / "adapter.tar.gz.part"
+    part.write_bytes(content[:100])
+    code, _, err = cli("download", "checkpoint", rnd["checkpoint_id"], "-o", str(target))
+    assert code == 0 and "resumed at byte 100" in err and f"{len(content) - 100} downloaded" in err
+    assert target.read_bytes() == content and not part.exists()
+
+    # A corrupt partial file is caught by the sha256 check and removed.
+    target.unlink()
+    part.write_bytes(b"\xff" * 100)
+    code, _, err = cli("download", "checkpoint", rnd["checkpoint_id"], "-o", str(target))
+    assert code == 1 and "does not match sha256" in err and not part.exists() and not target.exists()
+    with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
+        assert "adapter_config.json" in tar.getnames()

@@ -1,0 +1,201 @@
+"""Pools API: create (defaults filled, validation naming the field and value, idempotency), list,
+read with member counts, evaluation sets, latest clusters, lifelong metrics against hand-computed
+numbers. Runs on SQLite and the real PostgreSQL."""
+from __future__ import annotations
+
+import pytest
+
+from service.db.models import Pool
+from service.db.session import session_scope
+from service.pool_config import PoolConfig
+from service.storage import BlobStore
+from tests.service.pool_rows import add_checkpoint, make_dataset, make_round
+
+BASE = {"name": "p", "base_model": "tiny-llava", "model_type": "llava"}
+
+
+def create(client, caller, **body):
+    return client.post("/v1/pools", json=BASE | body, headers=caller.headers)
+
+
+def test_create_fills_defaults_and_reads_back(client, alice):
+    r = create(client, alice, config={"selection": {"n_clusters": "auto"}, "pruning": {"preset": "lite"}})
+    assert r.status_code == 201, r.text
+    pool = r.json()
+    assert r.headers["location"] == f"/v1/pools/{pool['id']}"
+    expected = PoolConfig().to_json()
+    expected["selection"]["n_clusters"] = "auto"
+    expected["pruning"]["preset"] = "lite"
+    assert pool["config"] == expected
+    assert pool["config"]["features"]["proj_dim"] == 8192 and pool["config"]["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert (pool["object"], pool["size"], pool["pruned"], pool["rounds_completed"]) == ("pool", 0, 0, 0)
+    assert pool["current_checkpoint_id"] is None and pool["eval_sets"] == [] and pool["datasets"] == []
+    assert client.get(f"/v1/pools/{pool['id']}", headers=alice.headers).json() == pool
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "bad"),
+    [
+        ({"selection": {"n_clusters": 0}}, "body.config.selection.n_clusters", "got 0"),
+        ({"selection": {"n_clusters": "many"}}, "body.config.selection.n_clusters", "got 'many'"),
+        ({"selection": {"tails": [90, 10]}}, "body.config.selection.tails", "[90, 10]"),
+        ({"lora": {"r": 0}}, "body.config.lora.r", "got 0"),
+        ({"features": {"proj_dim": 8.5}}, "body.config.features.proj_dim", "got 8.5"),
+        ({"pruning": {"preset": "huge"}}, "body.config.pruning.preset", "huge"),
+        ({"warmup_fraction": 1.5}, "body.config.warmup_fraction", "got 1.5"),
+        ({"selection": {"n_cluster": 5}}, "body.config.selection.n_cluster", ""),
+    ],
+)
+def test_config_validation_names_field_and_value(client, alice, config, field, bad):
+    r = create(client, alice, config=config)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["errors"][0]["field"] == field
+    assert problem["detail"].startswith(field) and bad in problem["detail"]
+
+
+def test_bad_model_type_and_missing_name(client, alice):
+    r = create(client, alice, model_type="diffusion")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.model_type"
+    r = client.post("/v1/pools", json={"base_model": "x", "model_type": "llava"}, headers=alice.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.name"
+
+
+def test_list_pagination_and_owner_scoping(client, alice, bob):
+    ids = [create(client, alice, name=f"p{i}").json()["id"] for i in range(3)]
+    theirs = create(client, bob, name="bob's").json()["id"]
+    page1 = client.get("/v1/pools?limit=2", headers=alice.headers).json()
+    assert [p["id"] for p in page1["data"]] == ids[:2] and page1["has_more"] is True
+    page2 = client.get(f"/v1/pools?limit=2&after={ids[1]}", headers=alice.headers).json()
+    assert [p["id"] for p in page2["data"]] == ids[2:] and page2["has_more"] is False
+    for path in ("", "/clusters", "/metrics", "/rounds"):
+        r = client.get(f"/v1/pools/{theirs}{path}", headers=alice.headers)
+        assert r.status_code == 404 and r.json()["code"] == "not_found", path
+    assert client.get("/v1/pools", headers=bob.headers).json()["data"][0]["id"] == theirs
+    assert client.get("/v1/pools").status_code == 401
+
+
+def test_idempotency_key(client, alice, database_url):
+    h = alice.headers | {"Idempotency-Key": "k1"}
+    first = client.post("/v1/pools", json=BASE, headers=h)
+    again = client.post("/v1/pools", json=BASE, headers=h)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    other = client.post("/v1/pools", json=BASE | {"name": "other"}, headers=h)
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    with session_scope(database_url) as session:
+        assert session.query(Pool).count() == 1
+
+
+def test_eval_sets(client, alice, bob, database_url):
+    count_ds, _ = make_dataset(database_url, alice.owner_id, 2)
+    color_ds, _ = make_dataset(database_url, alice.owner_id, 2)
+    pending_ds, _ = make_dataset(database_url, alice.owner_id, 2, status="pending")
+    bobs_ds, _ = make_dataset(database_url, bob.owner_id, 2)
+
+    r = create(client, alice, eval_sets=[{"dataset_id": count_ds, "skill": "count"}])
+    assert r.status_code == 201, r.text
+    pool = r.json()
+    assert pool["eval_sets"] == [{"dataset_id": count_ds, "skill": "count"}]
+
+    for ds, code in ((pending_ds, "dataset_not_ready"), (bobs_ds, "unknown_dataset"), ("ds_nope", "unknown_dataset")):
+        r = create(client, alice, eval_sets=[{"dataset_id": count_ds, "skill": "a"}, {"dataset_id": ds, "skill": "b"}])
+        assert r.status_code == 422 and r.json()["code"] == code, r.text
+        assert r.json()["field"] == "body.eval_sets[1].dataset_id" and ds in r.json()["detail"]
+    dup = create(client, alice, eval_sets=[{"dataset_id": count_ds, "skill": "a"}, {"dataset_id": count_ds, "skill": "b"}])
+    assert dup.status_code == 422 and "twice" in dup.json()["detail"]
+
+    url = f"/v1/pools/{pool['id']}/eval-sets"
+    r = client.post(url, json={"dataset_id": color_ds, "skill": "color"}, headers=alice.headers)
+    assert r.status_code == 201, r.text
+    assert {e["skill"] for e in r.json()["eval_sets"]} == {"count", "color"}
+    r = client.post(url, json={"dataset_id": color_ds, "skill": "color"}, headers=alice.headers)
+    assert r.status_code == 409 and r.json()["code"] == "eval_set_exists"
+    r = client.post(url, json={"dataset_id": bobs_ds, "skill": "x"}, headers=alice.headers)
+    assert r.status_code == 422 and r.json()["field"] == "body.dataset_id"
+    assert client.post(url, json={"dataset_id": color_ds, "skill": "x"}, headers=bob.headers).status_code == 404
+    # Datasets used as evaluation sets cannot be deleted under the pool.
+    assert client.delete(f"/v1/datasets/{color_ds}", headers=alice.headers).status_code == 409
+    # Only pools that were created exist: the three refused creations left nothing behind.
+    assert len(client.get("/v1/pools", headers=alice.headers).json()["data"]) == 1
+
+
+def test_counts_clusters_after_a_round(client, alice, database_url):
+    pool = create(client, alice).json()
+    a, a_ids = make_dataset(database_url, alice.owner_id, 5)
+    b, b_ids = make_dataset(database_url, alice.owner_id, 3)
+    empty = client.get(f"/v1/pools/{pool['id']}/clusters", headers=alice.headers).json()
+    assert empty == {"object": "pool.clusters", "pool_id": pool["id"], "round_id": None, "round_number": None,
+                     "method": None, "clusters": []}
+
+    first = make_round(database_url, pool["id"], alice.owner_id, number=1, selected=a_ids[:2],
+                       members=a_ids[:4] + b_ids, pruned=a_ids[4:])
+    clusters = [{"id": i, "size": 4 - i, "expert": "ppl", "entropies": {"ppl": 1.0}, "budget": 1, "selected": 1,
+                 "pruned": 0} for i in range(2)]
+    second = make_round(database_url, pool["id"], alice.owner_id, number=2, selected=a_ids[:2], clusters=clusters)
+    make_round(database_url, pool["id"], alice.owner_id, number=3, status="failed", clusters=[])
+
+    got = client.get(f"/v1/pools/{pool['id']}", headers=alice.headers).json()
+    assert (got["size"], got["pruned"]) == (7, 1)
+    assert got["datasets"] == sorted(
+        [{"dataset_id": a, "active": 4, "pruned": 1}, {"dataset_id": b, "active": 3, "pruned": 0}],
+        key=lambda d: d["dataset_id"],
+    )
+    latest = client.get(f"/v1/pools/{pool['id']}/clusters", headers=alice.headers).json()
+    assert latest["round_id"] == second["round_id"] != first["round_id"]  # the failed round 3 is skipped
+    assert latest["round_number"] == 2 and latest["clusters"] == clusters
+
+
+def test_metrics_empty_then_hand_computed(client, alice, database_url, settings):
+    blobs = BlobStore(settings.blob_dir)
+    e_count, _ = make_dataset(database_url, alice.owner_id, 1)
+    e_color1, _ = make_dataset(database_url, alice.owner_id, 1)
+    e_color2, _ = make_dataset(database_url, alice.owner_id, 1)
+    sets = [{"dataset_id": e_count, "skill": "count"}, {"dataset_id": e_color1, "skill": "color"},
+            {"dataset_id": e_color2, "skill": "color"}]
+    pool = create(client, alice, eval_sets=sets).json()
+    url = f"/v1/pools/{pool['id']}/metrics"
+
+    empty = client.get(url, headers=alice.headers)
+    assert empty.status_code == 200
+    assert empty.json() == {
+        "object": "pool.metrics", "pool_id": pool["id"], "skills": ["color", "count"], "rounds": [], "accuracy": [],
+        "base": None, "reference_pool_id": None,
+        "summary": {"avg_acc": None, "forgetting": None, "forward_transfer": None, "relative_gain": None},
+    }
+
+    def evals(count, c1, c2, loss=(1.0, 1.0, 2.0)):
+        # color is pooled over its two sets by n (10 and 30).
+        return [(e_count, "count", {"accuracy": count, "loss": loss[0], "n": 10}),
+                (e_color1, "color", {"accuracy": c1, "loss": loss[1], "n": 10}),
+                (e_color2, "color", {"accuracy": c2, "loss": loss[2], "n": 30})]
+
+    rounds = [make_round(database_url, pool["id"], alice.owner_id, number=t + 1, blobs=blobs, evals=evals(*acc))
+              for t, acc in enumerate([(0.5, 0.2, 0.4), (0.7, 0.6, 0.2), (0.6, 0.5, 0.5)])]
+    warm = add_checkpoint(database_url, pool["id"], blobs, round_id=rounds[0]["round_id"], kind="warmup",
+                          evals=evals(0.2, 0.1, 0.3))
+    ref_pool = create(client, alice, name="full-data").json()
+    make_round(database_url, ref_pool["id"], alice.owner_id, number=1, blobs=blobs, evals=evals(0.8, 0.5, 0.5))
+
+    m = client.get(url, params={"reference_pool_id": ref_pool["id"]}, headers=alice.headers).json()
+    # color = (10·c1 + 30·c2) / 40; skills in name order.
+    expected = [[0.35, 0.5], [0.3, 0.7], [0.5, 0.6]]
+    assert m["skills"] == ["color", "count"]
+    assert len(m["accuracy"]) == 3
+    for got_row, want_row in zip(m["accuracy"], expected):
+        assert got_row == pytest.approx(want_row, abs=1e-12)
+    assert [r["number"] for r in m["rounds"]] == [1, 2, 3]
+    assert [r["checkpoint_id"] for r in m["rounds"]] == [r["checkpoint_id"] for r in rounds]
+    assert m["rounds"][0]["loss"] == pytest.approx({"color": 1.75, "count": 1.0})
+    assert m["base"] == {"checkpoint_id": warm, "accuracy": pytest.approx({"color": 0.25, "count": 0.2})}
+    s = m["summary"]
+    assert s["avg_acc"] == pytest.approx((0.5 + 0.6) / 2)
+    assert s["forgetting"] == pytest.approx(((0.35 - 0.5) + (0.7 - 0.6)) / 2)  # best earlier − last, per skill
+    assert s["forward_transfer"] == pytest.approx(((0.35 - 0.25) + (0.5 - 0.2)) / 2)  # round 1 − warm-up
+    assert s["relative_gain"] == pytest.approx(100 * (0.5 / 0.5 + 0.6 / 0.8) / 2)
+    assert m["reference_pool_id"] == ref_pool["id"]
+
+    # Without a reference there is no relative gain; the rest is unchanged.
+    plain = client.get(url, headers=alice.headers).json()["summary"]
+    assert plain["relative_gain"] is None and plain["avg_acc"] == pytest.approx(s["avg_acc"])

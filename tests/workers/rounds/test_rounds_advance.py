@@ -1,0 +1,238 @@
+"""The round's stage machine on SQLite with tiny-llava, tasks called directly (no Celery): a full
+round and a second one on top, duplicate deliveries, a crash after a commit, cancel, failure."""
+from __future__ import annotations
+
+import tarfile
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from service.db.models import (
+    Checkpoint, EvalResult, FeatureShard, IndexVersion, Job, Pool, PoolMember, Round, Score, Selection,
+)
+from workers.engine.index import file_sha256
+from service.jobs import request_cancel
+from tests.workers.rounds.rounds_helpers import RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
+from workers.rounds.plan import load_plan
+
+
+def pool_snapshot(env: RoundEnv, pool_id: str) -> dict:
+    with env.factory() as s:
+        pool = s.get(Pool, pool_id)
+        members = s.execute(select(PoolMember.sample_id, PoolMember.status, PoolMember.joined_round,
+                                   PoolMember.pruned_round, PoolMember.reason, PoolMember.cluster)
+                            .where(PoolMember.pool_id == pool_id).order_by(PoolMember.sample_id)).all()
+        ckpts = s.scalars(select(Checkpoint.id).where(Checkpoint.pool_id == pool_id).order_by(Checkpoint.id)).all()
+        return {"members": [tuple(m) for m in members], "checkpoint": pool.current_checkpoint_id,
+                "rounds": pool.rounds_completed, "checkpoints": list(ckpts)}
+
+
+def count(env: RoundEnv, stmt) -> int:  # noqa: ANN001
+    with env.factory() as s:
+        return int(s.scalar(stmt))
+
+
+def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
+    env = round_env
+    a = add_dataset(env, "a", list(range(14)))
+    b = add_dataset(env, "b", [0, 1] + list(range(14, 22)))  # 0 and 1 repeat dataset a: exact duplicates
+    ev = add_dataset(env, "eval", list(range(40, 44)))
+    pool_id = add_pool(env, eval_sets=((ev, "vqa"),))
+    round_id, job_id = start_round(env, pool_id, [a, b], budget=8, seed=3)
+
+    # Every message delivered twice: the second delivery of a finished job must change nothing.
+    env.drain(until_kind="round.finalize", twice=True)
+    assert pool_snapshot(env, pool_id) == {"members": [], "checkpoint": None, "rounds": 0, "checkpoints": []}
+    with env.factory() as s:
+        parent = s.get(Job, job_id)
+        assert (parent.status, parent.stage, parent.lease_owner) == ("running", "finalize", None)
+        kinds = s.scalars(select(Job.kind).where(Job.parent_id == job_id)).all()
+    assert sorted(set(kinds)) == ["round.features", "round.finalize", "round.prepare", "round.select", "round.train",
+                                  "round.warmup"]
+    assert kinds.count("round.features") == 4 and all(kinds.count(k) == 1 for k in set(kinds) - {"round.features"})
+    env.drain(twice=True)
+
+    with env.factory() as s:
+        rnd, parent = s.get(Round, round_id), s.get(Job, job_id)
+        assert (rnd.status, parent.status) == ("succeeded", "succeeded"), parent.error
+        assert rnd.finished_at is not None
+        res = rnd.result
+        candidates = load_plan(env.blobs, parent.result["candidates_blob"]).candidates
+        assert (res["candidates"], res["new_samples"], res["duplicates"], res["warmup"]) == (22, 22, 2, True)
+        assert (res["budget"], res["selected"], res["method"]) == (8, 8, "adapt-inf")
+        assert sum(c["selected"] for c in res["clusters"]) == 8 and sum(c["size"] for c in res["clusters"]) == 22
+        assert res["train"]["steps"] == 2 and res["checkpoint_id"] is not None
+        assert set(res["eval"]) == {"vqa"} and res["eval"]["vqa"]["n"] == 4
+        # every candidate scored exactly once, in exactly one done shard
+        scores = s.scalars(select(Score.sample_id).where(Score.round_id == round_id)).all()
+        assert sorted(scores) == candidates and len(set(scores)) == 22
+        shards = s.scalars(select(FeatureShard).where(FeatureShard.round_id == round_id)).all()
+        assert [sh.status for sh in shards] == ["done"] * 4 and sum(sh.rows for sh in shards) == 22
+        sel = s.execute(select(Selection).where(Selection.round_id == round_id)).scalars().all()
+        assert len(sel) == 8 and {x.sample_id for x in sel} <= set(candidates)
+        assert all(x.expert is not None and x.stratum is not None for x in sel)
+        members = s.scalars(select(PoolMember).where(PoolMember.pool_id == pool_id)).all()
+        assert sorted(m.sample_id for m in members) == candidates and {m.joined_round for m in members} == {1}
+        assert res["pool_size"] == sum(m.status == "active" for m in members) == 22 - res["pruned"] == 18
+        assert sum(c["pruned"] for c in res["clusters"]) == res["pruned"] == 4
+        assert all(m.pruned_round == 1 and m.reason in ("near_duplicate", "pool_cap") for m in members if m.status == "pruned")
+        pool = s.get(Pool, pool_id)
+        assert (pool.rounds_completed, pool.current_checkpoint_id) == (1, res["checkpoint_id"])
+        kinds = dict(s.execute(select(Checkpoint.kind, Checkpoint.id).where(Checkpoint.pool_id == pool_id)).all())
+        assert set(kinds) == {"warmup", "round"}
+        ckpt = s.get(Checkpoint, res["checkpoint_id"])
+        evals = s.scalars(select(EvalResult).where(EvalResult.checkpoint_id == ckpt.id)).all()
+        assert [(e.dataset_id, e.skill, e.metrics["n"]) for e in evals] == [(ev, "vqa", 4)]
+        base = s.scalars(select(EvalResult).where(EvalResult.checkpoint_id == kinds["warmup"])).all()
+        assert [(e.skill, e.metrics["n"]) for e in base] == [("vqa", 4)]  # the forward-transfer baseline
+        # the pool's index version covers exactly the surviving members
+        (iv,) = s.scalars(select(IndexVersion).where(IndexVersion.pool_id == pool_id)).all()
+        assert (iv.round_id, iv.ntotal) == (round_id, res["pool_size"])
+        assert file_sha256(Path(iv.path)) == iv.sha256
+        active = sorted(m.sample_id for m in members if m.status == "active")
+        assert sorted(faiss_ids(iv.path)) == active
+
+    # the checkpoint is a PEFT adapter directory at the archive root, loadable on the preset base
+    from peft import PeftModel
+
+    from workers.engine.models import build_preset
+
+    out = env.settings.work_dir.parent / "ckpt"
+    with env.blobs.open(ckpt.blob) as f, tarfile.open(fileobj=f, mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["adapter_config.json", "adapter_model.safetensors"]
+        tar.extractall(out, filter="data")
+    model = PeftModel.from_pretrained(build_preset("tiny-llava")[0], out)
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in model.named_parameters())
+
+    # Round 2: new samples plus one duplicate of a pool member; no warm-up (the pool has a checkpoint).
+    c = add_dataset(env, "c", [2] + list(range(22, 28)))
+    before = pool_snapshot(env, pool_id)
+    round2, job2 = start_round(env, pool_id, [c], budget=0.5, seed=1)
+    env.drain()
+    with env.factory() as s:
+        r2 = s.get(Round, round2)
+        assert r2.status == "succeeded", s.get(Job, job2).error
+        res2 = r2.result
+        assert (res2["candidates"], res2["new_samples"], res2["duplicates"], res2["warmup"]) == (
+            before_active(before) + 6, 6, 1, False)
+        assert res2["budget"] == round(0.5 * res2["candidates"])
+        assert s.scalar(select(func.count()).where(Job.parent_id == job2, Job.kind == "round.warmup")) == 0
+        joined = dict(s.execute(select(PoolMember.sample_id, PoolMember.joined_round)
+                                .where(PoolMember.pool_id == pool_id)).all())
+        assert sorted(v for v in joined.values()).count(2) == 6
+        assert res2["pool_size"] == 18 and res2["pruned"] == 6
+        pool = s.get(Pool, pool_id)
+        assert pool.rounds_completed == 2 and pool.current_checkpoint_id == res2["checkpoint_id"] != res["checkpoint_id"]
+        # pruned members stay as rows, marked with round and reason
+        for m in s.scalars(select(PoolMember).where(PoolMember.pool_id == pool_id, PoolMember.status == "pruned")):
+            assert m.pruned_round in (1, 2) and m.reason in ("near_duplicate", "pool_cap")
+
+
+def faiss_ids(path: str) -> list[int]:
+    import faiss
+
+    index = faiss.read_index(path)
+    return faiss.vector_to_array(faiss.downcast_index(index).id_map).tolist()
+
+
+def before_active(snapshot: dict) -> int:
+    return sum(1 for m in snapshot["members"] if m[1] == "active")
+
+
+def test_crash_after_commit_redelivery_does_nothing(round_env: RoundEnv) -> None:
+    """A worker that died after a shard's commit but before its job was marked done: the reaper
+    re-queues the job and its re-run finds the shard done, adds no scores, sends nothing."""
+    env = round_env
+    ds = add_dataset(env, "a", list(range(10)))
+    pool_id = add_pool(env, {**_fast(), "shard_size": 5})
+    round_id, job_id = start_round(env, pool_id, [ds], budget=4, train=False)
+    env.drain(until_kind="round.features")
+    shard_job, kind = env.sent.pop(0)
+    env.deliver(shard_job, kind)
+    with env.factory() as s:
+        job = s.get(Job, shard_job)
+        assert job.status == "succeeded"
+        job.status, job.finished_at = "queued", None  # as the reaper leaves it after a lost worker
+        s.commit()
+    n_scores = count(env, select(func.count()).select_from(Score).where(Score.round_id == round_id))
+    sent_before = list(env.sent)
+    assert env.deliver(shard_job, kind)["status"] == "succeeded"
+    assert count(env, select(func.count()).select_from(Score).where(Score.round_id == round_id)) == n_scores == 5
+    assert env.sent == sent_before
+    with env.factory() as s:
+        assert s.get(Job, shard_job).result == {"skipped": "shard 0 is already done"}
+    # and the parent task delivered again starts nothing
+    assert env.deliver(job_id, "round") == {"job_id": job_id, "started": False}
+    env.drain()
+    with env.factory() as s:
+        assert s.get(Round, round_id).status == "succeeded"
+        assert s.get(Round, round_id).result["checkpoint_id"] is None
+        assert s.get(Pool, pool_id).current_checkpoint_id is None
+
+
+def _fast() -> dict:
+    return {"features": {"proj_dim": 32, "batch_size": 8}, "selection": {"n_clusters": 2, "n_strata": 4},
+            "training": {"batch_size": 4, "max_steps": 1}, "warmup_fraction": 0.2}
+
+
+def test_cancel_mid_features_leaves_pool_unchanged(round_env: RoundEnv) -> None:
+    env = round_env
+    first = add_dataset(env, "a", list(range(8)))
+    pool_id = add_pool(env, {**_fast(), "shard_size": 4})
+    start_round(env, pool_id, [first], budget=3)
+    env.drain()
+    before = pool_snapshot(env, pool_id)
+    assert before["rounds"] == 1 and before["checkpoint"] is not None
+
+    second = add_dataset(env, "b", list(range(8, 16)))
+    round_id, job_id = start_round(env, pool_id, [second], budget=3)
+    env.drain(until_kind="round.features")
+    shard_job, kind = env.sent.pop(0)
+    env.deliver(shard_job, kind)  # one shard done, then the user cancels
+    with env.factory() as s:
+        request_cancel(s, s.get(Job, job_id))
+        s.commit()
+    env.drain()
+    with env.factory() as s:
+        parent, rnd = s.get(Job, job_id), s.get(Round, round_id)
+        assert (parent.status, rnd.status) == ("cancelled", "cancelled")
+        assert parent.error["code"] == "cancelled" and rnd.finished_at is not None
+        children = dict(s.execute(select(Job.id, Job.status).where(Job.parent_id == job_id)).all())
+        assert children[shard_job] == "succeeded" and "cancelled" in children.values()
+        assert all(v in ("succeeded", "cancelled") for v in children.values())
+    assert pool_snapshot(env, pool_id) == before
+
+
+def test_failed_stage_fails_the_round(round_env: RoundEnv) -> None:
+    env = round_env
+    ds = add_dataset(env, "a", list(range(6)))
+    pool_id = add_pool(env, {**_fast(), "shard_size": 3})
+    round_id, job_id = start_round(env, pool_id, [ds], budget=2)
+    env.drain(until_kind="round.features")
+    with env.factory() as s:
+        sha = s.get(Job, job_id).result["candidates_blob"]
+    env.blobs.path(sha).chmod(0o644)
+    env.blobs.path(sha).write_bytes(b"tampered")  # the frozen candidate list no longer matches its sha
+    env.drain()
+    with env.factory() as s:
+        parent, rnd = s.get(Job, job_id), s.get(Round, round_id)
+        assert (parent.status, rnd.status) == ("failed", "failed")
+        assert parent.error["code"] == "blob_corrupt"
+        assert "round.features failed" in parent.error["message"] and "corrupt" in parent.error["message"]
+    assert pool_snapshot(env, pool_id) == {"members": [], "checkpoint": None, "rounds": 0, "checkpoints": []}
+
+
+def test_reaper_leaves_a_waiting_parent_alone(round_env: RoundEnv) -> None:
+    from workers.jobs import utcnow
+    from workers.reaper import reap_expired
+
+    env = round_env
+    ds = add_dataset(env, "a", list(range(4)))
+    pool_id = add_pool(env, _fast())
+    _, job_id = start_round(env, pool_id, [ds], budget=2)
+    env.drain(until_kind="round.prepare")
+    with env.factory() as s:
+        touched = reap_expired(s, env.settings, now=utcnow() + timedelta(hours=1))
+        parent = s.get(Job, job_id)
+        assert job_id not in touched and (parent.status, parent.stage) == ("running", "prepare")

@@ -1,0 +1,126 @@
+"""Continue the loaded LoRA adapter on a list of samples (§2 step 7)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from workers.engine.features.scores import gather_response, token_nll
+from workers.engine.models.batching import collate
+from workers.engine.models.encoding import encode_sample
+from workers.engine.models.loading import LoadedModel
+from workers.engine.samples import EngineSample
+
+OnStep = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LoRA fine-tuning hyper-parameters (LLaVA-1.5 LoRA recipe defaults, scaled for small runs).
+
+    Args:
+        max_steps: stop after this many optimizer steps (None: `epochs` full passes).
+        warmup_ratio: fraction of steps with a linear LR ramp; then linear decay to 0.
+        grad_clip: max global grad norm (None disables).
+    """
+
+    epochs: int = 1
+    lr: float = 2e-4
+    batch_size: int = 4
+    max_steps: int | None = None
+    seed: int = 0
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    grad_clip: float | None = 1.0
+    max_length: int | None = 4096
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"TrainConfig.epochs must be a positive int, got {self.epochs!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size must be a positive int, got {self.batch_size!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ValueError(f"TrainConfig.max_steps must be None or a positive int, got {self.max_steps!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    loss_first: float
+    loss_last: float
+    mean_loss: float
+
+
+def _batch_loss(loaded: LoadedModel, samples: Sequence[EngineSample], cfg: TrainConfig) -> Any:
+    """Mean NLL over all response tokens of the batch (the LLaVA training objective)."""
+    encoded = [encode_sample(loaded, s, max_length=cfg.max_length) for s in samples]
+    batch = collate(encoded, loaded.tokenizer.pad_token_id).to(loaded.device, loaded.dtype)
+    hf = loaded.hf_model
+    hidden = hf.base_model(**batch.model_inputs(), use_cache=False).last_hidden_state
+    tokens = gather_response(hidden, batch.labels)
+    return token_nll(hf.get_output_embeddings()(tokens.hidden), tokens.targets).mean()
+
+
+def train_lora(
+    loaded: LoadedModel, samples: Sequence[EngineSample], cfg: TrainConfig, on_step: OnStep | None = None
+) -> TrainStats:
+    """Train the LoRA weights of `loaded` in place (the base stays frozen).
+
+    `on_step(step, total, loss)` runs after every optimizer step; raising from it cancels
+    training (the adapter keeps the steps done so far).
+    """
+    import torch
+
+    if not samples:
+        raise ValueError("train_lora needs at least one sample")
+    model = loaded.model
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    if not lora:
+        raise ValueError("the loaded model has no LoRA parameters to train")
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    total = min(cfg.max_steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs)
+    warmup = int(cfg.warmup_ratio * total)
+    optimizer = torch.optim.AdamW(lora, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    losses: list[float] = []
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in lora:
+            p.requires_grad_(True)
+        model.train()
+        step = 0
+        while step < total:
+            order = torch.randperm(len(samples), generator=generator).tolist()
+            for k in range(0, len(order), cfg.batch_size):
+                if step >= total:
+                    break
+                loss = _batch_loss(loaded, [samples[i] for i in order[k: k + cfg.batch_size]], cfg)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(lora, cfg.grad_clip)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                if on_step is not None:
+                    on_step(step, total, losses[-1])
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        for p in model.parameters():
+            p.requires_grad_(flags[id(p)])
+        model.eval()
+    return TrainStats(steps=len(losses), loss_first=losses[0], loss_last=losses[-1], mean_loss=sum(losses) / len(losses))

@@ -1,0 +1,225 @@
+"""The round's stage machine: child jobs chained by conditional updates on the parent job.
+
+The parent job (kind "round") holds no lease while its children run, so the reaper never
+touches it (it only looks at expired leases and unclaimed queued jobs); its `stage` column is
+the machine's state. A stage commits its output and enters the next stage in ONE transaction:
+
+1. fence the child's own lease (a worker that lost it cannot commit),
+2. lock the parent row (an UPDATE: a row lock on PostgreSQL, the write lock on SQLite),
+3. check the parent is still running, not cancelled, and still at this stage,
+4. write the stage's rows, set the parent's next stage and create that stage's child job(s),
+
+and only after the commit sends the new jobs to the broker. A duplicate delivery or a retry of
+a stage that already committed finds the parent at a later stage (`StageDone`) and does
+nothing, so no stage is created twice or skipped; a crash between commit and send leaves the
+new jobs queued in SQL, where the reaper re-sends them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from service.broker import enqueue_job
+from service.config import Settings
+from service.db.models import Job, Pool, Round, utcnow
+from service.jobs import TERMINAL, add_event, create_job
+from workers.jobs import ACTIVE, JobCancelled, JobContext
+
+STAGES = ("prepare", "warmup", "features", "select", "train", "finalize")
+QUEUES = {"prepare": "select", "warmup": "train", "features": "gpu", "select": "select", "train": "train",
+          "finalize": "select"}
+
+
+def kind_of(stage: str) -> str:
+    return f"round.{stage}"
+
+
+class StageDone(Exception):
+    """An earlier delivery already completed this stage (or shard): nothing left to do."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A job created in a committed transaction, to send to the broker afterwards."""
+
+    job_id: str
+    kind: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class RoundRef:
+    """What a stage task knows about its round, read once when the stage starts."""
+
+    parent_id: str
+    round_id: str
+    pool_id: str
+    number: int
+    owner_id: str
+    params: dict[str, Any]
+    state: dict[str, Any]  # the parent job's result: what earlier stages recorded
+    base_model: str
+    model_type: str
+    pool_config: dict[str, Any]
+    current_checkpoint_id: str | None
+
+
+def lock_parent(session: Session, parent_id: str) -> Job | None:
+    """Lock the parent job row for the rest of the transaction and return it, fresh."""
+    session.execute(
+        update(Job).where(Job.id == parent_id).values(stage=Job.stage).execution_options(synchronize_session=False)
+    )
+    return session.get(Job, parent_id, populate_existing=True)
+
+
+def check_live(parent: Job | None, stage: str) -> Job:
+    """Raise JobCancelled if the round was cancelled or already ended, StageDone if it moved on."""
+    if parent is None or parent.status in TERMINAL:
+        raise JobCancelled(f"round job {getattr(parent, 'id', None)} already ended")
+    if parent.cancel_requested or parent.status != "running":
+        raise JobCancelled(f"round job {parent.id}: cancel requested")
+    if parent.stage != stage:
+        raise StageDone(f"round job {parent.id} is at stage {parent.stage!r}, past {stage!r}")
+    return parent
+
+
+def claim_stage(session: Session, ctx: JobContext, parent_id: str, stage: str) -> Job:
+    """Open a stage's commit: fence the child's lease, lock the parent, check it is at `stage`.
+
+    Lock order child → parent, as in `finish_job` + failure hooks and in the reaper.
+    """
+    ctx.fence(session)
+    return check_live(lock_parent(session, parent_id), stage)
+
+
+def next_stage(stage: str, state: dict[str, Any], params: dict[str, Any]) -> str | None:
+    if stage == "prepare":
+        return "warmup" if state.get("warmup") else "features"
+    if stage == "select":
+        return "train" if params.get("train", True) else "finalize"
+    if stage == "finalize":
+        return None
+    return STAGES[STAGES.index(stage) + 1]
+
+
+def enter_stage(
+    session: Session, parent: Job, ref: RoundRef, settings: Settings, stage: str, updates: dict[str, Any],
+    children: list[dict[str, Any]] | None = None, total: int = 0,
+) -> list[Outgoing]:
+    """Record `updates` in the parent's state, move it to `stage`, create that stage's jobs.
+
+    `children` are the params of each child job (default: one job, params {"round_id"}).
+    """
+    parent.result = {**(parent.result or {}), **updates}
+    parent.stage, parent.progress_done, parent.progress_total = stage, 0, total
+    out = []
+    for params in children or [{}]:
+        job = create_job(session, ref.owner_id, kind_of(stage), QUEUES[stage], {"round_id": ref.round_id, **params},
+                         max_attempts=settings.max_attempts, parent_id=parent.id)
+        out.append(Outgoing(job.id, job.kind, job.queue))
+    add_event(session, parent.id, f"stage {stage}", data={"stage": stage, "jobs": len(out)})
+    return out
+
+
+def send(settings: Settings, outgoing: list[Outgoing]) -> None:
+    """Send committed jobs; an unreachable broker is fine: the reaper re-sends queued jobs."""
+    for o in outgoing:
+        enqueue_job(settings, o.job_id, o.kind, o.queue)
+
+
+def finish_round(session: Session, parent: Job, status: str, result: dict[str, Any] | None = None,
+                 error: dict[str, Any] | None = None) -> None:
+    """End the parent job and its round as `status`; queued siblings are cancelled, running
+    ones are asked to stop (they also see the parent ended at their next check)."""
+    now = utcnow()
+    parent.status, parent.finished_at, parent.error = status, now, error
+    parent.lease_owner, parent.lease_expires_at = None, None
+    if result is not None:
+        parent.result = result
+    rnd = session.get(Round, parent.params["round_id"])
+    if rnd is not None and rnd.status not in TERMINAL:
+        rnd.status, rnd.finished_at = status, now
+        if result is not None:
+            rnd.result = result
+    if status != "succeeded":
+        _stop_children(session, parent.id, now, status)
+    level = "error" if status == "failed" else "info"
+    add_event(session, parent.id, f"round {status}", level=level, data={"error": error} if error else None)
+
+
+def _stop_children(session: Session, parent_id: str, now, status: str) -> None:  # noqa: ANN001
+    stop = {"code": "cancelled", "message": f"round ended {status}"}
+    session.execute(
+        update(Job).where(Job.parent_id == parent_id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now, error=stop)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job).where(Job.parent_id == parent_id, Job.status.in_(ACTIVE))
+        .values(cancel_requested=True).execution_options(synchronize_session=False)
+    )
+
+
+def end_round_with_child(session: Session, child: Job) -> None:
+    """Failure hook of every stage kind: a failed child fails the round, a cancelled one cancels it.
+
+    Runs inside the transaction that ends the child (its task, or the reaper after max_attempts).
+    """
+    if child.parent_id is None:
+        return
+    parent = lock_parent(session, child.parent_id)
+    if parent is None or parent.status in TERMINAL:
+        return
+    if child.kind != kind_of(parent.stage or ""):
+        # a stale duplicate of a stage the round has left: its end says nothing about the round
+        add_event(session, parent.id, f"{child.kind} job {child.id} ended {child.status} after its stage; ignored",
+                  level="warning")
+        return
+    if child.status == "cancelled" or parent.cancel_requested:
+        finish_round(session, parent, "cancelled", error={"code": "cancelled", "message": f"cancelled during {child.kind}"})
+        return
+    err = child.error or {"code": "internal_error", "message": "stage failed"}
+    message = f"{child.kind} failed after {child.attempts} attempt(s): {err.get('message', '')}"
+    finish_round(session, parent, "failed", error={"code": err.get("code", "internal_error"), "message": message,
+                                                   "job_id": child.id})
+
+
+def mirror_round(session: Session, parent: Job) -> None:
+    """Give the round its parent job's terminal status (a parent cancelled while queued)."""
+    rnd = session.get(Round, parent.params["round_id"])
+    if rnd is not None and parent.status in TERMINAL and rnd.status not in TERMINAL:
+        rnd.status, rnd.finished_at = parent.status, parent.finished_at or utcnow()
+
+
+def start_round(session: Session, settings: Settings, parent_id: str) -> list[Outgoing]:
+    """The parent task: queued → running at stage prepare, with the prepare job. Commits.
+
+    A duplicate delivery (already running or ended) creates nothing.
+    """
+    now = utcnow()
+    started = session.execute(
+        update(Job)
+        .where(Job.id == parent_id, Job.kind == "round", Job.status == "queued", Job.cancel_requested.is_(False))
+        .values(status="running", stage="prepare", started_at=now, progress_done=0, progress_total=0)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    parent = session.get(Job, parent_id, populate_existing=True)
+    if parent is None:
+        session.rollback()
+        raise LookupError(f"round job {parent_id} does not exist")
+    if not started:
+        mirror_round(session, parent)
+        session.commit()
+        return []
+    rnd = session.get(Round, parent.params["round_id"])
+    rnd.status = "running"
+    pool = session.get(Pool, rnd.pool_id)
+    ref = RoundRef(parent.id, rnd.id, pool.id, rnd.number, parent.owner_id, dict(rnd.params), {}, pool.base_model,
+                   pool.model_type, dict(pool.config or {}), pool.current_checkpoint_id)
+    add_event(session, parent.id, f"round {rnd.number} of pool {pool.id} started")
+    out = enter_stage(session, parent, ref, settings, "prepare", {})
+    session.commit()
+    return out

@@ -1,0 +1,107 @@
+"""Stage features (queue gpu): one child job per shard, fanned out over the GPU workers.
+
+A shard job computes features and scores of its slice of the frozen candidate list with the
+round's adapter, writes the shard blob (atomic, content-addressed), then in ONE transaction
+marks its feature_shards row done and inserts its Score rows: a row already done means an
+earlier delivery finished it, so every candidate is scored exactly once. The commit that leaves
+no shard pending moves the round to select.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db.models import FeatureShard, Job, Score, utcnow
+from workers.engine.features import SCORE_NAMES, FeatureBatch, compute_features, write_shard
+from workers.rounds.advance import Outgoing, RoundRef, StageDone, claim_stage, enter_stage
+from workers.rounds.models_cache import get_model
+from workers.rounds.plan import load_plan, shard_bounds
+from workers.rounds.runner import StageRun
+from workers.rounds.samples import load_engine_samples
+
+
+class ShardMismatch(Exception):
+    """A shard's features do not belong to the samples it was planned for."""
+
+    code = "shard_mismatch"
+
+
+def enter_features(session: Session, parent: Job, ref: RoundRef, settings: Settings, updates: dict[str, Any]) -> list[Outgoing]:
+    """Move the round to features with one job per pending shard (progress: samples done / total)."""
+    shards = session.scalars(
+        select(FeatureShard.shard).where(FeatureShard.round_id == ref.round_id, FeatureShard.status == "pending")
+        .order_by(FeatureShard.shard)
+    ).all()
+    total = int(updates.get("candidates", (parent.result or {}).get("candidates", 0)))
+    return enter_stage(session, parent, ref, settings, "features", updates,
+                       children=[{"shard": int(k)} for k in shards], total=total)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def score_rows(round_id: str, batch: FeatureBatch) -> list[dict[str, Any]]:
+    """Score rows of a shard; NaN/inf (ig of text-only samples, overflowed ppl) become NULL."""
+    cols = {k: batch.scores[k].astype(np.float64).tolist() for k in SCORE_NAMES}
+    return [
+        {"round_id": round_id, "sample_id": int(sid), **{k: _finite(cols[k][i]) for k in SCORE_NAMES}}
+        for i, sid in enumerate(batch.ids.tolist())
+    ]
+
+
+def run_shard(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
+    ctx, ref, factory, k = run.ctx, run.ref, run.ctx.session_factory, int(run.ctx.params["shard"])
+    with factory() as session:
+        shard = session.get(FeatureShard, (ref.round_id, k))
+        if shard is None:
+            raise LookupError(f"round {ref.round_id} has no feature shard {k}")
+        if shard.status == "done":
+            raise StageDone(f"shard {k} is already done")
+    run.watch.check(force=True)
+    plan = load_plan(run.blobs, ref.state["candidates_blob"])
+    start, end = shard_bounds(len(plan.candidates), run.cfg.shard_size)[k]
+    ids = plan.candidates[start:end]
+    ctx.stage("features", total=len(ids))
+    with factory() as session:
+        samples = load_engine_samples(session, ids, run.blobs)
+    loaded = get_model(run.settings, run.blobs, run.spec, ref.state.get("adapter_sha"), run.cfg.lora)
+    batch = compute_features(loaded, samples, run.cfg.features)
+    if batch.ids.tolist() != ids:
+        raise ShardMismatch(f"shard {k}: features came back for other samples than planned")
+    ctx.progress(len(ids), len(ids))
+    run.watch.check(force=True)
+    meta = {"config": run.cfg.features.fingerprint(), "round_id": ref.round_id, "shard": k,
+            "adapter_sha": ref.state.get("adapter_sha")}
+    # A name per lease owner: a duplicate delivery on another worker never writes the same file.
+    path = run.settings.work_dir / "shards" / f"{ref.round_id}-{k:05d}-{ctx.owner.replace(':', '-')}.npz"
+    digest = write_shard(path, batch, meta=meta)
+    blob = run.blobs.put_file(path, move=True)
+    if blob.sha256 != digest:
+        raise ShardMismatch(f"shard {k}: blob sha {blob.sha256} differs from the written {digest}")
+    rows = score_rows(ref.round_id, batch)
+    with factory() as session, session.begin():
+        parent = claim_stage(session, ctx, ref.parent_id, "features")
+        marked = session.execute(
+            update(FeatureShard)
+            .where(FeatureShard.round_id == ref.round_id, FeatureShard.shard == k, FeatureShard.status == "pending")
+            .values(status="done", blob=blob.sha256, rows=len(ids), finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if marked != 1:
+            raise StageDone(f"shard {k} was finished by another delivery")
+        session.execute(insert(Score), rows)
+        done_rows, pending = session.execute(
+            select(
+                func.coalesce(func.sum(FeatureShard.rows).filter(FeatureShard.status == "done"), 0),
+                func.count().filter(FeatureShard.status == "pending"),
+            ).where(FeatureShard.round_id == ref.round_id)
+        ).one()
+        parent.progress_done = int(done_rows)
+        out = enter_stage(session, parent, ref, run.settings, "select", {}) if pending == 0 else []
+    return out, {"shard": k, "rows": len(ids), "blob": blob.sha256, "last": pending == 0}

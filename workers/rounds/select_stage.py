@@ -1,0 +1,140 @@
+"""Stage select (queue select): clusters, experts, budget, CCS; the pruning decision.
+
+Reads every shard blob (sha256 checked) into one float16 memmap in candidate order, runs
+`select_samples` and, when the round prunes, `prune_pool` on the same features and clustering
+(DESIGN §2 step 8 runs after selection; doing it here saves a second read of all features).
+Selection rows are round-scoped and committed with the move to the next stage; the pruning
+decision and cluster assignment go to a blob, and the pool's index version to its own file,
+which finalize records and applies to the pool.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, insert, select
+
+from service.db.models import FeatureShard, Selection
+from workers.engine.features import SCORE_NAMES, read_shard
+from workers.engine.pruning import prune_pool
+from workers.engine.selection import select_samples
+from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
+from workers.rounds.plan import load_plan
+from workers.rounds.runner import StageRun
+
+
+class ShardBlobError(Exception):
+    """A feature shard blob is missing, corrupt, or does not match the plan."""
+
+    code = "blob_corrupt"
+
+
+def json_safe(value: Any) -> Any:
+    """Non-finite floats → None, recursively (JSON columns reject NaN on PostgreSQL)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(ids int64[n], features float16[n, d] memmap, scores float32[n] per expert) in candidate order."""
+    with run.ctx.session_factory() as session:
+        shards = session.scalars(
+            select(FeatureShard).where(FeatureShard.round_id == run.ref.round_id).order_by(FeatureShard.shard)
+        ).all()
+    if not shards or any(s.status != "done" for s in shards):
+        raise ShardBlobError(f"round {run.ref.round_id}: select started with unfinished feature shards")
+    n = sum(s.rows for s in shards)
+    ids = np.empty(n, dtype=np.int64)
+    scores = {k: np.empty(n, dtype=np.float32) for k in SCORE_NAMES}
+    features = None
+    pos = 0
+    for k, shard in enumerate(shards):
+        if not run.blobs.verify(shard.blob):
+            raise ShardBlobError(f"feature shard {shard.shard} blob {shard.blob} is missing or corrupt")
+        batch = read_shard(run.blobs.path(shard.blob))
+        m = len(batch)
+        if features is None:
+            features = np.lib.format.open_memmap(workdir / "features.npy", mode="w+", dtype=np.float16,
+                                                 shape=(n, batch.features.shape[1]))
+        features[pos : pos + m] = batch.features
+        ids[pos : pos + m] = batch.ids
+        for name in SCORE_NAMES:
+            scores[name][pos : pos + m] = batch.scores[name]
+        pos += m
+        run.watch.report(k + 1, len(shards))
+    return ids, features, scores
+
+
+def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
+    ref, params = run.ref, run.ref.params
+    run.ctx.stage("select")
+    plan = load_plan(run.blobs, ref.state["candidates_blob"])
+    run.settings.work_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"select-{ref.round_id}-", dir=run.settings.work_dir))
+    try:
+        ids, features, scores = read_features(run, workdir)
+        if ids.tolist() != plan.candidates:
+            raise ShardBlobError(f"round {ref.round_id}: the shards do not hold exactly the frozen candidates")
+        run.watch.check(force=True)
+        seed = int(params.get("seed", 0))
+        result = select_samples(ids, features, scores, params.get("method", "adapt-inf"), params["budget"],
+                                run.cfg.selection, seed)
+        run.watch.check(force=True)
+        pruned = prune_pool(ids, features, result.clustering, run.cfg.pruning) if params.get("prune", True) else []
+        index = write_pool_index(run, ids, features, {p.sample_id for p in pruned}, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    decision = {"assign": result.clustering.assign.tolist(), "pruned": [asdict(p) for p in pruned]}
+    decision_blob = run.blobs.put_bytes(json.dumps(json_safe(decision), separators=(",", ":")).encode())
+    pruned_per_cluster = np.bincount([p.cluster for p in pruned], minlength=result.clustering.n_clusters)
+    clusters = [
+        {"id": c.id, "size": c.size, "expert": c.expert, "entropies": c.entropies, "budget": c.budget,
+         "selected": c.selected, "pruned": int(pruned_per_cluster[c.id]), "set_aside": c.pruned}
+        for c in result.clusters
+    ]
+    updates = json_safe({"decision_blob": decision_blob.sha256, "budget": result.budget, "selected": len(result.selected),
+                         "pruned": len(pruned), "clusters": clusters, "index": index})
+    rows = [
+        {"round_id": ref.round_id, "sample_id": p.sample_id, "cluster": p.cluster, "expert": p.expert,
+         "score": p.score if p.score is None or math.isfinite(p.score) else None, "stratum": p.stratum}
+        for p in result.selected
+    ]
+    with run.ctx.session_factory() as session, session.begin():
+        parent = claim_stage(session, run.ctx, ref.parent_id, "select")
+        session.execute(delete(Selection).where(Selection.round_id == ref.round_id))  # none: a commit advances
+        session.execute(insert(Selection), rows)
+        out = enter_stage(session, parent, ref, run.settings, next_stage("select", updates, params), updates)
+    return out, {"selected": len(rows), "pruned": len(pruned), "clusters": len(clusters)}
+
+
+def write_pool_index(run: StageRun, ids: np.ndarray, features: np.ndarray, pruned: set[int],
+                     workdir: Path) -> dict[str, Any]:
+    """Write the pool's FAISS index version of this round over the survivors (the next pool);
+    finalize records it in index_versions with the pool's other changes."""
+    from workers.engine.index import write_index_version
+
+    keep = ~np.isin(ids, np.fromiter(pruned, dtype=np.int64, count=len(pruned)))
+    if not keep.all():
+        # survivors copied block by block into a second memmap: never the whole pool in RAM
+        kept = np.lib.format.open_memmap(workdir / "kept.npy", mode="w+", dtype=features.dtype,
+                                         shape=(int(keep.sum()), features.shape[1]))
+        rows = np.flatnonzero(keep)
+        for start in range(0, len(rows), 65_536):
+            block = rows[start : start + 65_536]
+            kept[start : start + len(block)] = features[block]
+        ids, features = ids[keep], kept
+    directory = run.settings.data_dir.resolve() / "indexes" / run.ref.pool_id
+    version = write_index_version(directory, run.ref.number, ids, features, seed=int(run.ref.params.get("seed", 0)))
+    return {"path": str(version.path), "sha256": version.sha256, "size_bytes": version.size_bytes,
+            "ntotal": version.ntotal, "kind": version.kind}
