@@ -13,24 +13,34 @@ import pytest
 from service.broker import QUEUES, broker_ping, enqueue_job, make_celery
 from service.config import Settings
 
-# A consumer process: drains every queue until it has seen nothing for 1.5 s, then writes the
-# job ids it got (one JSON list) to the path given as argv[2].
+# A consumer process: announces itself, waits until every consumer has (a start barrier, so a
+# fast starter cannot drain the queues before the other is up), then drains every queue, holding
+# each message for 5 ms of "work" before acking it, until it has seen nothing for 1.5 s. Writes the
+# job ids it got (one JSON list) to argv[2]; argv[3] is the barrier directory, argv[4] the count.
 CONSUMER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     from pathlib import Path
     from service.broker import make_celery
     from service.config import Settings
 
     app = make_celery(Settings(data_dir=Path(sys.argv[1])))
-    got, idle_since = [], time.monotonic()
+    barrier, parties = Path(sys.argv[3]), int(sys.argv[4])
+    got = []
     with app.connection_for_read() as conn:
         queues = [q(conn.default_channel) for q in app.conf.task_queues]
+        (barrier / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(list(barrier.iterdir())) < parties:
+            assert time.monotonic() < deadline, "the other consumer never started"
+            time.sleep(0.01)
+        idle_since = time.monotonic()
         while time.monotonic() - idle_since < 1.5:
             for q in queues:
                 message = q.get(no_ack=False)
                 if message is not None:
                     got.append(message.decode()[0][0])
+                    time.sleep(0.005)
                     message.ack()
                     idle_since = time.monotonic()
     Path(sys.argv[2]).write_text(json.dumps(got))
@@ -46,8 +56,11 @@ def test_two_consumer_processes_share_queues_without_duplicates(tmp_path: Path) 
     assert broker_ping(settings)
 
     outs = [tmp_path / f"got-{k}.json" for k in range(2)]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     procs = [
-        subprocess.Popen([sys.executable, "-c", CONSUMER, str(settings.data_dir), str(out)]) for out in outs
+        subprocess.Popen([sys.executable, "-c", CONSUMER, str(settings.data_dir), str(out), str(barrier), "2"])
+        for out in outs
     ]
     for p in procs:
         assert p.wait(120) == 0
