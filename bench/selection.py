@@ -82,7 +82,10 @@ def child_ours(directory: Path, n: int, threads: int, exact: bool) -> dict:
     from workers.engine.pruning import PruneConfig, prune_pool
     from workers.engine.selection import SelectionConfig, cluster_features, select_samples
 
-    import torch  # noqa: F401  imported by the engine's float16 conversion; outside the timed region
+    # Imported by the engine (FAISS, and torch for float16 conversion), as a worker process has
+    # them loaded: outside the timed region, like scikit-learn for the reference.
+    import faiss  # noqa: F401
+    import torch  # noqa: F401
 
     x, scores = load(directory, n)
     ids = np.arange(n, dtype=np.int64) + 1

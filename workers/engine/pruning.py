@@ -6,10 +6,12 @@ similarity to an earlier *kept* sample exceeds 1 − ε (greedy leader rule: one
 
 Neighbour search never builds an n×n matrix (`selection.neighbours`): a cluster of at most
 `exact_max` rows is searched exhaustively in blocks (exact); a larger one is split into k-means
-cells of about `cell_size` rows and a sample is compared with its `nprobe` nearest cells. The
-greedy is exact on that candidate graph: per sample its K most similar earlier candidates are
-kept (memory O(n·K)), and a sample whose K are all pruned is re-checked against every kept
-candidate. Pairs outside each other's probed cells are the only approximation;
+cells of about `cell_size` rows and a sample is compared with its `nprobe` nearest cells. One
+pass keeps, per sample, its most similar earlier candidate and its candidates above the
+threshold (at most K of them: memory O(n·K)); the greedy is exact on that candidate graph (a
+sample whose K listed candidates are all pruned is re-checked against every kept candidate),
+and survivors whose most similar candidate was pruned get a second scan restricted to the
+survivors. Pairs outside each other's probed cells are the only approximation;
 `bench/selection.py` measures the recall against the exhaustive search.
 """
 from __future__ import annotations
@@ -35,7 +37,8 @@ class PruneConfig:
         exact_max: clusters up to this size are searched exhaustively (exact).
         cell_size: rows per sub-cluster cell in larger clusters.
         nprobe: cells a sample is compared with (its nearest ones).
-        max_neighbors: earlier neighbours kept per sample (K); more are re-checked exactly.
+        max_neighbors: above-threshold earlier candidates kept per sample (K); a sample with
+            more is re-checked exactly when all K turn out pruned.
         seed: seeds the cell k-means.
         threads: clusters processed in parallel (None: min(2, cores)); kernels run single-threaded.
     """
@@ -83,51 +86,49 @@ class PrunedSample:
     duplicate_of: int | None
 
 
-def _dedup_and_redundancy(x: np.ndarray, cells, nb, threshold: float):
+def _dedup_and_redundancy(x: np.ndarray, cells, found, threshold: float):
     """Greedy leader rule in row order, then every survivor's redundancy.
 
     Returns kept bool[m]; for pruned rows `rep`/`sim` = the most similar earlier kept row (ties:
     the earlier one) and that similarity; for kept rows the same quantity is the redundancy
-    (SemDeDup's upper-triangular maximum over the survivors), −inf/−1 when there is none.
+    (SemDeDup's upper-triangular maximum over the survivors), −1/−inf when there is none.
     """
-    from workers.engine.selection.neighbours import earlier_candidates
+    from workers.engine.selection.neighbours import best_earlier, earlier_candidates
 
-    m, k = nb.nbr.shape
+    m = x.shape[0]
     kept = np.ones(m, dtype=bool)
     rep = np.full(m, -1, dtype=np.int64)
     sim = np.full(m, -np.inf)
     members = cells.members()
 
-    def exhaustive(i: int) -> tuple[int, float]:
-        # Every stored neighbour was pruned and the list is truncated: look at all candidates.
-        cand = earlier_candidates(cells, members, i)
-        cand = cand[kept[cand]]
-        if cand.size == 0:
-            return -1, -np.inf
-        s = x[cand] @ x[i]
-        j = int(np.argmax(s))  # first maximum: the earlier row wins ties
-        return int(cand[j]), float(s[j])
-
-    # Rows without an earlier neighbour above the threshold stay kept whatever happens before
-    # them, so only the others need the sequential pass.
-    for i in np.flatnonzero(nb.sim[:, 0] > threshold).tolist():
-        nbrs, sims = nb.nbr[i], nb.sim[i]
-        alive = kept[nbrs[sims > threshold]]
+    # Rows without an earlier candidate above the threshold stay kept whatever happens before
+    # them, so only the others need the sequential pass. Their listed candidates are the
+    # above-threshold ones, most similar first: the first one still kept is the representative.
+    for i in np.flatnonzero(np.diff(found.indptr)).tolist():
+        nbrs, sims = found.edges(i)
+        alive = kept[nbrs]
         if alive.any():
             t = int(np.argmax(alive))
             kept[i], rep[i], sim[i] = False, nbrs[t], float(sims[t])
-        elif not nb.complete[i] and sims[k - 1] > threshold:
-            j, v = exhaustive(i)
-            if v > threshold:
-                kept[i], rep[i], sim[i] = False, j, v
+        elif not found.complete[i]:
+            # The list was cut and every listed candidate is pruned: look at all of them.
+            cand = earlier_candidates(cells, members, i)
+            cand = cand[kept[cand]]
+            if cand.size:
+                s = x[cand] @ x[i]
+                j = int(np.argmax(s))  # first maximum: the earlier row wins ties
+                if s[j] > threshold:
+                    kept[i], rep[i], sim[i] = False, int(cand[j]), float(s[j])
 
-    alive = (nb.nbr >= 0) & kept[np.maximum(nb.nbr, 0)]
-    first = np.argmax(alive, axis=1)
-    has = alive[np.arange(m), first]
-    found = kept & has
-    rep[found], sim[found] = nb.nbr[found, first[found]], nb.sim[found, first[found]]
-    for i in np.flatnonzero(kept & ~has & ~nb.complete).tolist():
-        rep[i], sim[i] = exhaustive(i)
+    # A survivor's redundancy is its most similar earlier candidate when that one survived too;
+    # otherwise a second scan restricted to survivors finds it.
+    has = found.best >= 0
+    settled = kept & has & kept[np.maximum(found.best, 0)]
+    rep[settled], sim[settled] = found.best[settled], found.best_sim[settled]
+    again = kept & has & ~settled
+    if again.any():
+        r, v = best_earlier(x, cells, again, kept)
+        rep[again], sim[again] = r[again], v[again]
     return kept, rep, sim
 
 
@@ -144,7 +145,7 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
         PrunedSample per pruned sample, by cluster then sample id.
     """
     from workers.engine.selection.budget import allocate_budget
-    from workers.engine.selection.neighbours import earlier_neighbours, split_cells
+    from workers.engine.selection.neighbours import earlier_matches, split_cells
     from workers.engine.selection.parallel import map_parallel, single_threaded_kernels
     from workers.engine.selection.vectors import gather_normalized
 
@@ -158,8 +159,8 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
         rows = rows[np.argsort(ids[rows], kind="stable")]
         x = gather_normalized(features, rows)  # the only float32 copy: this cluster's rows
         cells = split_cells(x, exact_max=cfg.exact_max, cell_size=cfg.cell_size, nprobe=cfg.nprobe, seed=cfg.seed)
-        nb = earlier_neighbours(x, cells, cfg.max_neighbors)
-        return (c, rows, *_dedup_and_redundancy(x, cells, nb, cfg.threshold))
+        found = earlier_matches(x, cells, cfg.threshold, cfg.max_neighbors)
+        return (c, rows, *_dedup_and_redundancy(x, cells, found, cfg.threshold))
 
     # Clusters are independent: one per thread, largest first so the threads finish together.
     work = sorted(((c, r) for c, r in enumerate(clustering.members()) if len(r)), key=lambda cr: -len(cr[1]))

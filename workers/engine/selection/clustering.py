@@ -60,20 +60,25 @@ def greedy_kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
 
 
 def train_spherical_kmeans(
-    x: np.ndarray, k: int, seed: int, niter: int, *, plus_plus: bool = True, redo: int = 3
+    x: np.ndarray, k: int, seed: int, niter: int, *, plus_plus: bool = True, redo: int = 3,
+    threads: int | None = 1,
 ) -> np.ndarray:
     """Spherical k-means (FAISS Lloyd iterations) on already-normalised rows.
 
     With `plus_plus`, `redo` runs from greedy k-means++ seeds and keeps the one with the highest
-    mean cosine to the centroids; otherwise one run from FAISS's random seeding (cheap, for the
-    many small cells of pruning).
+    mean cosine to the centroids (ties: the earlier run); otherwise one run from FAISS's random
+    seeding (cheap, for the many small cells of pruning).
 
     Args:
         x: [m, d] float32 unit rows, m >= k.
+        threads: the `redo` runs are independent and seeded apart, so they run on this many
+            threads (None: the engine default); the result does not depend on it.
     Returns:
         float32[k, d] unit centroids.
     """
     import faiss
+
+    from workers.engine.selection.parallel import map_parallel
 
     m, d = x.shape
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -89,11 +94,13 @@ def train_spherical_kmeans(
 
     if not plus_plus:
         return run(None, seed)
+
+    def seeded_run(r: int) -> tuple[float, np.ndarray]:
+        centroids = run(greedy_kmeans_pp(x, k, np.random.default_rng([seed, r])), seed + r)
+        return float((x @ centroids.T).max(axis=1).mean()), centroids
+
     best, best_fit = None, -np.inf
-    for r in range(redo):
-        rng = np.random.default_rng([seed, r])
-        centroids = run(greedy_kmeans_pp(x, k, rng), seed + r)
-        fit = float((x @ centroids.T).max(axis=1).mean())
+    for fit, centroids in map_parallel(seeded_run, range(redo), threads):
         if fit > best_fit + 1e-12:
             best, best_fit = centroids, fit
     return best
@@ -175,7 +182,7 @@ def cluster_features(
     seed: int,
     niter: int = 20,
     *,
-    points_per_centroid: int = 512,
+    points_per_centroid: int = 256,
     auto_max_clusters: int = 32,
     auto_sample: int = 20_000,
     threads: int | None = None,
@@ -218,7 +225,7 @@ def _cluster(x, n_clusters, seed, niter, points_per_centroid, auto_max_clusters,
         centroid = (centroid / norm if norm > 0 else centroid).astype(np.float32)[None, :]
         return Clustering(np.zeros(n, dtype=np.int64), centroid)
     train_rows = _seeded_rows(n, k * points_per_centroid, seed)
-    centroids = train_spherical_kmeans(gather_normalized(x, train_rows), k, seed, niter)
+    centroids = train_spherical_kmeans(gather_normalized(x, train_rows), k, seed, niter, threads=threads)
     return Clustering(assign_nearest(x, centroids, threads), centroids)
 
 

@@ -21,8 +21,8 @@ class SelectionConfig:
         tails: lower/upper percentiles dropped by CCS before stratifying.
         n_strata: equal-width score strata per cluster.
         niter: spherical k-means iterations.
-        points_per_centroid: k-means trains on a seeded subsample of this many rows per centroid;
-            all rows are then assigned to the nearest centroid.
+        points_per_centroid: k-means trains on a seeded subsample of this many rows per centroid
+            (FAISS's own default cap); all rows are then assigned to the nearest centroid.
         auto_max_clusters: the largest k tried when n_clusters == "auto".
         auto_sample: rows of the seeded subsample the "auto" criterion runs on.
         prune: dedup settings the `semdedup` method uses (selection-only pruning).
@@ -34,7 +34,7 @@ class SelectionConfig:
     tails: tuple[float, float] = (5.0, 95.0)
     n_strata: int = 50
     niter: int = 20
-    points_per_centroid: int = 512
+    points_per_centroid: int = 256
     auto_max_clusters: int = 32
     auto_sample: int = 20_000
     prune: PruneConfig = field(default_factory=PruneConfig)

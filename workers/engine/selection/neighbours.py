@@ -64,8 +64,6 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
     Returns:
         Cells with probes int64[m, min(nprobe, cells)], nearest first.
     """
-    import faiss
-
     from workers.engine.selection.clustering import train_spherical_kmeans
 
     m, d = x.shape
@@ -82,10 +80,10 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
         return train_spherical_kmeans(x[train], k, seed, niter=10, plus_plus=False)
 
     k1 = max(1, math.isqrt(-(-2 * m // cell_size)))
-    top = faiss.IndexFlatIP(d)
-    top.add(kmeans(np.arange(m), k1))
     p1 = min(k1, max(2, nprobe - 1))
-    top_probes = top.search(x, p1)[1]
+    # A handful of top cells: one GEMM and a stable sort (nearest first, ties: lower cell) cost
+    # a fifth of a FAISS flat search here.
+    top_probes = np.argsort(-(x @ kmeans(np.arange(m), k1).T), axis=1, kind="stable")[:, :p1]
     parts = [(t, kmeans(rows, -(-len(rows) // cell_size))) for t, rows in enumerate(_group(top_probes[:, 0], k1)) if len(rows)]
     cells = np.concatenate([c for _, c in parts])
     owner = np.concatenate([np.full(len(c), t, dtype=np.int64) for t, c in parts])
@@ -149,11 +147,25 @@ def _cap_homes(probes: np.ndarray, sims: np.ndarray, cap: int) -> None:
 # 41.6 → ~24 GFLOP). 64 keeps the GEMMs wide enough to run near BLAS speed.
 MEMBER_TILE = 64
 
+# Listed edges held before each row's list is cut to its `max_edges` best (on top of m·max_edges).
+EDGE_SLACK = 1 << 16
 
-def scan_earlier_blocks(x: np.ndarray, cells: Cells) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+
+def scan_earlier_blocks(
+    x: np.ndarray, cells: Cells, queries_mask: np.ndarray | None = None, members_mask: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (query rows, member rows, float32 similarities) covering every (row, earlier row
-    in a cell the row probes) pair, in tiles of at most BLOCK_ENTRIES similarities."""
+    in a cell the row probes) pair, in tiles of at most BLOCK_ENTRIES similarities. Entries
+    whose member is not earlier than its query are −inf.
+
+    Args:
+        queries_mask, members_mask: bool[m]; when given, only these rows query / are searched.
+    """
     for members, queries in zip(cells.members(), cells.queries()):
+        if members_mask is not None:
+            members = members[members_mask[members]]
+        if queries_mask is not None:
+            queries = queries[queries_mask[queries]]
         if len(members) == 0 or len(queries) == 0:
             continue
         xq = x[queries]
@@ -165,49 +177,111 @@ def scan_earlier_blocks(x: np.ndarray, cells: Cells) -> Iterator[tuple[np.ndarra
             xt = x[tile]
             step = max(1, BLOCK_ENTRIES // len(tile))
             for q0 in range(first, len(queries), step):
-                yield queries[q0 : q0 + step], tile, xq[q0 : q0 + step] @ xt.T
+                q = queries[q0 : q0 + step]
+                s = xq[q0 : q0 + step] @ xt.T
+                # Only queries up to the tile's last member can see a member that is not earlier
+                # (queries and members ascend): mask that band, leave the rest untouched.
+                band = int(np.searchsorted(q, tile[-1], side="right"))
+                if band:
+                    before = np.searchsorted(tile, q[:band])
+                    s[:band][np.arange(len(tile))[None, :] >= before[:, None]] = -np.inf
+                yield q, tile, s
 
 
 @dataclass
-class EarlierNeighbours:
-    """Per row its k most similar earlier candidates, most similar first (ties: earlier first).
+class EarlierMatches:
+    """What a scan finds for every row of a cluster among its earlier candidates.
 
-    nbr: int64[m, k] rows, −1 padding; sim: float32[m, k], −inf padding; complete: bool[m], True
-    when the row has at most k earlier candidates, i.e. the list holds all of them."""
+    best: int64[m] the most similar earlier candidate (ties: the earlier row), −1 when none;
+    best_sim: float32[m], −inf when none.
+    indptr, nbr, sim: per row i, nbr[indptr[i]:indptr[i+1]] are its earlier candidates with
+    similarity > threshold, most similar first (ties: earlier first), at most `max_edges`.
+    complete: bool[m], False when a row had more than `max_edges` such candidates.
+    """
 
+    best: np.ndarray
+    best_sim: np.ndarray
+    indptr: np.ndarray
     nbr: np.ndarray
     sim: np.ndarray
     complete: np.ndarray
 
+    def edges(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.indptr[i], self.indptr[i + 1]
+        return self.nbr[a:b], self.sim[a:b]
 
-def earlier_neighbours(x: np.ndarray, cells: Cells, k: int) -> EarlierNeighbours:
-    """The k most similar earlier rows of every row among the rows of its probed cells.
+
+def _top_edges(rows: np.ndarray, nbr: np.ndarray, sim: np.ndarray, k: int, complete: np.ndarray):
+    """Sort edges by (row, most similar, earlier) and keep each row's first k; rows that lose
+    edges are marked incomplete."""
+    order = np.lexsort((nbr, -sim, rows))
+    rows, nbr, sim = rows[order], nbr[order], sim[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    complete[rows[rank >= k]] = False
+    keep = rank < k
+    return rows[keep], nbr[keep], sim[keep]
+
+
+def _update_best(best: np.ndarray, best_sim: np.ndarray, q: np.ndarray, tile: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Fold one tile into the running per-row maximum (ties: the earlier row); returns the
+    tile's row maxima."""
+    arg = s.argmax(axis=1)  # first maximum: members ascend within a tile
+    top = s[np.arange(len(q)), arg]
+    cand = tile[arg]
+    better = (top > best_sim[q]) | ((top == best_sim[q]) & (cand < best[q]))
+    best[q[better]], best_sim[q[better]] = cand[better], top[better]
+    return top
+
+
+def earlier_matches(x: np.ndarray, cells: Cells, threshold: float, max_edges: int) -> EarlierMatches:
+    """Every row's most similar earlier candidate and its candidates above `threshold`.
+
+    A single pass over the tiles keeps a running maximum per row and the sparse entries above
+    the threshold; no top-k is kept per row, so the cost beyond the GEMM is a few passes over
+    each tile. Memory is O(m · max_edges): when the stored edges pass that, each row keeps its
+    `max_edges` most similar ones (the result is the same whenever that happens).
 
     Args:
         x: [m, d] float32 unit rows, in the order that defines "earlier".
         cells: from `split_cells`.
-        k: neighbours kept per row.
+        threshold: similarity above which a candidate is listed.
+        max_edges: listed candidates kept per row.
     """
     m = x.shape[0]
-    nbr = np.full((m, k), -1, dtype=np.int64)
-    sim = np.full((m, k), -np.inf, dtype=np.float32)
-    n_earlier = np.zeros(m, dtype=np.int64)
-    for q, members, s in scan_earlier_blocks(x, cells):
-        before = np.searchsorted(members, q)  # members are ascending: earlier ones are a prefix
-        n_earlier[q] += before
-        s[np.arange(len(members))[None, :] >= before[:, None]] = -np.inf
-        # Merge with what earlier cells gave these rows (a row meets each cell once) and keep
-        # the k best: memory stays m·k however many candidates a row has.
-        s = np.concatenate([sim[q], s], axis=1)
-        cols = np.concatenate([nbr[q], np.broadcast_to(members, (len(q), len(members)))], axis=1)
-        if s.shape[1] > k:
-            top = np.argpartition(s, s.shape[1] - k, axis=1)[:, -k:]
-            s, cols = np.take_along_axis(s, top, axis=1), np.take_along_axis(cols, top, axis=1)
-        sim[q], nbr[q] = s, cols
-    order = np.lexsort((nbr, -sim), axis=1)  # most similar first, ties: earlier row first
-    sim, nbr = np.take_along_axis(sim, order, axis=1), np.take_along_axis(nbr, order, axis=1)
-    nbr[~np.isfinite(sim)] = -1
-    return EarlierNeighbours(nbr, sim, n_earlier <= k)
+    best = np.full(m, -1, dtype=np.int64)
+    best_sim = np.full(m, -np.inf, dtype=np.float32)
+    complete = np.ones(m, dtype=bool)
+    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    stored, budget = 0, max_edges * m + EDGE_SLACK
+    for q, tile, s in scan_earlier_blocks(x, cells):
+        top = _update_best(best, best_sim, q, tile, s)
+        hit = np.flatnonzero(top > threshold)  # most rows have no candidate above it
+        if len(hit):
+            r, c = np.nonzero(s[hit] > threshold)
+            r = hit[r]
+            chunks.append((q[r], tile[c], s[r, c]))
+            stored += len(r)
+            if stored > budget:
+                chunks = [_top_edges(*map(np.concatenate, zip(*chunks)), max_edges, complete)]
+                stored = len(chunks[0][0])
+    if chunks:
+        rows, nbr, sim = _top_edges(*map(np.concatenate, zip(*chunks)), max_edges, complete)
+    else:
+        rows, nbr, sim = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=m))].astype(np.int64)
+    return EarlierMatches(best, best_sim, indptr, nbr, sim, complete)
+
+
+def best_earlier(x: np.ndarray, cells: Cells, queries_mask: np.ndarray, members_mask: np.ndarray):
+    """For the rows in `queries_mask`: the most similar earlier candidate among the rows in
+    `members_mask` (ties: the earlier row). Returns (int64[m] row or −1, float32[m] or −inf)."""
+    m = x.shape[0]
+    best = np.full(m, -1, dtype=np.int64)
+    best_sim = np.full(m, -np.inf, dtype=np.float32)
+    for q, tile, s in scan_earlier_blocks(x, cells, queries_mask, members_mask):
+        _update_best(best, best_sim, q, tile, s)
+    return best, best_sim
 
 
 def earlier_candidates(cells: Cells, members: list[np.ndarray], i: int) -> np.ndarray:

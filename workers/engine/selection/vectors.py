@@ -11,9 +11,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-# 32k rows × 1024 dims × 4 bytes = 128 MB per block: large enough for BLAS to run at full
-# speed, small enough to stay far below the 8 GB budget of the 1M-sample benchmark.
-BLOCK_ROWS = 32_768
+# 2,048 rows × 1,024 dims × 4 bytes = 8 MB per block: wide enough for BLAS, and small enough
+# that malloc hands the same pages back block after block. Fresh pages cost far more than the
+# arithmetic on them where memory is faulted in lazily (VMs): assigning 50k × 1,024 rows to 10
+# centroids took 0.33 s with 32k-row blocks and 0.07 s with 2k-row ones on the 2-core dev box.
+BLOCK_ROWS = 2_048
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -44,9 +46,12 @@ def to_float32(src: np.ndarray, out: np.ndarray) -> None:
 
 
 def _scale_to_unit(out: np.ndarray) -> None:
-    # einsum avoids the [m, d] temporary that np.linalg.norm allocates.
-    norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
-    np.divide(out, norms, out=out, where=norms > 0)
+    # einsum avoids the [m, d] temporary that np.linalg.norm allocates; multiplying by the
+    # inverse norms (0 for all-zero rows) is a plain vectorised loop, where a masked
+    # `np.divide(..., where=)` took 2.5× as long.
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    out *= inv[:, None]
 
 
 def gather_normalized(x: np.ndarray, rows: np.ndarray) -> np.ndarray:

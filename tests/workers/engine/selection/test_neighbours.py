@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import workers.engine.selection.neighbours as nbm
-from workers.engine.selection.neighbours import earlier_candidates, earlier_neighbours, split_cells
+from workers.engine.selection.neighbours import best_earlier, earlier_candidates, earlier_matches, split_cells
 
 
 def unit_rows(m, d=16, seed=0, dups=0):
@@ -16,31 +16,57 @@ def unit_rows(m, d=16, seed=0, dups=0):
     return x.astype(np.float32)
 
 
-def dense_reference(x, k, allowed=None):
-    """k most similar earlier rows (ties: earlier first) from the full matrix."""
+def dense_reference(x, threshold, k, allowed=None):
+    """From the full float64 matrix: per row (best earlier row, its similarity, the first k
+    earlier rows above threshold, whether there were at most k); ties: earlier first."""
     s = x.astype(np.float64) @ x.astype(np.float64).T
     out = []
     for i in range(len(x)):
-        cand = [j for j in range(i) if allowed is None or allowed(i, j)]
-        out.append(sorted(cand, key=lambda j: (-s[i, j], j))[:k])
+        cand = sorted((j for j in range(i) if allowed is None or allowed(i, j)), key=lambda j: (-s[i, j], j))
+        above = [j for j in cand if s[i, j] > threshold]
+        out.append((cand[0] if cand else -1, s[i, cand[0]] if cand else -np.inf, above[:k], len(above) <= k))
     return out
 
 
+def assert_matches(x, found, want):
+    for i, (best, best_sim, above, complete) in enumerate(want):
+        assert found.best[i] == best, i
+        np.testing.assert_allclose(found.best_sim[i], best_sim, atol=1e-5)
+        nbr, sim = found.edges(i)
+        assert nbr.tolist() == above, i
+        assert found.complete[i] == complete, i
+        np.testing.assert_allclose(sim, x[nbr] @ x[i], atol=1e-5)
+
+
 @pytest.mark.parametrize("k", [1, 4, 50])
-def test_exhaustive_cell_matches_dense_reference(k, monkeypatch):
+@pytest.mark.parametrize("slack", [0, 1 << 16])  # 0: lists are cut after every tile
+def test_exhaustive_cell_matches_dense_reference(k, slack, monkeypatch):
     monkeypatch.setattr(nbm, "BLOCK_ENTRIES", 300)  # many small blocks and query chunks
     monkeypatch.setattr(nbm, "MEMBER_TILE", 7)
+    monkeypatch.setattr(nbm, "EDGE_SLACK", slack)
     x = unit_rows(120, dups=30)
     cells = split_cells(x, exact_max=10_000, cell_size=16, nprobe=3, seed=0)
     assert cells.n_cells == 1
-    nb = earlier_neighbours(x, cells, k)
-    want = dense_reference(x, k)
+    found = earlier_matches(x, cells, 0.3, k)
+    want = dense_reference(x, 0.3, k)
+    assert sum(len(w[2]) for w in want) > 50
+    assert all(w[3] for w in want) == (k == 50)  # small k: some lists were cut
+    assert_matches(x, found, want)
+
+
+def test_best_earlier_among_allowed_rows_only():
+    x = unit_rows(150, d=8, seed=3, dups=40)
+    cells = split_cells(x, exact_max=10_000, cell_size=16, nprobe=3, seed=0)
+    rng = np.random.default_rng(0)
+    queries, members = rng.uniform(size=len(x)) < 0.5, rng.uniform(size=len(x)) < 0.6
+    best, best_sim = best_earlier(x, cells, queries, members)
+    want = dense_reference(x, 1.0, 0, allowed=lambda i, j: members[j])
     for i in range(len(x)):
-        got = [j for j in nb.nbr[i].tolist() if j >= 0]
-        assert got == want[i], i
-        assert nb.complete[i] == (i <= k)
-        s = x[got] @ x[i]
-        np.testing.assert_allclose(nb.sim[i, : len(got)], s, atol=1e-5)
+        if queries[i]:
+            assert best[i] == want[i][0], i
+            np.testing.assert_allclose(best_sim[i], want[i][1], atol=1e-5)
+        else:
+            assert best[i] == -1 and best_sim[i] == -np.inf
 
 
 def test_cells_partition_rows_and_probe_nearest_first():
@@ -63,12 +89,10 @@ def test_cells_partition_rows_and_probe_nearest_first():
 def test_cell_path_matches_dense_reference_on_its_candidate_graph():
     x = unit_rows(800, d=12, seed=2, dups=200)
     cells = split_cells(x, exact_max=50, cell_size=32, nprobe=3, seed=0)
-    k = 5
-    nb = earlier_neighbours(x, cells, k)
+    found = earlier_matches(x, cells, 0.8, 5)
     home = cells.home
-    want = dense_reference(x, k, allowed=lambda i, j: home[j] in cells.probes[i])
-    for i in range(len(x)):
-        assert [j for j in nb.nbr[i].tolist() if j >= 0] == want[i], i
+    want = dense_reference(x, 0.8, 5, allowed=lambda i, j: home[j] in cells.probes[i])
+    assert_matches(x, found, want)
     members = cells.members()
     for i in (5, 400, 999):
         cand = earlier_candidates(cells, members, i)
