@@ -108,8 +108,11 @@ def _batched_records(session_factory: Callable[[], Session], rnd: Round) -> Iter
 # ---- tar ------------------------------------------------------------------------------------------
 
 
+JSONL_MEMBER = "selection.jsonl"
+
+
 def _safe_member(name: str) -> str | None:
-    """A relative POSIX path under images/ for a record's image name, or None if it would escape."""
+    """A relative POSIX path for a record's image name, or None if it would escape the tar root."""
     norm = posixpath.normpath(name.replace("\\", "/"))
     if norm.startswith(("/", "../")) or norm in ("..", ".", "") or re.match(r"^[A-Za-z]:", norm):
         return None
@@ -132,9 +135,11 @@ class TarPlan:
 def plan_tar(session_factory: Callable[[], Session], rnd: Round, blobs: BlobStore, workdir: Path) -> TarPlan:
     """Write selection.jsonl to a temp file and list the images (each stored once).
 
-    A name two different images share (two datasets both using "1.jpg") keeps the first at
-    images/<name>; the others go to images/<dataset_id>/<name>. Each record lists its tar paths
-    under adaptinf.images. Raises BlobNotFound before any byte is sent when an image is missing.
+    An image sits at its record's own relative name, so the extracted tar is the image folder
+    the original records resolve against (LLaVA's `image_folder`). A name two different images
+    share (two datasets both using "1.jpg") keeps the first there; the others go to
+    <dataset_id>/<name>. Each record lists its tar paths under adaptinf.images. Raises
+    BlobNotFound before any byte is sent when an image is missing.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     spool = tempfile.TemporaryFile(dir=workdir)
@@ -145,10 +150,9 @@ def plan_tar(session_factory: Callable[[], Session], rnd: Round, blobs: BlobStor
         for sel, sample in iter_selection(session_factory, rnd):
             paths = []
             for name, sha in zip(sample.image_names or [], sample.image_refs or []):
-                rel = _safe_member(str(name)) or sha
-                path = f"images/{rel}"
-                if by_path.get(path, sha) != sha:
-                    path = f"images/{sample.dataset_id}/{rel}"
+                path = _safe_member(str(name)) or f"images/{sha}"
+                if by_path.get(path, sha) != sha or path.split("/")[0] == JSONL_MEMBER:
+                    path = f"{sample.dataset_id}/{path}"
                 if path not in by_path:
                     by_path[path] = sha
                     images.append((path, sha, blobs.size(sha)))
@@ -184,9 +188,9 @@ def _copy(f: IO[bytes], size: int) -> Iterator[bytes]:
 
 
 def stream_tar(plan: TarPlan, blobs: BlobStore, mtime: float) -> Iterator[bytes]:
-    """The tar stream: selection.jsonl, then images/…; a member at a time, CHUNK_SIZE at most."""
+    """The tar stream: selection.jsonl, then the images; a member at a time, CHUNK_SIZE at most."""
     try:
-        yield _header("selection.jsonl", plan.jsonl_size, mtime)
+        yield _header(JSONL_MEMBER, plan.jsonl_size, mtime)
         yield from _copy(plan.jsonl, plan.jsonl_size)
         yield _padding(plan.jsonl_size)
         for path, sha, size in plan.images:

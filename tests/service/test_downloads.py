@@ -70,14 +70,16 @@ def test_tar_has_jsonl_and_every_image_once(client, alice, finished):
     records = [json.loads(x) for x in members.pop("selection.jsonl").decode().splitlines()]
     _check_records(records, finished)
     a, b = finished["a"], finished["b"]
-    # B's "img/0.png" differs from A's: it moves under images/<dataset>/ so neither is overwritten.
+    # Images sit at their records' own names, so the extracted tar is the records' image folder.
+    # B's "img/0.png" differs from A's: it moves under <dataset>/ so neither is overwritten.
     assert [r["adaptinf"]["images"] for r in records] == [
-        ["images/img/0.png"], ["images/img/2.png"], ["images/img/3.png"], [f"images/{b}/img/0.png"], ["images/x/y.png"]
+        ["img/0.png"], ["img/2.png"], ["img/3.png"], [f"{b}/img/0.png"], ["x/y.png"]
     ]
+    assert [r["image"] for r in records[:3]] + [records[4]["image"]] == ["img/0.png", "img/2.png", "img/3.png", "x/y.png"]
     assert sorted(members) == sorted(p for r in records for p in r["adaptinf"]["images"])
-    assert members["images/img/0.png"] == f"{a}:0:image".encode()
-    assert members[f"images/{b}/img/0.png"] == f"{b}:0:image".encode()
-    assert members["images/x/y.png"] == f"{b}:1:image".encode()
+    assert members["img/0.png"] == f"{a}:0:image".encode()
+    assert members[f"{b}/img/0.png"] == f"{b}:0:image".encode()
+    assert members["x/y.png"] == f"{b}:1:image".encode()
 
 
 def test_streams_in_batches(client, alice, pool_id, database_url, monkeypatch):
