@@ -183,7 +183,7 @@ def test_downloads(cli, alice, database_url, settings, client, tmp_path):
     code, _, err = cli("download", "selection", rnd["round_id"], "--format", "tar", "-o", str(out_tar))
     assert code == 0, err
     with tarfile.open(out_tar) as tar:
-        assert sorted(tar.getnames()) == ["images/img/0.png", "images/img/1.png", "images/img/2.png", "selection.jsonl"]
+        assert sorted(tar.getnames()) == ["img/0.png", "img/1.png", "img/2.png", "selection.jsonl"]
     code, out, _ = cli("download", "selection", rnd["round_id"], "-o", "-")
     assert code == 0 and [json.loads(x)["adaptinf"]["sample_id"] for x in out.splitlines()] == ids
 
