@@ -6,7 +6,7 @@ from .archives import ArchiveMember, ExtractedMember, detect_archive, extract_ar
 from .errors import ERROR_STATUS, ArchiveError, DatasetError, ImageError, IngestError
 from .formats import ParsedSample, content_hash, detect_format, iter_samples, parse_dataset
 from .images import ALLOWED_FORMATS, ImageInfo, check_image
-from .limits import IngestLimits
+from .limits import IngestLimits, limits_for
 from .validate import ImageMode, ValidatedDataset, ValidatedImage, validate_upload
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ImageMode",
     "IngestError",
     "IngestLimits",
+    "limits_for",
     "ParsedSample",
     "ValidatedDataset",
     "ValidatedImage",

@@ -29,3 +29,9 @@ class IngestLimits:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"IngestLimits.{f.name} must be a positive int, got {value!r}")
+
+
+def limits_for(max_upload_bytes: int) -> IngestLimits:
+    """The limits the API and the ingest worker both apply: the dataset file may be as large as
+    the upload limit (ADAPTINF_MAX_UPLOAD_BYTES), so what the API accepts the worker accepts."""
+    return IngestLimits(max_dataset_bytes=max_upload_bytes)

@@ -108,3 +108,17 @@ def test_corrupt_stored_upload_fails_with_upload_corrupt(settings: Settings, tmp
 def _file_blob(settings: Settings, dataset_id: str) -> str:
     with get_sessionmaker(settings.resolved_database_url)() as s:
         return s.get(Dataset, dataset_id).file_blob
+
+
+def test_worker_applies_the_configured_upload_limit(settings: Settings, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker validates with the limit the API used (ADAPTINF_MAX_UPLOAD_BYTES), not a default
+    of its own: what one accepts the other accepts, and a lowered limit binds both."""
+    dataset = datagen.write_records(tmp_path / "t.json", datagen.build_records(3, with_images=False)[0])
+    dataset_id, job_id = stored_dataset(settings, dataset, None)
+    small = settings.model_copy(update={"max_upload_bytes": 50})
+    monkeypatch.setattr(jobs, "get_settings", lambda: small)
+    assert ingest(job_id)["status"] == "failed"
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        error = s.get(Job, job_id).error
+    assert error["code"] == "dataset_too_large" and "limit of 50" in error["message"]

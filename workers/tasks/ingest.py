@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.models import Dataset, Job, Sample, utcnow
-from service.ingest import IngestError, IngestLimits, ValidatedDataset, validate_upload
+from service.ingest import IngestError, ValidatedDataset, limits_for, validate_upload
 from service.storage import BlobStore
 from workers.celery_app import app
 from workers.jobs import JobContext, job_task, register_failure_hook
@@ -64,7 +64,9 @@ def ingest_dataset(
     try:
         try:
             archive = blobs.path(archive_blob) if archive_blob else None
-            validated = validate_upload(blobs.path(file_blob), archive, workdir, IngestLimits(), image_mode="keep")
+            validated = validate_upload(
+                blobs.path(file_blob), archive, workdir, limits_for(settings.max_upload_bytes), image_mode="keep"
+            )
         except IngestError as exc:
             _mark_failed(session_factory, dataset_id, exc.to_dict())
             raise

@@ -78,7 +78,7 @@ def sample_to_dict(s: Sample) -> dict[str, Any]:
 def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: ANN202
     # Imported here: the ingest library is only needed by this one route.
     from service.ingest.errors import IngestError
-    from service.ingest.limits import IngestLimits
+    from service.ingest.limits import limits_for
     from service.ingest.validate import validate_upload
 
     archive = form.files.get("images")
@@ -87,7 +87,7 @@ def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: A
             form.files["file"].path,
             archive.path if archive else None,
             workdir,
-            IngestLimits(max_dataset_bytes=settings.max_upload_bytes),
+            limits_for(settings.max_upload_bytes),
             image_mode="check",  # decode-check each image, keep none: the worker stores them
         )
     except IngestError as exc:
