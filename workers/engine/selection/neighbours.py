@@ -17,6 +17,10 @@ import numpy as np
 # Block of the similarity computation: 4M float32 entries = 16 MB, whatever the cell sizes.
 BLOCK_ENTRIES = 4_000_000
 
+# Cell k-means: Lloyd iterations, and training rows per cell (a seeded subsample).
+CELL_KMEANS_NITER = 10
+CELL_TRAIN_ROWS = 32
+
 
 @dataclass
 class Cells:
@@ -75,9 +79,10 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
         if k == 1:
             c = x[rows].sum(axis=0, dtype=np.float64)
             return (c / max(np.linalg.norm(c), 1e-12)).astype(np.float32)[None, :]
-        train = rows if len(rows) <= 32 * k else np.sort(rng.choice(rows, size=32 * k, replace=False))
+        size = CELL_TRAIN_ROWS * k
+        train = rows if len(rows) <= size else np.sort(rng.choice(rows, size=size, replace=False))
         # Random seeding: cells only bound the search; k-means++ over many cells costs more.
-        return train_spherical_kmeans(x[train], k, seed, niter=10, plus_plus=False)
+        return train_spherical_kmeans(x[train], k, seed, niter=CELL_KMEANS_NITER, plus_plus=False)
 
     k1 = max(1, math.isqrt(-(-2 * m // cell_size)))
     p1 = min(k1, max(2, nprobe - 1))
@@ -94,8 +99,11 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
     # Rows that probe the same set of top cells share one GEMM against exactly those top cells'
     # cells (one gather per row, nothing masked away). A row's nearest top cell lists at least
     # one cell, so probes[:, 0] is always set.
-    sets, which = np.unique(np.sort(top_probes, axis=1), axis=0, return_inverse=True)
-    for g, rows in enumerate(_group(which.ravel(), len(sets))):
+    # One int64 key per sorted probe set (np.unique over rows is ~10× slower than over keys).
+    ordered = np.sort(top_probes, axis=1)
+    keys, which = np.unique(ordered @ (k1 ** np.arange(p1 - 1, -1, -1, dtype=np.int64)), return_inverse=True)
+    sets = ordered[np.unique(which, return_index=True)[1]]
+    for g, rows in enumerate(_group(which.ravel(), len(keys))):
         if len(rows) == 0:
             continue
         cand = np.concatenate([listed[t] for t in sets[g]])
