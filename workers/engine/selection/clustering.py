@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from workers.engine.selection.vectors import BLOCK_ROWS, gather_normalized, iter_normalized_blocks, normalize_rows
+from workers.engine.selection.vectors import BLOCK_ROWS, gather_normalized, iter_normalized_blocks, to_float32
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,11 @@ def assign_nearest(x: np.ndarray, centroids: np.ndarray, threads: int | None = N
     out = np.empty(x.shape[0], dtype=np.int64)
 
     def one(start: int) -> None:
-        block = normalize_rows(np.asarray(x[start : start + BLOCK_ROWS]))
+        # The argmax of x·c over unit centroids does not depend on the row's norm: no need to
+        # normalise (an all-zero row ties everywhere and goes to centroid 0 either way).
+        src = np.asarray(x[start : start + BLOCK_ROWS])
+        block = np.empty(src.shape, dtype=np.float32)
+        to_float32(src, block)
         out[start : start + len(block)] = index.search(block, 1)[1][:, 0]
 
     for _ in map_parallel(one, range(0, x.shape[0], BLOCK_ROWS), threads):

@@ -6,7 +6,7 @@ from workers.engine.selection.parallel import map_parallel
 
 
 def test_gather_normalized_matches_float64_reference(tmp_path, monkeypatch):
-    monkeypatch.setattr(vec, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(vec, "GATHER_ROWS", 7)  # several chunks, the last one partial
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 9)).astype(np.float16)
     x[3] = 0  # an all-zero row stays zero instead of becoming NaN
