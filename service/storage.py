@@ -110,9 +110,21 @@ class BlobStore:
         except BlobNotFound:
             return False
 
+    def _reuse(self, sha256: str) -> bool:
+        """True when the blob is already stored; its mtime is refreshed, so the garbage
+        collector's grace period (service/gc.py) covers it until the caller commits its row."""
+        path = self.path(sha256)
+        try:
+            os.utime(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except PermissionError:  # another user's blob (a shared store): reuse it as it is
+            return path.is_file()
+
     def put_bytes(self, data: bytes) -> BlobRef:
         sha = hashlib.sha256(data).hexdigest()
-        if self.exists(sha):
+        if self._reuse(sha):
             return BlobRef(sha, len(data))
         return self.put_stream(io.BytesIO(data))
 
@@ -145,7 +157,7 @@ class BlobStore:
         with path.open("rb") as f:
             sha = _hash_file(f)
         size = path.stat().st_size
-        if self.exists(sha):
+        if self._reuse(sha):
             path.unlink()
             return BlobRef(sha, size)
         # The rename must stay on one filesystem to be atomic; elsewhere fall back to a copy.
@@ -166,7 +178,7 @@ class BlobStore:
     def _install(self, tmp: Path, sha: str, size: int) -> BlobRef:
         """Rename a finished, fsynced temp file to its content address."""
         dest = self.path(sha)
-        if dest.is_file():
+        if self._reuse(sha):
             return BlobRef(sha, size)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)  # blobs are immutable: guard against in-place edits

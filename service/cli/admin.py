@@ -1,4 +1,4 @@
-"""Operator commands: `adaptinf migrate` and `adaptinf keys create|list|revoke`."""
+"""Operator commands: `adaptinf migrate`, `adaptinf keys create|list|revoke` and `adaptinf gc`."""
 from __future__ import annotations
 
 import argparse
@@ -101,6 +101,24 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from service.gc import collect
+    from service.storage import BlobStore
+
+    if args.grace_hours < 0:
+        print("error: --grace-hours must be >= 0", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    with _session(settings) as session:
+        report = collect(session, BlobStore(settings.blob_dir), grace_seconds=args.grace_hours * 3600,
+                         delete=args.delete)
+    verb = "deleted" if args.delete else "would delete (dry run; pass --delete)"
+    print(f"{report.scanned} blobs, {report.referenced} referenced; {verb}: {len(report.unreferenced)} "
+          f"unreferenced blobs older than {args.grace_hours:g} h ({report.unreferenced_bytes / 2**20:.1f} MiB) "
+          f"and {len(report.stale_tmp)} stale temp files")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("migrate", help="Upgrade the database schema (Alembic) to the latest revision.")
     p.add_argument("--revision", default="head", help="target revision (default: head)")
@@ -120,3 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = ksub.add_parser("revoke", help="Revoke a key by id.")
     r.add_argument("key_id")
     r.set_defaults(func=cmd_keys_revoke)
+
+    g = subparsers.add_parser("gc", help="Remove blobs nothing refers to (dry run unless --delete).")
+    g.add_argument("--grace-hours", type=float, default=24.0,
+                   help="never touch blobs or temp files younger than this (default: 24)")
+    g.add_argument("--delete", action="store_true", help="delete; without it, only report")
+    g.set_defaults(func=cmd_gc)
