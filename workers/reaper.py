@@ -18,7 +18,7 @@ from service.config import Settings
 from service.db.session import get_sessionmaker
 from service.db.models import Job
 from service.jobs import add_event
-from workers.jobs import ACTIVE, run_failure_hook, utcnow
+from workers.leases import ACTIVE, run_failure_hook, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""Leases, heartbeat and reaper against real PostgreSQL and SQLite databases (workers/jobs.py,
-workers/reaper.py). Enqueues go to a real filesystem broker folder, counted as message files."""
+"""Leases, heartbeat and reaper against real PostgreSQL and SQLite databases (workers/leases.py,
+workers/jobs.py, workers/reaper.py). Enqueues go to a real filesystem broker folder, counted as
+message files."""
 from __future__ import annotations
 
 import threading
@@ -15,16 +16,8 @@ from service.config import Settings
 from service.db.models import Job, JobEvent, Owner
 from service.db.session import get_sessionmaker
 from service.jobs import request_cancel
-from workers.jobs import (
-    FAILURE_HOOKS,
-    Heartbeat,
-    JobCancelled,
-    JobContext,
-    LeaseLost,
-    acquire_lease,
-    finish_job,
-    utcnow,
-)
+from workers.jobs import Heartbeat, JobContext
+from workers.leases import FAILURE_HOOKS, JobCancelled, LeaseLost, acquire_lease, finish_job, utcnow
 from workers.reaper import lost_message_grace, reap_expired
 
 LEASE = 30.0

@@ -17,7 +17,8 @@ from service.db.models import Job, JobEvent, Owner
 from service.db.session import get_sessionmaker
 from service.jobs import request_cancel
 from workers import jobs
-from workers.jobs import FAILURE_HOOKS, JobContext, job_task
+from workers.jobs import JobContext, job_task
+from workers.leases import FAILURE_HOOKS
 
 
 class DomainError(Exception):

@@ -26,7 +26,8 @@ from service.broker import enqueue_job
 from service.config import Settings
 from service.db.models import Job, Pool, Round, utcnow
 from service.jobs import TERMINAL, add_event, create_job
-from workers.jobs import ACTIVE, JobCancelled, JobContext
+from workers.jobs import JobContext
+from workers.leases import ACTIVE, JobCancelled
 
 STAGES = ("prepare", "warmup", "features", "select", "train", "finalize")
 QUEUES = {"prepare": "select", "warmup": "train", "features": "gpu", "select": "select", "train": "train",

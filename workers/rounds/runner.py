@@ -18,7 +18,8 @@ from service.config import Settings
 from service.db.models import Job, Pool, Round
 from service.jobs import TERMINAL
 from service.storage import BlobStore
-from workers.jobs import ACTIVE, JobCancelled, JobContext
+from workers.jobs import JobContext
+from workers.leases import ACTIVE, JobCancelled
 from workers.rounds.advance import Outgoing, RoundRef, StageDone, check_live, send
 from workers.rounds.config import RoundEngineConfig, engine_config, model_spec
 

@@ -20,7 +20,8 @@ from service.db.models import Dataset, Job, Sample, utcnow
 from service.ingest import IngestError, ValidatedDataset, limits_for, validate_upload
 from service.storage import BlobStore
 from workers.celery_app import app
-from workers.jobs import JobContext, job_task, register_failure_hook
+from workers.jobs import JobContext, job_task
+from workers.leases import register_failure_hook
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from service.config import get_settings
 from service.db.models import Job
 from service.db.session import get_sessionmaker
 from workers.celery_app import app
-from workers.jobs import TRANSIENT_ERRORS, JobContext, job_task, register_failure_hook
+from workers.jobs import TRANSIENT_ERRORS, JobContext, job_task
+from workers.leases import register_failure_hook
 from workers.rounds.advance import QUEUES, STAGES, end_round_with_child, kind_of, mirror_round, send, start_round
 from workers.rounds.features_stage import run_shard
 from workers.rounds.finalize import run_finalize

@@ -224,7 +224,7 @@ def test_failed_stage_fails_the_round(round_env: RoundEnv) -> None:
 
 
 def test_reaper_leaves_a_waiting_parent_alone(round_env: RoundEnv) -> None:
-    from workers.jobs import utcnow
+    from workers.leases import utcnow
     from workers.reaper import reap_expired
 
     env = round_env

@@ -26,7 +26,7 @@ def test_parent_cancelled_while_queued_cancels_the_round(round_env: RoundEnv) ->
 
 def test_stage_lost_max_attempts_times_fails_the_round(round_env: RoundEnv) -> None:
     import workers.tasks.rounds  # noqa: F401 - registers the failure hooks, as every worker does
-    from workers.jobs import utcnow
+    from workers.leases import utcnow
     from workers.reaper import reap_expired
 
     env = round_env
