@@ -76,7 +76,7 @@ def referenced_blobs(session: Session) -> set[str]:
 def _blob_files(blobs: BlobStore) -> Iterable[Path]:
     # Blobs live at <root>/ab/cd/<sha256>; tmp/ holds puts in progress.
     for path in blobs.root.glob("??/??/*"):
-        if _HEX64.match(path.name) and path.name[:2] == path.parent.parent.name:
+        if _HEX64.match(path.name) and (path.name[:2], path.name[2:4]) == (path.parent.parent.name, path.parent.name):
             yield path
 
 

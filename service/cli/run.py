@@ -122,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     upgrade_database(settings.resolved_database_url)
     key = _first_start_admin_key(settings)
     if key:
-        print("=" * 72, f"First start: created owner 'admin'. Its API key, shown only this once:",
+        print("=" * 72, "First start: created owner 'admin'. Its API key, shown only this once:",
               f"ADAPTINF_API_KEY={key}", "=" * 72, sep="\n", flush=True)
     worker = WorkerProcess(worker_argv(list(QUEUES), 1, "solo"))
     worker.start()

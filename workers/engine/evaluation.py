@@ -71,14 +71,15 @@ def response_losses(loaded: LoadedModel, encoded: Sequence[EncodedSample], batch
 
     out: list[float] = []
     pad = loaded.tokenizer.pad_token_id
-    for i in range(0, len(encoded), batch_size):
-        batch = collate(encoded[i : i + batch_size], pad, "right").to(loaded.device, loaded.dtype)
-        logits = loaded.model(**batch.model_inputs()).logits[:, :-1].float()
-        targets = batch.labels[:, 1:]
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-        mask = (targets != IGNORE_INDEX).float()
-        out += (nll.sum(1) / mask.sum(1).clamp(min=1)).tolist()
-        del logits
+    with torch.no_grad():
+        for i in range(0, len(encoded), batch_size):
+            batch = collate(encoded[i : i + batch_size], pad, "right").to(loaded.device, loaded.dtype)
+            logits = loaded.model(**batch.model_inputs()).logits[:, :-1].float()
+            targets = batch.labels[:, 1:]
+            nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+            mask = (targets != IGNORE_INDEX).float()
+            out += (nll.sum(1) / mask.sum(1).clamp(min=1)).tolist()
+            del logits
     return out
 
 

@@ -4,7 +4,7 @@ Inside each cluster, samples are visited in ascending sample id (older pool memb
 their group, so the pool does not churn across rounds). A sample is redundant when its cosine
 similarity to an earlier *kept* sample exceeds 1 − ε (greedy leader rule: one survivor per group).
 
-Neighbour search never builds an n×n matrix (`selection.neighbours`): a cluster of at most
+Neighbour search never builds an n×n matrix (`selection.cells`, `selection.neighbours`): a cluster of at most
 `exact_max` rows is searched exhaustively in blocks (exact); a larger one is split into k-means
 cells of about `cell_size` rows and a sample is compared with its `nprobe` nearest cells. One
 pass keeps, per sample, its most similar earlier candidate and its candidates above the
@@ -145,7 +145,8 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
         PrunedSample per pruned sample, by cluster then sample id.
     """
     from workers.engine.selection.budget import allocate_budget
-    from workers.engine.selection.neighbours import earlier_matches, split_cells
+    from workers.engine.selection.cells import split_cells
+    from workers.engine.selection.neighbours import earlier_matches
     from workers.engine.selection.parallel import map_parallel, single_threaded_kernels
     from workers.engine.selection.vectors import gather_normalized
 

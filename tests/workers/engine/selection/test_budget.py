@@ -1,5 +1,4 @@
 """Budget resolution and water-filling: exact sums, never more than a cluster holds."""
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

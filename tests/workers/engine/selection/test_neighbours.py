@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import workers.engine.selection.neighbours as nbm
-from workers.engine.selection.neighbours import best_earlier, earlier_candidates, earlier_matches, split_cells
+from workers.engine.selection.cells import split_cells
+from workers.engine.selection.neighbours import best_earlier, earlier_candidates, earlier_matches
 
 
 def unit_rows(m, d=16, seed=0, dups=0):
@@ -67,23 +68,6 @@ def test_best_earlier_among_allowed_rows_only():
             np.testing.assert_allclose(best_sim[i], want[i][1], atol=1e-5)
         else:
             assert best[i] == -1 and best_sim[i] == -np.inf
-
-
-def test_cells_partition_rows_and_probe_nearest_first():
-    x = unit_rows(3000, d=24, seed=1)
-    cells = split_cells(x, exact_max=100, cell_size=64, nprobe=3, seed=0)
-    assert cells.probes.shape == (3000, 3)
-    assert (cells.home >= 0).all()
-    sizes = np.bincount(cells.home)
-    assert sizes.sum() == 3000 and cells.n_cells >= 3000 // 64 // 2
-    members = cells.members()
-    assert all(np.all(np.diff(g) > 0) for g in members)
-    queries = cells.queries()
-    for c in range(cells.n_cells):  # a row queries exactly the cells it probes
-        rows = np.flatnonzero((cells.probes == c).any(axis=1))
-        np.testing.assert_array_equal(queries[c], rows)
-    # No −1 padding here, probes are distinct.
-    assert (cells.probes >= 0).all() and all(len(set(p)) == 3 for p in cells.probes.tolist())
 
 
 def test_cell_path_matches_dense_reference_on_its_candidate_graph():
