@@ -115,7 +115,7 @@ def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
 
     def progress() -> None:
         _set_job(database_url, job_id, status="running", stage="features", progress_done=2, progress_total=4)
-        time.sleep(0.4)
+        time.sleep(1.5)  # ~30 polls of the watcher: it sees this state even on a loaded machine
         _set_job(database_url, job_id, status="succeeded", stage="finalize", progress_done=4, progress_total=4)
         with session_scope(database_url) as session:
             session.get(Round, rnd["id"]).status = "succeeded"  # the worker mirrors the job onto the round
