@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -43,6 +44,20 @@ def single_threaded_kernels() -> Iterator[None]:
         torch.set_num_threads(before_torch)
 
 
+def _faiss_omp_threads() -> int | None:
+    faiss = sys.modules.get("faiss")
+    return None if faiss is None else faiss.omp_get_max_threads()
+
+
+def _inherit_openmp_threads(faiss_threads: int | None) -> None:
+    """OpenMP's thread count is a per-thread setting: a fresh pool thread starts at the
+    process default (all cores), whatever `single_threaded_kernels` set in the caller. Without
+    this, every FAISS call in a pool thread ran 2 OpenMP threads on the 2-core box, 4 spinning
+    threads on 2 cores (torch and OpenBLAS keep process-wide settings)."""
+    if faiss_threads is not None:
+        sys.modules["faiss"].omp_set_num_threads(faiss_threads)
+
+
 def map_parallel(fn: Callable[[T], R], items: Iterable[T], threads: int | None) -> Iterator[R]:
     """fn over items on `threads` threads, results in input order (lazily, so a caller can
     consume results one by one and keep memory bounded by the pool size)."""
@@ -51,7 +66,7 @@ def map_parallel(fn: Callable[[T], R], items: Iterable[T], threads: int | None) 
     if n <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(max_workers=n) as pool:
+    with ThreadPoolExecutor(max_workers=n, initializer=_inherit_openmp_threads, initargs=(_faiss_omp_threads(),)) as pool:
         # At most 2·n units in flight: each holds a cluster's float32 rows.
         pending = []
         it = iter(items)

@@ -29,3 +29,14 @@ def test_map_parallel_keeps_input_order():
     items = list(range(25))
     for threads in (1, 2, 3):
         assert list(map_parallel(lambda i: i * i, items, threads)) == [i * i for i in items]
+
+
+def test_pool_threads_inherit_single_threaded_faiss():
+    # OpenMP's thread count is per thread: a pool thread must not fall back to the process
+    # default and run FAISS on every core while its siblings do the same.
+    import faiss
+
+    from workers.engine.selection.parallel import single_threaded_kernels
+
+    with single_threaded_kernels():
+        assert list(map_parallel(lambda _: faiss.omp_get_max_threads(), range(4), 2)) == [1] * 4
