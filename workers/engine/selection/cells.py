@@ -80,9 +80,8 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
 
     k1 = max(1, math.isqrt(-(-2 * m // cell_size)))
     p1 = min(k1, max(2, nprobe - 1))
-    # A handful of top cells: one GEMM and a stable sort (nearest first, ties: lower cell) cost
-    # a fifth of a FAISS flat search here.
-    top_probes = np.argsort(-(x @ kmeans(np.arange(m), k1).T), axis=1, kind="stable")[:, :p1]
+    # A handful of top cells: one GEMM (a fifth of a FAISS flat search here).
+    top_probes = _top_columns(x @ kmeans(np.arange(m), k1).T, p1)[0]
     parts = [(t, kmeans(rows, -(-len(rows) // cell_size))) for t, rows in enumerate(_group(top_probes[:, 0], k1)) if len(rows)]
     cells = np.concatenate([c for _, c in parts])
     owner = np.concatenate([np.full(len(c), t, dtype=np.int64) for t, c in parts])
@@ -98,18 +97,34 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
         if len(rows) == 0:
             continue
         cand = np.concatenate([listed[t] for t in sets[g]])
-        s = x[rows] @ cells[cand].T
-        if s.shape[1] > p:
-            keep = np.argpartition(s, s.shape[1] - p, axis=1)[:, -p:]
-            s, cand = np.take_along_axis(s, keep, axis=1), cand[keep]
-        else:
-            cand = np.broadcast_to(cand, s.shape)
-        order = np.argsort(-s, axis=1, kind="stable")
-        s, cand = np.take_along_axis(s, order, axis=1), np.take_along_axis(cand, order, axis=1)
-        probes[rows, : s.shape[1]] = np.where(np.isfinite(s), cand, -1)
+        cols, s = _top_columns(x[rows] @ cells[cand].T, p)
+        probes[rows, : s.shape[1]] = np.where(np.isfinite(s), cand[cols], -1)
         sims[rows, : s.shape[1]] = s
     _cap_homes(probes, sims, 2 * cell_size)
     return Cells(probes)
+
+
+def _top_columns(s: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's `p` largest entries of `s`, largest first (ties: the lower column), and
+    their columns: what a stable descending sort's first p columns give, by p argmax passes
+    (sorting 100k rows of 39 took 0.15 s, longer than the GEMM that produced them).
+
+    Args:
+        s: float32[m, k] (modified: the taken entries are set to −inf).
+    Returns:
+        (int64[m, min(p, k)] columns, float32[m, min(p, k)] entries).
+    """
+    m, k = s.shape
+    p = min(p, k)
+    cols = np.empty((m, p), dtype=np.int64)
+    vals = np.empty((m, p), dtype=s.dtype)
+    at = np.arange(m)
+    for j in range(p):
+        cols[:, j] = s.argmax(axis=1)  # the first maximum: ties go to the lower column
+        vals[:, j] = s[at, cols[:, j]]
+        if j + 1 < p:
+            s[at, cols[:, j]] = -np.inf
+    return cols, vals
 
 
 def _probe_sets(ordered: np.ndarray, radix: int) -> tuple[np.ndarray, np.ndarray]:

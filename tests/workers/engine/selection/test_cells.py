@@ -38,3 +38,13 @@ def test_probe_sets_equal_numpy_unique_over_rows(radix):
     want_sets, want_which = np.unique(ordered, axis=0, return_inverse=True)
     np.testing.assert_array_equal(sets, want_sets)
     np.testing.assert_array_equal(which, want_which.ravel())
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 7])
+def test_top_columns_equal_a_stable_descending_sort(p):
+    rng = np.random.default_rng(p)
+    s = rng.integers(0, 4, size=(300, 5)).astype(np.float32)  # many ties
+    want = np.argsort(-s, axis=1, kind="stable")[:, :p]
+    cols, vals = cellsm._top_columns(s.copy(), p)
+    np.testing.assert_array_equal(cols, want)
+    np.testing.assert_array_equal(vals, np.take_along_axis(s, want, axis=1))
