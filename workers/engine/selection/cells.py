@@ -107,7 +107,7 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
 def _top_columns(s: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     """Every row's `p` largest entries of `s`, largest first (ties: the lower column), and
     their columns: what a stable descending sort's first p columns give, by p argmax passes
-    (sorting 100k rows of 39 took 0.15 s, longer than the GEMM that produced them).
+    (sorting 100k rows of 39 took 0.15 s, as long as the GEMM that produced them).
 
     Args:
         s: float32[m, k] (modified: the taken entries are set to −inf).
