@@ -137,3 +137,14 @@ def test_config_validation_names_the_field():
         SelectionConfig(tails=(50, 10))
     with pytest.raises(ValueError, match="n_strata"):
         SelectionConfig(n_strata=0)
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_duplicate_ids_are_refused_in_any_order(ascending):
+    ids, x, scores = make_pool(n=50)
+    ids = np.sort(ids) if ascending else ids
+    select_samples(ids, x, scores, "random", 10, SelectionConfig(n_clusters=2), seed=0)  # unique: fine
+    ids = ids.copy()
+    ids[7] = ids[31]
+    with pytest.raises(ValueError, match="ids must be unique"):
+        select_samples(ids, x, scores, "random", 10, SelectionConfig(n_clusters=2), seed=0)
