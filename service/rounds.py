@@ -5,14 +5,13 @@ The API maps `DomainError` subclasses to problems: `InvalidReference` → 422 na
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Checkpoint, Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample
+from service.db.models import Checkpoint, Dataset, Job, Pool, PoolEvalSet, PoolMember, Round, Sample
 from service.jobs import create_job, iso_utc
 from service.pool_config import PoolConfig, RoundParams
 
@@ -237,94 +236,3 @@ def selection_ready(session: Session, rnd: Round) -> bool:
         select(func.count()).where(Job.parent_id == rnd.job_id, Job.kind == "round.select", Job.status == "succeeded")
     )
     return bool(done)
-
-
-# ---- lifelong metrics (DESIGN §7) --------------------------------------------------------------
-
-
-def _per_skill(results: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
-    """Accuracy and loss per skill of one checkpoint; eval sets sharing a skill are pooled by n."""
-    acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    loss: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for skill, m in results:
-        n = float(m.get("n") or 1)
-        if m.get("accuracy") is not None:
-            acc[skill].append((float(m["accuracy"]), n))
-        if m.get("loss") is not None:
-            loss[skill].append((float(m["loss"]), n))
-
-    def mean(pairs: list[tuple[float, float]]) -> float | None:
-        return sum(v * n for v, n in pairs) / sum(n for _, n in pairs) if pairs else None
-
-    skills = {s for s, _ in results}
-    return {s: {"accuracy": mean(acc[s]), "loss": mean(loss[s])} for s in skills}
-
-
-def _eval_rows(session: Session, pool_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """(warm-up checkpoint's evaluation or None, one entry per evaluated round checkpoint in round order)."""
-    rows = session.execute(
-        select(Checkpoint.id, Checkpoint.kind, Round.id, Round.number, EvalResult.skill, EvalResult.metrics)
-        .join(EvalResult, EvalResult.checkpoint_id == Checkpoint.id)
-        .outerjoin(Round, Round.id == Checkpoint.round_id)
-        .where(Checkpoint.pool_id == pool_id)
-    ).all()
-    grouped: dict[str, dict[str, Any]] = {}
-    for ckpt_id, kind, round_id, number, skill, metrics in rows:
-        g = grouped.setdefault(ckpt_id, {"checkpoint_id": ckpt_id, "kind": kind, "round_id": round_id,
-                                         "number": number, "results": []})
-        g["results"].append((skill, metrics or {}))
-    base, rounds = None, []
-    for g in grouped.values():
-        entry = {k: g[k] for k in ("round_id", "number", "checkpoint_id")} | {"skills": _per_skill(g.pop("results"))}
-        if g["kind"] == "warmup":
-            base = entry if base is None or (entry["number"] or 0) < (base["number"] or 0) else base
-        elif g["number"] is not None:
-            rounds.append(entry)
-    rounds.sort(key=lambda e: e["number"])
-    return base, rounds
-
-
-def pool_metrics(session: Session, pool: Pool, reference: Pool | None = None) -> dict[str, Any]:
-    """The accuracy matrix a[t][skill] over the pool's round checkpoints, and the §7 summary.
-
-    Forward transfer is measured against the warm-up adapter (the model round 1 started from)
-    when it was evaluated; relative gain against `reference`'s last evaluated round.
-    """
-    base, rounds = _eval_rows(session, pool.id)
-    eval_skills = session.scalars(select(PoolEvalSet.skill).where(PoolEvalSet.pool_id == pool.id))
-    skills = sorted(set(eval_skills) | {s for r in rounds for s in r["skills"]})
-
-    def row(entry: dict[str, Any] | None, key: str) -> list[float | None]:
-        return [((entry or {}).get("skills", {}).get(s) or {}).get(key) for s in skills]
-
-    matrix = [row(r, "accuracy") for r in rounds]
-    ref_rows = _eval_rows(session, reference.id)[1] if reference is not None else []
-    summary: dict[str, float | None] = dict.fromkeys(("avg_acc", "forgetting", "forward_transfer", "relative_gain"))
-    if matrix and skills:
-        from workers.engine.metrics import summarize_lifelong  # numpy only; kept out of import time
-
-        nan = float("nan")
-
-        def arr(r: list[float | None]) -> list[float]:
-            return [nan if v is None else v for v in r]
-
-        summary = summarize_lifelong(
-            [arr(r) for r in matrix],
-            base=arr(row(base, "accuracy")) if base else None,
-            reference=[arr(row(ref_rows[-1], "accuracy"))] if ref_rows else None,
-        ).to_dict()
-    return {
-        "object": "pool.metrics",
-        "pool_id": pool.id,
-        "skills": skills,
-        "rounds": [
-            {"round_id": r["round_id"], "number": r["number"], "checkpoint_id": r["checkpoint_id"],
-             "accuracy": dict(zip(skills, row(r, "accuracy"))), "loss": dict(zip(skills, row(r, "loss")))}
-            for r in rounds
-        ],
-        "accuracy": matrix,
-        "base": None if base is None else {"checkpoint_id": base["checkpoint_id"],
-                                           "accuracy": dict(zip(skills, row(base, "accuracy")))},
-        "reference_pool_id": reference.id if reference is not None else None,
-        "summary": summary,
-    }

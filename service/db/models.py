@@ -85,6 +85,8 @@ class Dataset(Base):
     file_name: Mapped[str] = mapped_column(String(300))
     archive_blob: Mapped[str | None] = mapped_column(String(64))
     archive_name: Mapped[str | None] = mapped_column(String(300))
+    skill: Mapped[str | None] = mapped_column(String(100))  # declared for every sample (a record's own wins)
+    skill_counts: Mapped[dict[str, Any] | None]  # {skill: samples}, written at ingest
     error: Mapped[dict[str, Any] | None]
     job_id: Mapped[str | None] = mapped_column(String(40))  # the ingest job, shown with the dataset
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -103,6 +105,7 @@ class Sample(Base):
     messages: Mapped[list[Any]]  # normalised [{role, content}] (workers.engine.samples.Message)
     image_refs: Mapped[list[Any]]  # blob sha256 of each image, in placeholder order
     image_names: Mapped[list[Any]]  # the names the record uses for them
+    skill: Mapped[str | None] = mapped_column(String(100))  # the record's `skill`, else the dataset's
 
 
 class Pool(Base):

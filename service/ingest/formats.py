@@ -19,7 +19,7 @@ from workers.engine.samples import Message
 
 from .errors import DatasetError
 from .limits import IngestLimits
-from .records import Where, normalise_record
+from .records import Where, normalise_record, record_skill
 
 DatasetFormat = Literal["json", "jsonl"]
 _WS = re.compile(r"[ \t\n\r]*")
@@ -41,6 +41,7 @@ class ParsedSample:
         image_names: the image references as the record spells them, in IMAGE_TOKEN order.
         index: 1-based position in the file.
         line: 1-based line where the record starts.
+        skill: the record's own `skill`, None when it declares none.
     """
 
     key: str
@@ -49,6 +50,7 @@ class ParsedSample:
     image_names: list[str]
     index: int = 0
     line: int = 0
+    skill: str | None = None
 
     def message_dicts(self) -> list[dict[str, str]]:
         """The messages as JSON-able [{role, content}] (the samples.messages column)."""
@@ -139,8 +141,10 @@ def parse_record(
             "invalid_record", f"line {line}: sample #{index} is a JSON {kind}; each sample must be an object", line=line
         )
     key, has_id = _sample_key(value, index, line, limits)
-    messages, images = normalise_record(value, Where(key, line, has_id), limits, check_chars=check_chars)
-    return ParsedSample(key=key, record=value, messages=messages, image_names=images, index=index, line=line)
+    where = Where(key, line, has_id)
+    messages, images = normalise_record(value, where, limits, check_chars=check_chars)
+    return ParsedSample(key=key, record=value, messages=messages, image_names=images, index=index, line=line,
+                        skill=record_skill(value, where))
 
 
 def content_hash(sample: ParsedSample, image_hashes: Sequence[str] = ()) -> str:

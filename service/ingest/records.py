@@ -24,6 +24,7 @@ ROLE_ALIASES = {
     "developer": "system",
 }
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL JSONB refuses both
+MAX_SKILL_CHARS = 100  # the width of the skill columns (datasets, samples, pool_eval_sets)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,31 @@ def normalise_record(
     if not any(m.role == "assistant" and m.content.strip() for m in messages):
         raise where.error("missing_assistant_turn", "needs at least one assistant turn with non-empty text", field=field)
     return messages, images
+
+
+def skill_problem(value: Any) -> str | None:
+    """Why `value` is not a usable skill name, or None when it is (a non-empty string of at most 100
+    characters, no control characters)."""
+    if not isinstance(value, str):
+        return f"must be a string, got {value!r}"
+    text = value.strip()
+    if not text:
+        return "must not be empty"
+    if len(text) > MAX_SKILL_CHARS:
+        return f"is {len(text)} characters, over the limit of {MAX_SKILL_CHARS}"
+    if any(ord(c) < 32 or c == "\x7f" for c in text):
+        return "must not contain control characters"
+    return None
+
+
+def record_skill(record: dict[str, Any], where: Where) -> str | None:
+    """The record's own `skill` (stripped), None when it has none."""
+    value = record.get("skill")
+    if value is None:
+        return None
+    if (problem := skill_problem(value)) is not None:
+        raise where.error("invalid_skill", f"'skill' {problem}", field="skill")
+    return value.strip()
 
 
 def check_strings(value: Any, where: Where, path: str = "") -> None:

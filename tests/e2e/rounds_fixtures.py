@@ -39,11 +39,13 @@ def rounds_redis_url() -> Iterator[str]:
     client.close()
 
 
-def write_dataset(directory: Path, indices: list[int], short_answers: bool = False) -> tuple[Path, Path]:
+def write_dataset(directory: Path, indices: list[int], short_answers: bool = False,
+                  record_skill: str | None = None) -> tuple[Path, Path]:
     """datagen's samples `indices` (with their images; every third text-only) as dataset.json + images.tar.gz.
-    The same index in two datasets is the same content: an exact duplicate."""
+    The same index in two datasets is the same content: an exact duplicate. `record_skill` goes
+    into every record's own `skill`."""
     records, images = datagen.build_records(max(indices) + 1, text_only=True)
-    chosen = [records[i] for i in indices]
+    chosen = [records[i] | ({"skill": record_skill} if record_skill else {}) for i in indices]
     if short_answers:  # exact match only scores short answers: an eval set needs them for accuracy
         for r in chosen:
             r["conversations"][-1]["value"] = ("red", "blue", "outdoors", "a roof")[int(r["id"][1:]) % 4]
@@ -54,11 +56,13 @@ def write_dataset(directory: Path, indices: list[int], short_answers: bool = Fal
 
 
 def upload_ready(http, directory: Path, indices: list[int], timeout: float = 90,  # noqa: ANN001
-                 short_answers: bool = False) -> str:
-    """Upload a dataset over HTTP and wait until it is ready; returns its id."""
-    dataset, archive = write_dataset(directory, indices, short_answers)
+                 short_answers: bool = False, skill: str | None = None, record_skill: str | None = None) -> str:
+    """Upload a dataset over HTTP (declaring `skill` for it, `record_skill` in each record) and
+    wait until it is ready; returns its id."""
+    dataset, archive = write_dataset(directory, indices, short_answers, record_skill)
     with dataset.open("rb") as f, archive.open("rb") as a:
-        r = http.post("/v1/datasets", files={"file": (dataset.name, f), "images": (archive.name, a)})
+        r = http.post("/v1/datasets", files={"file": (dataset.name, f), "images": (archive.name, a)},
+                      data={"skill": skill} if skill else {})
     assert r.status_code == 202, r.text
     url = f"/v1/datasets/{r.json()['id']}"
 

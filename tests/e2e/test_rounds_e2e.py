@@ -77,16 +77,41 @@ def pool_state(http, pool_id: str) -> dict:  # noqa: ANN001
     return {**{k: body[k] for k in keep}, "checkpoints": sorted(c["id"] for c in ckpts)}
 
 
+def check_two_skill_metrics(m: dict, res1: dict, res2: dict) -> None:
+    """/metrics of two rounds: vqa arrived in round 1, ocr in round 2; every number from the matrix it returns."""
+    assert [r["number"] for r in m["rounds"]] == [1, 2] and m["skills"] == ["ocr", "vqa"]
+    (ocr1, vqa1), (ocr2, vqa2) = m["accuracy"]
+    # the matrix is what the rounds' evaluations recorded, every skill scored after every round
+    assert [ocr1, vqa1] == [res1["eval"][s]["accuracy"] for s in ("ocr", "vqa")]
+    assert [ocr2, vqa2] == [res2["eval"][s]["accuracy"] for s in ("ocr", "vqa")]
+    base = m["base"]["accuracy"]
+    assert m["base"]["round_number"] == 1 and base == {s: res1["base_eval"][s]["accuracy"] for s in ("ocr", "vqa")}
+    per = {p["skill"]: p for p in m["per_skill"]}
+    assert (per["vqa"]["arrival_round"], per["ocr"]["arrival_round"]) == (1, 2)
+    assert per["vqa"]["trajectory"] == [vqa1, vqa2] and per["ocr"]["trajectory"] == [ocr1, ocr2]
+    s = m["summary"]
+    assert (s["skills_arrived"], s["skills_unseen"]) == (2, 0)
+    assert s["avg_acc"] == pytest.approx((ocr2 + vqa2) / 2)
+    assert s["forgetting"] == pytest.approx(vqa1 - vqa2)  # only vqa arrived before the last round
+    assert s["backward_transfer"] == pytest.approx(vqa2 - vqa1)
+    assert s["forward_transfer"] == pytest.approx(ocr1 - base["ocr"])  # ocr right before its arrival − base
+    assert s["mft"] == pytest.approx((vqa1 + ocr2) / 2)
+    assert s["maa"] == pytest.approx((vqa1 + (ocr2 + vqa2) / 2) / 2)
+
+
 def test_two_rounds_two_workers_then_a_cancelled_round(pg_redis_settings: Settings, http, start_worker,
                                                        tmp_path: Path) -> None:
     settings = pg_redis_settings
     workers = [start_worker(settings, "ingest,select,train,gpu"), start_worker(settings, "gpu")]
     for w in workers:
         w.wait_ready()
-    d1 = upload_ready(http, tmp_path / "d1", list(range(0, 20)))
-    d2 = upload_ready(http, tmp_path / "d2", [0, 1] + list(range(20, 32)))  # 0, 1: exact duplicates of d1
+    # two skills: `vqa` declared for all of d1, `ocr` by each record of d2 (over d2's declared vqa)
+    d1 = upload_ready(http, tmp_path / "d1", list(range(0, 20)), skill="vqa")
+    d2 = upload_ready(http, tmp_path / "d2", [0, 1] + list(range(20, 32)), skill="vqa", record_skill="ocr")
     ev = upload_ready(http, tmp_path / "ev", list(range(40, 44)), short_answers=True)
-    pool = create_pool(http, [{"dataset_id": ev, "skill": "vqa"}])
+    ev_ocr = upload_ready(http, tmp_path / "ev_ocr", list(range(64, 68)), short_answers=True)
+    assert http.get(f"/v1/datasets/{d2}").json()["skills"] == {"ocr": 14}
+    pool = create_pool(http, [{"dataset_id": ev, "skill": "vqa"}, {"dataset_id": ev_ocr, "skill": "ocr"}])
 
     r1 = start_round(http, pool["id"], [d1], budget=8)
     res1 = wait_round(http, r1["id"], 240)["result"]
@@ -98,7 +123,7 @@ def test_two_rounds_two_workers_then_a_cancelled_round(pg_redis_settings: Settin
     assert (res2["new_samples"], res2["duplicates"], res2["warmup"]) == (12, 2, False)
     assert res2["candidates"] == res1["pool_size"] + 12 and res2["selected"] == res2["budget"] == round(res2["candidates"] / 2)
     assert sum(c["selected"] for c in res2["clusters"]) == res2["selected"]
-    assert res2["eval"]["vqa"]["n"] == 4 and res2["checkpoint_id"] != res1["checkpoint_id"]
+    assert res2["eval"]["vqa"]["n"] == res2["eval"]["ocr"]["n"] == 4 and res2["checkpoint_id"] != res1["checkpoint_id"]
     assert_scored_once(settings, r2["id"], res2["candidates"])
     # both workers computed feature shards (of one round or the other)
     pids = set(shard_owner_pids(settings, r1["job_id"]) + shard_owner_pids(settings, body2["job_id"]))
@@ -128,9 +153,7 @@ def test_two_rounds_two_workers_then_a_cancelled_round(pg_redis_settings: Settin
     from workers.engine.models import build_preset
 
     PeftModel.from_pretrained(build_preset("tiny-llava")[0], tmp_path / "adapter")
-    metrics = http.get(f"/v1/pools/{pool['id']}/metrics").json()
-    assert [r["number"] for r in metrics["rounds"]] == [1, 2] and metrics["skills"] == ["vqa"]
-    assert metrics["summary"]["avg_acc"] is not None and metrics["base"] is not None
+    check_two_skill_metrics(http.get(f"/v1/pools/{pool['id']}/metrics").json(), res1, res2)
 
     # (c) a third round, cancelled while its shards run: the pool is exactly as before
     d3 = upload_ready(http, tmp_path / "d3", list(range(44, 64)))

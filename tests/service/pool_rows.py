@@ -33,10 +33,13 @@ def make_dataset(
     name: str = "ds",
     blobs: BlobStore | None = None,
     image_names: list[str] | None = None,
+    skill: str | None = None,
 ) -> tuple[str, list[int]]:
-    """A dataset of `n` samples; with `blobs`, sample i uses image `image_names[i]` (distinct bytes)."""
+    """A dataset of `n` samples; with `blobs`, sample i uses image `image_names[i]` (distinct bytes).
+    With `skill`, every sample declares it (and the dataset counts it, as ingest does)."""
     with session_scope(database_url) as session:
-        ds = Dataset(owner_id=owner_id, name=name, status=status, num_samples=n, file_blob="0" * 64, file_name="d.json")
+        ds = Dataset(owner_id=owner_id, name=name, status=status, num_samples=n, file_blob="0" * 64, file_name="d.json",
+                     skill=skill, skill_counts={skill: n} if skill else {})
         session.add(ds)
         session.flush()
         ids = []
@@ -55,7 +58,7 @@ def make_dataset(
             }
             s = Sample(
                 dataset_id=ds.id, position=i, key=f"s{i}", content_hash=hashlib.sha256(f"{ds.id}{i}".encode()).hexdigest(),
-                record=record, messages=[], image_refs=refs, image_names=names,
+                record=record, messages=[], image_refs=refs, image_names=names, skill=skill,
             )
             session.add(s)
             session.flush()
@@ -91,9 +94,12 @@ def make_round(
     blobs: BlobStore | None = None,
     evals: list[tuple[str, str, dict[str, Any]]] = (),
     clusters: list[dict[str, Any]] | None = None,
+    dataset_ids: list[str] = (),
+    base_eval: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, str | None]:
     """A round with its parent job, selection rows, pool members and (with `blobs`) a checkpoint
-    evaluated by `evals` ((dataset_id, skill, {loss, accuracy, n}) rows). Returns the ids."""
+    evaluated by `evals` ((dataset_id, skill, {loss, accuracy, n}) rows). `dataset_ids` are its
+    new datasets; `base_eval` the untrained model's scores per skill. Returns the ids."""
     done = status in ("succeeded", "failed", "cancelled")
     clusters = clusters if clusters is not None else [
         {"id": 0, "size": len(selected) + 3, "expert": "el2n", "entropies": {"el2n": 3.1, "ppl": 2.0},
@@ -105,9 +111,10 @@ def make_round(
         session.add(job)
         session.flush()
         rnd = Round(pool_id=pool_id, number=number, status=status, job_id=job.id,
-                    params={"dataset_ids": [], "budget": len(selected) or 1, "method": "adapt-inf",
+                    params={"dataset_ids": list(dataset_ids), "budget": len(selected) or 1, "method": "adapt-inf",
                             "train": True, "prune": True, "seed": 0},
-                    result={"method": "adapt-inf", "clusters": clusters, "selected": len(selected)} if done else None,
+                    result={"method": "adapt-inf", "clusters": clusters, "selected": len(selected),
+                            **({"base_eval": base_eval} if base_eval is not None else {})} if done else None,
                     finished_at=utcnow() if done else None)
         session.add(rnd)
         session.flush()

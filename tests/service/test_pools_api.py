@@ -152,50 +152,82 @@ def test_metrics_empty_then_hand_computed(client, alice, database_url, settings)
     e_count, _ = make_dataset(database_url, alice.owner_id, 1)
     e_color1, _ = make_dataset(database_url, alice.owner_id, 1)
     e_color2, _ = make_dataset(database_url, alice.owner_id, 1)
+    e_ocr, _ = make_dataset(database_url, alice.owner_id, 1)
     sets = [{"dataset_id": e_count, "skill": "count"}, {"dataset_id": e_color1, "skill": "color"},
-            {"dataset_id": e_color2, "skill": "color"}]
+            {"dataset_id": e_color2, "skill": "color"}, {"dataset_id": e_ocr, "skill": "ocr"}]
     pool = create(client, alice, eval_sets=sets).json()
     url = f"/v1/pools/{pool['id']}/metrics"
 
     empty = client.get(url, headers=alice.headers)
     assert empty.status_code == 200
-    assert empty.json() == {
-        "object": "pool.metrics", "pool_id": pool["id"], "skills": ["color", "count"], "rounds": [], "accuracy": [],
-        "base": None, "reference_pool_id": None,
-        "summary": {"avg_acc": None, "forgetting": None, "forward_transfer": None, "relative_gain": None},
-    }
+    body = empty.json()
+    assert (body["skills"], body["rounds"], body["accuracy"], body["base"]) == (["color", "count", "ocr"], [], [], None)
+    assert [p["status"] for p in body["per_skill"]] == ["unseen"] * 3
+    assert body["summary"] == {"avg_acc": None, "forgetting": None, "backward_transfer": None,
+                               "forward_transfer": None, "mft": None, "mfn": None, "maa": None,
+                               "relative_gain": None, "skills_arrived": 0, "skills_unseen": 3}
 
-    def evals(count, c1, c2, loss=(1.0, 1.0, 2.0)):
+    def evals(count, c1, c2, ocr, loss=(1.0, 1.0, 2.0)):
         # color is pooled over its two sets by n (10 and 30).
         return [(e_count, "count", {"accuracy": count, "loss": loss[0], "n": 10}),
                 (e_color1, "color", {"accuracy": c1, "loss": loss[1], "n": 10}),
-                (e_color2, "color", {"accuracy": c2, "loss": loss[2], "n": 30})]
+                (e_color2, "color", {"accuracy": c2, "loss": loss[2], "n": 30}),
+                (e_ocr, "ocr", {"accuracy": ocr, "loss": 1.0, "n": 10})]
 
-    rounds = [make_round(database_url, pool["id"], alice.owner_id, number=t + 1, blobs=blobs, evals=evals(*acc))
-              for t, acc in enumerate([(0.5, 0.2, 0.4), (0.7, 0.6, 0.2), (0.6, 0.5, 0.5)])]
-    warm = add_checkpoint(database_url, pool["id"], blobs, round_id=rounds[0]["round_id"], kind="warmup",
-                          evals=evals(0.2, 0.1, 0.3))
+    # Every skill is scored after every round, as the service does. color's data comes in round 1,
+    # count's in round 2 (with a color sample, which does not move color's arrival), round 3 brings
+    # a skill with no evaluation set, and no training data ever declares ocr.
+    train = [make_dataset(database_url, alice.owner_id, 2, skill=s)[0] for s in ("color", "count", "color", "shape")]
+    new_data = [[train[0]], [train[1], train[2]], [train[3]]]
+    base = {"color": {"accuracy": 0.25, "loss": 3.0, "n": 40}, "count": {"accuracy": 0.2, "loss": 3.0, "n": 10},
+            "ocr": {"accuracy": 0.0, "loss": 3.0, "n": 10}}
+    rounds = [make_round(database_url, pool["id"], alice.owner_id, number=t + 1, blobs=blobs, evals=evals(*acc),
+                         dataset_ids=new_data[t], base_eval=base if t == 0 else None)
+              for t, acc in enumerate([(0.5, 0.2, 0.4, 0.1), (0.7, 0.6, 0.2, 0.2), (0.6, 0.5, 0.5, 0.3)])]
+    # a warm-up checkpoint's scores are not the base: the warm-up adapter has trained already
+    add_checkpoint(database_url, pool["id"], blobs, round_id=rounds[0]["round_id"], kind="warmup",
+                   evals=evals(0.9, 0.9, 0.9, 0.9))
     ref_pool = create(client, alice, name="full-data").json()
-    make_round(database_url, ref_pool["id"], alice.owner_id, number=1, blobs=blobs, evals=evals(0.8, 0.5, 0.5))
+    make_round(database_url, ref_pool["id"], alice.owner_id, number=1, blobs=blobs, evals=evals(0.8, 0.5, 0.5, 0.9))
 
     m = client.get(url, params={"reference_pool_id": ref_pool["id"]}, headers=alice.headers).json()
     # color = (10·c1 + 30·c2) / 40; skills in name order.
-    expected = [[0.35, 0.5], [0.3, 0.7], [0.5, 0.6]]
-    assert m["skills"] == ["color", "count"]
+    expected = [[0.35, 0.5, 0.1], [0.3, 0.7, 0.2], [0.5, 0.6, 0.3]]
+    assert m["skills"] == ["color", "count", "ocr"]
     assert len(m["accuracy"]) == 3
     for got_row, want_row in zip(m["accuracy"], expected):
         assert got_row == pytest.approx(want_row, abs=1e-12)
     assert [r["number"] for r in m["rounds"]] == [1, 2, 3]
     assert [r["checkpoint_id"] for r in m["rounds"]] == [r["checkpoint_id"] for r in rounds]
-    assert m["rounds"][0]["loss"] == pytest.approx({"color": 1.75, "count": 1.0})
-    assert m["base"] == {"checkpoint_id": warm, "accuracy": pytest.approx({"color": 0.25, "count": 0.2})}
+    assert m["rounds"][0]["loss"] == pytest.approx({"color": 1.75, "count": 1.0, "ocr": 1.0})
+    assert m["base"] == {"round_number": 1, "accuracy": {"color": 0.25, "count": 0.2, "ocr": 0.0}}
+    per = {p["skill"]: p for p in m["per_skill"]}
+    assert {s: (p["status"], p["arrival_round"]) for s, p in per.items()} == {
+        "color": ("arrived", 1), "count": ("arrived", 2), "ocr": ("unseen", None)}
+    assert per["ocr"]["trajectory"] == pytest.approx([0.1, 0.2, 0.3]) and per["ocr"]["forgetting"] is None
+    assert per["color"]["forgetting"] == pytest.approx(0.35 - 0.5)  # improvement: negative forgetting
+    assert per["count"]["forgetting"] == pytest.approx(0.7 - 0.6)
+    assert per["color"]["forward_transfer"] is None  # arrived in round 1: no round before it
+    assert per["count"]["forward_transfer"] == pytest.approx(0.5 - 0.2)  # round 1 (before arrival) − base
     s = m["summary"]
-    assert s["avg_acc"] == pytest.approx((0.5 + 0.6) / 2)
-    assert s["forgetting"] == pytest.approx(((0.35 - 0.5) + (0.7 - 0.6)) / 2)  # best earlier − last, per skill
-    assert s["forward_transfer"] == pytest.approx(((0.35 - 0.25) + (0.5 - 0.2)) / 2)  # round 1 − warm-up
-    assert s["relative_gain"] == pytest.approx(100 * (0.5 / 0.5 + 0.6 / 0.8) / 2)
+    assert (s["skills_arrived"], s["skills_unseen"]) == (2, 1)
+    assert s["avg_acc"] == pytest.approx((0.5 + 0.6) / 2) and s["mfn"] == pytest.approx(s["avg_acc"])
+    assert s["forgetting"] == pytest.approx(((0.35 - 0.5) + (0.7 - 0.6)) / 2)
+    assert s["backward_transfer"] == pytest.approx(((0.5 - 0.35) + (0.6 - 0.7)) / 2)
+    assert s["forward_transfer"] == pytest.approx(0.5 - 0.2)
+    assert s["mft"] == pytest.approx((0.35 + 0.7) / 2)
+    assert s["maa"] == pytest.approx((0.35 + (0.3 + 0.7) / 2 + (0.5 + 0.6) / 2) / 3)
+    assert s["relative_gain"] == pytest.approx(100 * (0.5 / 0.5 + 0.6 / 0.8) / 2)  # ocr (unseen) left out
     assert m["reference_pool_id"] == ref_pool["id"]
 
     # Without a reference there is no relative gain; the rest is unchanged.
     plain = client.get(url, headers=alice.headers).json()["summary"]
     assert plain["relative_gain"] is None and plain["avg_acc"] == pytest.approx(s["avg_acc"])
+
+
+def test_metrics_response_is_documented(client):
+    schema = client.get("/openapi.json").json()
+    ref = schema["paths"]["/v1/pools/{pool_id}/metrics"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ref["$ref"].endswith("/PoolMetricsOut")
+    summary = schema["components"]["schemas"]["MetricsSummaryOut"]["properties"]
+    assert {"forgetting", "backward_transfer", "forward_transfer", "mft", "mfn", "maa"} <= set(summary)

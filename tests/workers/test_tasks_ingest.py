@@ -31,7 +31,7 @@ def settings(template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield s
 
 
-def stored_dataset(settings: Settings, dataset: Path, archive: Path | None) -> tuple[str, str]:
+def stored_dataset(settings: Settings, dataset: Path, archive: Path | None, skill: str | None = None) -> tuple[str, str]:
     """Blobs + Dataset(pending) + Job(ingest) as the API leaves them; returns (dataset id, job id)."""
     blobs = BlobStore(settings.blob_dir)
     file_ref = blobs.put_file(dataset)
@@ -41,7 +41,8 @@ def stored_dataset(settings: Settings, dataset: Path, archive: Path | None) -> t
         s.add(owner)
         s.flush()
         ds = Dataset(owner_id=owner.id, name="d", file_blob=file_ref.sha256, file_name=dataset.name,
-                     archive_blob=archive_ref.sha256 if archive_ref else None, archive_name=archive and archive.name)
+                     archive_blob=archive_ref.sha256 if archive_ref else None, archive_name=archive and archive.name,
+                     skill=skill)
         s.add(ds)
         s.flush()
         job = Job(owner_id=owner.id, kind="ingest", queue="ingest", params={"dataset_id": ds.id})
@@ -76,6 +77,19 @@ def test_ingest_writes_all_samples_and_a_rerun_writes_nothing(settings: Settings
     assert first.result["written"] is True and second.result["written"] is False
     assert second.result["num_samples"] == 10
     assert not list(settings.work_dir.glob("ingest-*"))
+
+
+def test_a_records_skill_wins_over_the_datasets(settings: Settings, tmp_path: Path) -> None:
+    records, _ = datagen.build_records(4, with_images=False)
+    records[1]["skill"], records[3]["skill"] = "ocr", " ocr "
+    dataset = datagen.write_records(tmp_path / "ds.json", records)
+    dataset_id, job_id = stored_dataset(settings, dataset, None, skill="vqa")
+    assert ingest(job_id)["status"] == "succeeded"
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        skills = s.scalars(select(Sample.skill).where(Sample.dataset_id == dataset_id).order_by(Sample.position)).all()
+        ds = s.get(Dataset, dataset_id)
+    assert skills == ["vqa", "ocr", "vqa", "ocr"]
+    assert (ds.skill, ds.skill_counts) == ("vqa", {"ocr": 2, "vqa": 2})
 
 
 def test_validation_failure_in_the_worker_fails_dataset_and_job(settings: Settings, tmp_path: Path) -> None:

@@ -24,17 +24,29 @@ from workers.rounds.runner import StageRun
 from workers.rounds.samples import load_dataset_samples, load_engine_samples
 
 
-def _train(run: StageRun, sample_ids: list[int], adapter_sha: str | None) -> tuple[Any, dict[str, Any], Any]:
-    """Continue adapter `adapter_sha` (None: a fresh LoRA) on `sample_ids`; store it as a blob."""
+def _train(
+    run: StageRun, stage: str, sample_ids: list[int], adapter_sha: str | None
+) -> tuple[Any, dict[str, Any], Any, dict[str, Any] | None]:
+    """Continue adapter `adapter_sha` (None: a fresh LoRA) on `sample_ids`; store it as a blob.
+
+    Returns (model, training stats, adapter blob, base evaluation). Training from a fresh LoRA
+    (B = 0: the base model itself) first scores the untouched model on the pool's evaluation
+    sets: the base accuracies that forward transfer is measured against (§7); None otherwise.
+    """
     with run.ctx.session_factory() as session:
         samples = load_engine_samples(session, sample_ids, run.blobs)
     run.watch.check(force=True)
     loaded = take_model(run.settings, run.blobs, run.spec, adapter_sha, run.cfg.lora)
+    base = None
+    if adapter_sha is None:
+        run.ctx.stage("evaluate-base")
+        base = evaluate_pool(run, loaded)
+        run.ctx.stage(stage)
     stats = train_lora(loaded, samples, run.cfg.training, on_step=run.watch.on_step)
     blob = store_adapter(loaded, run.blobs, run.settings.work_dir)
     # the next stage in this process (features, evaluation) reuses the trained model as is
     put_model(run.spec, blob.sha256, loaded)
-    return loaded, asdict(stats), blob
+    return loaded, asdict(stats), blob, base
 
 
 def run_warmup(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
@@ -44,11 +56,11 @@ def run_warmup(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     plan = load_plan(run.blobs, ref.state["candidates_blob"])
     # the same seeded subset `train_warmup_adapter` takes; chosen on ids so only it is loaded
     chosen = [int(i) for i in warmup_subset(plan.candidates, run.cfg.warmup_fraction, seed)]
-    loaded, stats, blob = _train(run, chosen, None)
+    loaded, stats, blob, base = _train(run, "warmup", chosen, None)
     run.ctx.stage("evaluate")
-    # the warm-up adapter's scores are the "before any round" baseline of forward transfer (§7)
     updates = {
         "adapter_sha": blob.sha256,
+        "base_eval": base,
         "warmup_checkpoint": {"blob": blob.sha256, "size_bytes": blob.size,
                               "metrics": {**stats, "samples": len(chosen), "fraction": run.cfg.warmup_fraction},
                               "eval_datasets": evaluate_pool(run, loaded)},
@@ -102,10 +114,11 @@ def run_train(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         ids = [int(i) for i in session.scalars(
             select(Selection.sample_id).where(Selection.round_id == ref.round_id).order_by(Selection.sample_id)
         )]
-    loaded, stats, blob = _train(run, ids, ref.state.get("adapter_sha"))
+    loaded, stats, blob, base = _train(run, "train", ids, ref.state.get("adapter_sha"))
     run.ctx.stage("evaluate")
     per_dataset = evaluate_pool(run, loaded)
     updates = {
+        **({"base_eval": base} if base is not None else {}),
         "checkpoint": {"blob": blob.sha256, "size_bytes": blob.size, "metrics": {**stats, "samples": len(ids)},
                        "eval_datasets": per_dataset},
     }

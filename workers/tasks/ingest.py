@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def ingest_dataset(
             raise LookupError(f"dataset {dataset_id} does not exist (deleted before ingest?)")
         if dataset.status == "ready":
             return _already_ingested(session, dataset)
-        file_blob, archive_blob = dataset.file_blob, dataset.archive_blob
+        file_blob, archive_blob, skill = dataset.file_blob, dataset.archive_blob, dataset.skill
 
     ctx.stage("parse")
     for sha in filter(None, (file_blob, archive_blob)):
@@ -75,7 +76,7 @@ def ingest_dataset(
         _store_images(validated, blobs, ctx)
         ctx.check_cancelled()
         ctx.stage("write", total=validated.num_samples)
-        written = _write_samples(session_factory, dataset_id, validated, ctx)
+        written = _write_samples(session_factory, dataset_id, validated, skill, ctx)
         ctx.progress(validated.num_samples, validated.num_samples)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -95,7 +96,8 @@ def _store_images(validated: ValidatedDataset, blobs: BlobStore, ctx: JobContext
             ctx.check_cancelled()
 
 
-def _sample_rows(dataset_id: str, validated: ValidatedDataset) -> list[dict[str, Any]]:
+def _sample_rows(dataset_id: str, validated: ValidatedDataset, skill: str | None) -> list[dict[str, Any]]:
+    """One samples row per record; a record's own skill wins over the dataset's."""
     return [
         {
             "dataset_id": dataset_id,
@@ -106,16 +108,19 @@ def _sample_rows(dataset_id: str, validated: ValidatedDataset) -> list[dict[str,
             "messages": [{"role": m.role, "content": m.content} for m in s.messages],
             "image_refs": [img.sha256 for img in validated.images_of(s)],
             "image_names": list(s.image_names),
+            "skill": s.skill or skill,
         }
         for position, s in enumerate(validated.samples)
     ]
 
 
 def _write_samples(
-    session_factory: sessionmaker[Session], dataset_id: str, validated: ValidatedDataset, ctx: JobContext
+    session_factory: sessionmaker[Session], dataset_id: str, validated: ValidatedDataset, skill: str | None,
+    ctx: JobContext,
 ) -> bool:
     """One transaction: every sample row and the dataset's ready status. False if already ready."""
-    rows = _sample_rows(dataset_id, validated)  # built before the transaction: keep it short
+    rows = _sample_rows(dataset_id, validated, skill)  # built before the transaction: keep it short
+    skill_counts = dict(sorted(Counter(r["skill"] for r in rows if r["skill"]).items()))
     with session_factory() as session, session.begin():
         # The row lock serialises two attempts racing here (PostgreSQL; SQLite has one writer).
         dataset = session.scalars(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).one_or_none()
@@ -128,6 +133,7 @@ def _write_samples(
         session.execute(insert(Sample), rows)
         dataset.status, dataset.error = "ready", None
         dataset.num_samples, dataset.num_images = validated.num_samples, validated.num_images
+        dataset.skill_counts = skill_counts
         dataset.updated_at = utcnow()
     return True
 

@@ -41,6 +41,10 @@ _UPLOAD_BODY = {
                     "file": {"type": "string", "format": "binary", "description": "LLaVA JSON array or JSONL"},
                     "images": {"type": "string", "format": "binary", "description": ".zip, .tar or .tar.gz"},
                     "name": {"type": "string", "maxLength": 200, "description": "default: the file's name"},
+                    "skill": {
+                        "type": "string", "maxLength": 100,
+                        "description": "the skill every sample trains or measures; a record's own 'skill' wins",
+                    },
                 },
             }
         }
@@ -58,6 +62,8 @@ def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
         "num_images": ds.num_images,
         "file_name": ds.file_name,
         "archive_name": ds.archive_name,
+        "skill": ds.skill,
+        "skills": ds.skill_counts,
         "error": ds.error,
         "created_at": iso_utc(ds.created_at),
         "job_id": ds.job_id,
@@ -72,6 +78,7 @@ def sample_to_dict(s: Sample) -> dict[str, Any]:
         "record": s.record,
         "messages": s.messages,
         "image_names": s.image_names,
+        "skill": s.skill,
     }
 
 
@@ -93,6 +100,19 @@ def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: A
     except IngestError as exc:
         where = {k: v for k in ("line", "sample_id", "field", "member") if (v := getattr(exc, k, None)) is not None}
         raise ApiProblem(exc.status, exc.detail, code=exc.code, **where) from None
+
+
+def _form_skill(form: ReceivedForm) -> str | None:
+    """The dataset's declared skill (stripped), None when the form gives none."""
+    from service.ingest.records import skill_problem
+
+    raw = form.fields.get("skill")
+    if raw is None or raw == "":
+        return None
+    if (problem := skill_problem(raw)) is not None:
+        raise ApiProblem(422, f"body.skill: the skill {problem}", code="invalid_form",
+                         errors=[{"field": "body.skill", "message": problem, "type": "value_error"}])
+    return raw.strip()
 
 
 def _create(
@@ -120,11 +140,13 @@ def _create(
         raise ApiProblem(422, f"body.name: at most 200 characters, got {len(name)}", code="invalid_form")
     if len(file.filename) > 300 or (archive and len(archive.filename) > 300):
         raise ApiProblem(422, "file names must be at most 300 characters", code="invalid_form")
+    skill = _form_skill(form)
 
     fingerprint = request_fingerprint(
         _CREATE_ROUTE,
         {
             "name": name,
+            "skill": skill,
             "file": [file.filename, file.sha256, file.size],
             "images": [archive.filename, archive.sha256, archive.size] if archive else None,
         },
@@ -146,6 +168,7 @@ def _create(
         file_name=file.filename,
         archive_blob=archive_ref.sha256 if archive_ref else None,
         archive_name=archive.filename if archive else None,
+        skill=skill,
     )
     session.add(dataset)
     session.flush()
@@ -196,7 +219,7 @@ async def create_dataset(
             request,
             workdir,
             file_fields={"file", "images"},
-            text_fields={"name"},
+            text_fields={"name", "skill"},
             max_file_bytes=settings.max_upload_bytes,
         )
         return await run_in_threadpool(

@@ -24,11 +24,11 @@ from service.rounds import (
     create_pool,
     get_pool,
     latest_clusters,
-    pool_metrics,
     pool_stats,
     pool_to_dict,
 )
-from service.schemas import ListOut
+from service.pool_metrics import pool_metrics
+from service.schemas import ListOut, PoolMetricsOut
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
@@ -163,14 +163,14 @@ def read_clusters(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[st
     return latest_clusters(session, owned_pool(session, pool_id, owner.id))
 
 
-@router.get("/{pool_id}/metrics")
+@router.get("/{pool_id}/metrics", response_model=PoolMetricsOut)
 def read_metrics(
     pool_id: str,
     session: SessionDep,
     owner: OwnerDep,
     reference_pool_id: Annotated[str | None, Query(max_length=40, description="pool for relative gain")] = None,
 ) -> dict[str, Any]:
-    """Accuracy per round and skill, average accuracy, forgetting, forward transfer, relative gain."""
+    """Lifelong metrics: accuracy per round and skill, each skill's arrival, forgetting, transfer, MCITlib's MFT/MFN/MAA."""
     pool = owned_pool(session, pool_id, owner.id)
     reference = owned_pool(session, reference_pool_id, owner.id) if reference_pool_id else None
     return pool_metrics(session, pool, reference)

@@ -65,6 +65,28 @@ def test_text_only_jsonl_and_default_name(client, alice, tmp_path, ingest_queue)
     assert len(ingest_queue()) == 1
 
 
+def test_skill_form_field_is_stored_and_shown(client, alice, database_url, tmp_path, ingest_queue):
+    dataset_file, _ = dg.write_llava_dataset(tmp_path, 2, with_images=False, fmt="jsonl")
+    r = client.post("/v1/datasets", files={"file": (dataset_file.name, dataset_file.read_bytes())},
+                    data={"skill": "  counting "}, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["skill"] == "counting" and r.json()["skills"] is None  # counted at ingest
+    with session_scope(database_url) as session:
+        assert session.get(Dataset, r.json()["id"]).skill == "counting"
+
+
+@pytest.mark.parametrize("skill, words", [("x" * 101, "101 characters"), ("   ", "empty"), ("a\tb", "control")])
+def test_bad_skill_form_field_is_422_with_nothing_written(client, alice, database_url, settings, tmp_path, skill, words):
+    dataset_file, _ = dg.write_llava_dataset(tmp_path, 2, with_images=False, fmt="jsonl")
+    r = client.post("/v1/datasets", files={"file": (dataset_file.name, dataset_file.read_bytes())},
+                    data={"skill": skill}, headers=alice.headers)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "invalid_form" and body["detail"].startswith("body.skill") and words in body["detail"]
+    assert body["errors"][0]["field"] == "body.skill"
+    assert count_rows(database_url, Dataset) == 0 and blob_files(settings) == [] and upload_leftovers(settings) == []
+
+
 def _records(n=2):
     return dg.build_records(n)
 
@@ -94,6 +116,8 @@ def _bad(tmp_path, case):  # noqa: C901 - one branch per case, kept together for
         data = json.dumps([dg.llava_record("x", "q", "a"), dg.llava_record("x", "q2", "a2")]).encode()
     elif case == "empty_dataset":
         data = b"[]"
+    elif case == "invalid_skill":
+        data = json.dumps([dg.llava_record("a", "q", "a") | {"skill": "x" * 101}]).encode()
     elif case == "missing_image/no_archive":
         pass
     elif case == "missing_image/not_in_archive":
@@ -130,6 +154,7 @@ BAD_CASES = {
     "missing_assistant_turn": 422,
     "duplicate_sample_id": 422,
     "empty_dataset": 422,
+    "invalid_skill": 422,
     "missing_image/no_archive": 422,
     "missing_image/not_in_archive": 422,
     "corrupt_archive": 400,
@@ -151,6 +176,8 @@ def test_bad_upload_is_rejected_with_nothing_written(client, alice, settings, da
     body = r.json()
     assert body["code"] == case.split("/")[0]
     assert body["type"] == f"urn:adaptinf:problem:{body['code']}" and body["detail"]
+    if case == "invalid_skill":
+        assert (body["line"], body["sample_id"], body["field"]) == (1, "a", "skill") and "101 characters" in body["detail"]
     if case in ("unknown_role", "missing_conversations"):
         assert body["line"] == 1 and body["sample_id"] == "a" and body["field"].startswith("conversations")
     if case.startswith("missing_image"):
@@ -244,7 +271,7 @@ def test_list_samples_and_delete(client, alice, database_url, tmp_path):
     _add_samples(database_url, ds_id, 5)
     page = client.get(f"/v1/datasets/{ds_id}/samples?limit=3", headers=alice.headers).json()
     assert [s["key"] for s in page["data"]] == ["k0", "k1", "k2"] and page["has_more"]
-    assert set(page["data"][0]) == {"id", "object", "key", "record", "messages", "image_names"}
+    assert set(page["data"][0]) == {"id", "object", "key", "record", "messages", "image_names", "skill"}
     rest = client.get(f"/v1/datasets/{ds_id}/samples?after={page['data'][-1]['id']}", headers=alice.headers).json()
     assert [s["key"] for s in rest["data"]] == ["k3", "k4"] and not rest["has_more"]
 
