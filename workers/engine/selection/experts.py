@@ -15,6 +15,23 @@ Z_RANGE = 4.0
 _Z_GRID = 1_000_000_000
 # Entropies within this many bits count as tied; ties go to EXPERT_ORDER.
 TIE_TOLERANCE = 1e-9
+# Experts used in log space for both the expert choice and CCS, as the released code does:
+# perplexity is heavy-tailed (exp of the mean NLL), so its z-histogram piles into a few bins and
+# equal-width CCS strata on raw ppl spend most of their shares on the tail. log ppl = mean NLL.
+LOG_SPACE_EXPERTS = frozenset({"ppl"})
+
+
+def selection_values(expert: str, values: np.ndarray) -> np.ndarray:
+    """An expert's scores in the space selection works in (float64): log for LOG_SPACE_EXPERTS.
+
+    Non-positive scores of a log-space expert become NaN (no score) rather than -inf.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if expert not in LOG_SPACE_EXPERTS:
+        return x
+    out = np.full(x.shape, np.nan)
+    np.log(x, out=out, where=x > 0)
+    return out
 
 
 def score_entropy(values: np.ndarray) -> float | None:
@@ -59,7 +76,7 @@ def choose_expert(scores: Mapping[str, np.ndarray]) -> tuple[str | None, dict[st
     """The expert whose scores spread most evenly over the cluster (highest histogram entropy).
 
     Experts with fewer than two finite scores are skipped; ties go to the fixed order
-    ppl, el2n, entropy, grand, ig.
+    ppl, el2n, entropy, grand, ig. Scores are judged in `selection_values` space (log ppl).
 
     Args:
         scores: expert name → float[m] scores of the cluster's rows (NaN = no score).
@@ -68,7 +85,7 @@ def choose_expert(scores: Mapping[str, np.ndarray]) -> tuple[str | None, dict[st
     """
     entropies: dict[str, float] = {}
     for name in expert_order(scores):
-        h = score_entropy(scores[name])
+        h = score_entropy(selection_values(name, scores[name]))
         if h is not None:
             entropies[name] = h
     if not entropies:

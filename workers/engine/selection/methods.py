@@ -10,7 +10,7 @@ from workers.engine.selection.budget import allocate_budget, resolve_budget
 from workers.engine.selection.ccs import STRATUM_UNSCORED, ccs_sample
 from workers.engine.selection.clustering import Clustering, cluster_features
 from workers.engine.selection.config import SelectionConfig, parse_method
-from workers.engine.selection.experts import choose_expert
+from workers.engine.selection.experts import choose_expert, selection_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +122,12 @@ def select_samples(
         parts = []
         for c, (share, rows) in enumerate(zip(allocate_budget([len(r) for r in members], total), members)):
             expert = experts[c]
-            values = np.asarray(scores[expert])[rows].astype(np.float64) if expert else np.full(len(rows), np.nan)
+            raw = np.asarray(scores[expert])[rows].astype(np.float64) if expert else np.full(len(rows), np.nan)
+            # strata in the expert's selection space (log ppl); provenance keeps the raw score
+            values = selection_values(expert, raw) if expert else raw
             pos, strata = ccs_sample(values, share, np.random.default_rng([seed, c]), cfg.tails, cfg.n_strata)
             pos = np.asarray(pos, dtype=np.int64)
-            parts.append((rows[pos], np.full(len(pos), c, dtype=np.int64), values[pos], np.asarray(strata, dtype=np.int64)))
+            parts.append((rows[pos], np.full(len(pos), c, dtype=np.int64), raw[pos], np.asarray(strata, dtype=np.int64)))
         prow, pclu, pscore, pstratum = (np.concatenate(a) for a in zip(*parts)) if parts else (np.zeros(0, np.int64),) * 4
     else:
         rng = np.random.default_rng([seed, 0xA11])

@@ -2,10 +2,11 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from workers.engine.selection.experts import choose_expert, score_entropy
+from workers.engine.selection.experts import LOG_SPACE_EXPERTS, choose_expert, score_entropy, selection_values
 
 
 def entropy_reference(values):
@@ -59,6 +60,8 @@ def test_choice_does_not_depend_on_units(cols, which, scale, shift):
     scores = {name: np.asarray(c) for name, c in zip(names, cols)}
     target = names[which % len(names)]
     x = scores[target]
+    if target in LOG_SPACE_EXPERTS:
+        shift = 0.0  # perplexity is judged in log space: its change of units is a factor alone
     # A shift that swamps the spread in float64 destroys information (1 + 1e-65 == 1): that is
     # not a change of units, so such cases are left out.
     assume(np.ptp(x) == 0 or np.ptp(x) * scale > 1e-6 * (abs(shift) + np.abs(x).max() * scale))
@@ -69,6 +72,20 @@ def test_choice_does_not_depend_on_units(cols, which, scale, shift):
     assert h1.keys() == h2.keys()
     for k in h1:
         assert abs(h1[k] - h2[k]) < 1e-9
+
+
+def test_ppl_is_judged_in_log_space():
+    # Perplexity is exp(mean NLL): log-normal across samples. Raw, its z-histogram piles into a
+    # few bins and a flat el2n would win; in log space it is as spread as el2n.
+    rng = np.random.default_rng(3)
+    nll = rng.normal(2.0, 1.0, size=5000)
+    ppl, el2n = np.exp(nll), rng.normal(size=5000)
+    _, h = choose_expert({"ppl": ppl, "el2n": el2n})
+    assert h["ppl"] == pytest.approx(score_entropy(nll), abs=1e-9)
+    assert score_entropy(ppl) < h["ppl"] - 1.0  # the raw histogram is more than a bit poorer
+    np.testing.assert_array_equal(selection_values("ppl", np.array([np.e, 0.0, -1.0, np.nan]))[1:], [np.nan] * 3)
+    assert selection_values("ppl", np.array([np.e]))[0] == pytest.approx(1.0)
+    assert selection_values("el2n", np.array([-1.0]))[0] == -1.0
 
 
 def test_highest_entropy_wins_and_ties_follow_fixed_order():

@@ -91,6 +91,22 @@ def test_score_method_uses_one_expert_and_unscored_rows_last(pooled):
         select_samples(ids, x, scores, "best", 10, cfg, seed=0)
 
 
+def test_ppl_strata_are_equal_width_in_log_space():
+    # One cluster, log-normal ppl: CCS strata are equal-width in log ppl, and provenance keeps the
+    # raw ppl. Raw-space strata would put most of the range (and of the picks) in the long tail.
+    ids, x, scores = make_pool(n=4000, seed=4)
+    cfg = SelectionConfig(n_clusters=1, n_strata=10, tails=(0.0, 100.0))
+    r = select_samples(ids, x, scores, "score:ppl", 400, cfg, seed=0)
+    ppl = dict(zip(ids.tolist(), scores["ppl"].astype(np.float64).tolist()))
+    assert all(p.score == pytest.approx(ppl[p.sample_id]) for p in r.selected)
+    log_all = np.log(scores["ppl"].astype(np.float64))
+    edges = np.linspace(log_all.min(), log_all.max(), 11)
+    expected = np.clip(np.digitize(np.log([p.score for p in r.selected]), edges[1:-1]), 0, 9)
+    assert [p.stratum for p in r.selected] == expected.tolist()
+    # the picks spread over log ppl: the raw median of the picks stays below the raw mean of the pool
+    assert np.median([p.score for p in r.selected]) < np.exp(log_all).mean()
+
+
 def test_semdedup_sets_duplicates_aside_before_sampling():
     ids, x, scores = make_pool(n=600)
     x = np.concatenate([x, x[:200]])  # 200 exact duplicates of earlier rows, with later ids
