@@ -10,6 +10,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /app
 RUN pip install --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md alembic.ini ./
+COPY core ./core
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations

@@ -79,6 +79,7 @@ class BenchConfig:
     rare_skill: str = "size"
     rare_fraction: float = 0.04  # rare dataset size relative to the rest of its round
     eval_per_skill: int = 24
+    max_operand: int = 19  # arithmetic operands are 0..max_operand; eval pairs never occur in training
     schedule: tuple[tuple[str, ...], ...] = DEFAULT_SCHEDULE
 
     def __post_init__(self) -> None:
@@ -89,6 +90,7 @@ class BenchConfig:
             "jitter": 0 <= self.jitter <= 20,
             "rare_fraction": 0 < self.rare_fraction < 0.5,
             "eval_per_skill": self.eval_per_skill >= 1,
+            "max_operand": 1 <= self.max_operand <= 99,
             "schedule": len(self.schedule) >= 1 and all(len(r) >= 1 for r in self.schedule),
         }
         for name, ok in checks.items():
@@ -256,9 +258,10 @@ class _Builder:
         """A scene (None for text-only), its question and answer, and a key for text-only overlap."""
         template = TEMPLATES[skill][int(rng.integers(len(TEMPLATES[skill])))]
         if skill in TEXT_ONLY_SKILLS:
-            if len(exclude) >= 100:
+            top = self.cfg.max_operand + 1
+            if len(exclude) >= top * top:
                 raise ValueError(f"eval set of {skill!r} uses every operand pair; lower BenchConfig.eval_per_skill")
-            while (pair := tuple(int(v) for v in rng.integers(0, 10, size=2))) in exclude:
+            while (pair := tuple(int(v) for v in rng.integers(0, top, size=2))) in exclude:
                 pass
             return None, template.format(a=pair[0], b=pair[1]), str(sum(pair)), pair
         answer, scene = SCENES[skill](rng, self.cfg.image_size)
