@@ -83,7 +83,7 @@ def cmd_datasets_upload(api: Api, args: argparse.Namespace) -> int:
         try:
             if images is not None:
                 files["images"] = (Path(args.images).name, images, "application/octet-stream")
-            data = {"name": args.name} if args.name else None
+            data = {k: v for k, v in (("name", args.name), ("skill", args.skill)) if v} or None
             headers = {"Idempotency-Key": f"cli-{uuid.uuid4()}"}
             ds = api.call("POST", "/v1/datasets", files=files, data=data, headers=headers, timeout=None).json()
         finally:
@@ -288,6 +288,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="LLaVA JSON array or JSONL")
     p.add_argument("--images", help=".zip, .tar or .tar.gz of the images")
     p.add_argument("--name", help="dataset name (default: the file name)")
+    p.add_argument("--skill", help="the skill every sample teaches or measures (a record's own 'skill' wins)")
     waitable(p)
     leaf(ds, "list", "List your datasets.", cmd_datasets_list).add_argument("--json", action="store_true")
 

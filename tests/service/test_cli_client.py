@@ -161,11 +161,12 @@ def test_upload_wait_and_list(cli, alice, database_url, tmp_path):
 
     t = _later(ingest, 0.5)
     code, out, err = cli("datasets", "upload", str(dataset_file), "--images", str(archive), "--name", "mine",
-                         "--wait", "--interval", "0.05")
+                         "--skill", "vqa", "--wait", "--interval", "0.05")
     t.join()
     assert code == 0, err
     ds = json.loads(out)
     assert (ds["name"], ds["status"], ds["num_samples"], ds["archive_name"]) == ("mine", "ready", 3, archive.name)
+    assert ds["skill"] == "vqa"
     code, out, _ = cli("datasets", "list")
     assert code == 0 and ds["id"] in out and "ready" in out
     code, out, _ = cli("datasets", "list", "--json")
