@@ -270,7 +270,8 @@ class _Builder:
     def eval_items(self, skill: str) -> tuple[list[BenchItem], set]:
         rng, keys, items = self.rng(skill, 1), set(), []
         for _ in range(self.cfg.eval_per_skill):
-            scene, question, answer, key = self.draw(skill, rng, set())
+            # text-only items are drawn without replacement: every eval item is a distinct question
+            scene, question, answer, key = self.draw(skill, rng, keys)
             keys.add(key)
             items.append(self.item(skill, "eval", scene, question, answer, -1, rng))
         return items, keys

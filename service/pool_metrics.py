@@ -56,8 +56,12 @@ def _round_evals(session: Session, pool_id: str) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: e["number"])
 
 
-def _history(session: Session, pool_id: str) -> tuple[dict[str, int], dict[str, Any] | None]:
-    """(skill → number of the round it arrived in, the base evaluation {round_number, skills} or None)."""
+def _history(session: Session, pool_id: str) -> tuple[dict[str, int], dict[str, dict[str, float | None]] | None]:
+    """(skill → number of the round it arrived in, the base model's accuracy and loss per skill or None).
+
+    Each round records the base model's scores on the evaluation sets no earlier round scored it
+    on (`base_eval_datasets`); they are pooled per skill like a round's scores.
+    """
     rounds = session.execute(
         select(Round.number, Round.params, Round.result)
         .where(Round.pool_id == pool_id, Round.status == "succeeded").order_by(Round.number)
@@ -65,21 +69,21 @@ def _history(session: Session, pool_id: str) -> tuple[dict[str, int], dict[str, 
     dataset_ids = {d for _, params, _ in rounds for d in (params or {}).get("dataset_ids", ())}
     counts = dict(session.execute(select(Dataset.id, Dataset.skill_counts).where(Dataset.id.in_(dataset_ids))).all())
     arrival: dict[str, int] = {}
-    base = None
+    base: dict[str, dict[str, Any]] = {}
     for number, params, result in rounds:
         for dataset_id in (params or {}).get("dataset_ids", ()):
             for skill in counts.get(dataset_id) or {}:
                 arrival.setdefault(skill, number)
-        if base is None and (result or {}).get("base_eval") is not None:
-            base = {"round_number": number, "skills": result["base_eval"]}
-    return arrival, base
+        for dataset_id, m in ((result or {}).get("base_eval_datasets") or {}).items():
+            base.setdefault(dataset_id, m)
+    return arrival, _per_skill([(m["skill"], m) for m in base.values()]) if base else None
 
 
 def pool_metrics(session: Session, pool: Pool, reference: Pool | None = None) -> dict[str, Any]:
     """The accuracy matrix a[t][skill], each skill's arrival and trajectory, and the §7 summary.
 
-    Forward transfer is measured against the untrained model's scores (recorded by the round that
-    first trained from a fresh adapter); relative gain against `reference`'s last evaluated round.
+    Forward transfer is measured against the base model's scores (the adapter switched off);
+    relative gain against `reference`'s last evaluated round.
     """
     from core.lifelong_metrics import (  # numpy only; kept out of import time
         backward_transfer_per_skill, forgetting_per_skill, forward_transfer_per_skill, summarize_lifelong,
@@ -98,7 +102,7 @@ def pool_metrics(session: Session, pool: Pool, reference: Pool | None = None) ->
     # arrival row: the first evaluated round at or after the arrival round; -1 when there is none
     arrival_rows = [next((i for i, n in enumerate(numbers) if n >= arrived_in[s]), -1) if s in arrived_in else -1
                     for s in skills]
-    base_row = row(base["skills"], "accuracy") if base else None
+    base_row = row(base, "accuracy") if base else None
     ref_rounds = _round_evals(session, reference.id) if reference is not None else []
     ref_row = row(ref_rounds[-1]["skills"], "accuracy") if ref_rounds else None
 
@@ -135,8 +139,8 @@ def pool_metrics(session: Session, pool: Pool, reference: Pool | None = None) ->
             for r in rounds
         ],
         "accuracy": matrix,
-        "base": None if base is None else {"round_number": base["round_number"],
-                                           "accuracy": dict(zip(skills, base_row))},
+        "base": None if base is None else {"accuracy": dict(zip(skills, base_row)),
+                                           "loss": dict(zip(skills, row(base, "loss")))},
         "reference_pool_id": reference.id if reference is not None else None,
         "per_skill": [
             {

@@ -102,8 +102,8 @@ class MetricsRoundOut(BaseModel):
 
 
 class MetricsBaseOut(BaseModel):
-    round_number: int = Field(description="the round that scored the untrained model before its first training")
-    accuracy: dict[str, float | None]
+    accuracy: dict[str, float | None] = Field(description="the base model's accuracy per skill (adapter off)")
+    loss: dict[str, float | None] = Field(description="the base model's mean response NLL per skill")
 
 
 class SkillMetricsOut(BaseModel):

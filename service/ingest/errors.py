@@ -25,6 +25,7 @@ ERROR_STATUS: dict[str, int] = {
     "too_many_images": 422,
     "duplicate_sample_id": 422,
     "invalid_skill": 422,
+    "too_many_skills": 413,
     "empty_dataset": 422,
     # images archive
     "unsupported_archive": 400,

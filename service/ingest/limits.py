@@ -23,6 +23,8 @@ class IngestLimits:
     max_uncompressed_bytes: int = 32 * _GiB
     max_member_bytes: int = 64 * _MiB
     max_image_pixels: int = 64_000_000  # below Pillow's own 89.5M warning threshold
+    # distinct record skills in one dataset: the dataset row keeps a count per skill and shows it
+    max_skills: int = 1_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

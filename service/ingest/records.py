@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core.skills import skill_problem
 from workers.engine.samples import IMAGE_TOKEN, Message
 
 from .errors import DatasetError
@@ -24,7 +25,6 @@ ROLE_ALIASES = {
     "developer": "system",
 }
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL JSONB refuses both
-MAX_SKILL_CHARS = 100  # the width of the skill columns (datasets, samples, pool_eval_sets)
 
 
 @dataclass(frozen=True)
@@ -78,21 +78,6 @@ def normalise_record(
     if not any(m.role == "assistant" and m.content.strip() for m in messages):
         raise where.error("missing_assistant_turn", "needs at least one assistant turn with non-empty text", field=field)
     return messages, images
-
-
-def skill_problem(value: Any) -> str | None:
-    """Why `value` is not a usable skill name, or None when it is (a non-empty string of at most 100
-    characters, no control characters)."""
-    if not isinstance(value, str):
-        return f"must be a string, got {value!r}"
-    text = value.strip()
-    if not text:
-        return "must not be empty"
-    if len(text) > MAX_SKILL_CHARS:
-        return f"is {len(text)} characters, over the limit of {MAX_SKILL_CHARS}"
-    if any(ord(c) < 32 or c == "\x7f" for c in text):
-        return "must not contain control characters"
-    return None
 
 
 def record_skill(record: dict[str, Any], where: Where) -> str | None:

@@ -106,7 +106,17 @@ def validate_upload(
 def _parse_unique(dataset_path: str | os.PathLike[str], limits: IngestLimits) -> list[ParsedSample]:
     samples: list[ParsedSample] = []
     first_at: dict[str, ParsedSample] = {}
+    skills: set[str] = set()
     for sample in iter_samples(dataset_path, limits):
+        if sample.skill is not None and sample.skill not in skills:
+            skills.add(sample.skill)
+            if len(skills) > limits.max_skills:
+                raise DatasetError(
+                    "too_many_skills",
+                    f"{sample.describe()} declares skill {sample.skill!r}, the dataset's "
+                    f"{len(skills)}th distinct skill, over the limit of {limits.max_skills}",
+                    line=sample.line, sample_id=sample.key, field="skill",
+                )
         earlier = first_at.setdefault(sample.key, sample)
         if earlier is not sample:
             raise DatasetError(

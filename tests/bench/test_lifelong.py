@@ -31,6 +31,7 @@ def test_json_line_has_the_issue_shape(quick_run):
         for metric in ("avg_acc", "forgetting", "rare_acc", "relative_gain"):
             assert set(stats[metric]) == {"mean", "ci95", "n"} and len(stats[metric]["ci95"]) == 2
     assert {"adapt-inf-vs-random", "adapt-inf-vs-semdedup"} <= set(summary["paired"])
+    assert summary["primary"] == {"pair": "adapt-inf-vs-random", "metric": "avg_acc"}
     assert summary["arrival_round"]["digit"] == 4 and summary["rare_skill"] == "size"
 
 

@@ -132,6 +132,8 @@ def test_schedule_shape_and_eval_sets_are_held_out(bench):
     eval_pairs = {it.sample.messages[0].content for it in bench.eval_sets["arithmetic"]}
     to_pair = lambda q: tuple(re.findall(r"\d+", q))  # noqa: E731
     assert not {to_pair(q) for q in train_pairs} & {to_pair(q) for q in eval_pairs}
+    # every arithmetic eval item asks a distinct pair: no item counts twice
+    assert len({to_pair(q) for q in eval_pairs}) == len(bench.eval_sets["arithmetic"])
 
 
 def test_llava_json_round_trips(bench, tmp_path):

@@ -85,7 +85,10 @@ def check_two_skill_metrics(m: dict, res1: dict, res2: dict) -> None:
     assert [ocr1, vqa1] == [res1["eval"][s]["accuracy"] for s in ("ocr", "vqa")]
     assert [ocr2, vqa2] == [res2["eval"][s]["accuracy"] for s in ("ocr", "vqa")]
     base = m["base"]["accuracy"]
-    assert m["base"]["round_number"] == 1 and base == {s: res1["base_eval"][s]["accuracy"] for s in ("ocr", "vqa")}
+    # round 1 scored the base model on both evaluation sets (one set per skill), round 2 on none
+    assert sorted(v["skill"] for v in res1["base_eval_datasets"].values()) == ["ocr", "vqa"]
+    assert base == {v["skill"]: v["accuracy"] for v in res1["base_eval_datasets"].values()}
+    assert res2["base_eval_datasets"] == {}
     per = {p["skill"]: p for p in m["per_skill"]}
     assert (per["vqa"]["arrival_round"], per["ocr"]["arrival_round"]) == (1, 2)
     assert per["vqa"]["trajectory"] == [vqa1, vqa2] and per["ocr"]["trajectory"] == [ocr1, ocr2]

@@ -95,11 +95,11 @@ def make_round(
     evals: list[tuple[str, str, dict[str, Any]]] = (),
     clusters: list[dict[str, Any]] | None = None,
     dataset_ids: list[str] = (),
-    base_eval: dict[str, dict[str, Any]] | None = None,
+    base_eval_datasets: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, str | None]:
     """A round with its parent job, selection rows, pool members and (with `blobs`) a checkpoint
     evaluated by `evals` ((dataset_id, skill, {loss, accuracy, n}) rows). `dataset_ids` are its
-    new datasets; `base_eval` the untrained model's scores per skill. Returns the ids."""
+    new datasets; `base_eval_datasets` the base model's scores per eval dataset. Returns the ids."""
     done = status in ("succeeded", "failed", "cancelled")
     clusters = clusters if clusters is not None else [
         {"id": 0, "size": len(selected) + 3, "expert": "el2n", "entropies": {"el2n": 3.1, "ppl": 2.0},
@@ -114,7 +114,7 @@ def make_round(
                     params={"dataset_ids": list(dataset_ids), "budget": len(selected) or 1, "method": "adapt-inf",
                             "train": True, "prune": True, "seed": 0},
                     result={"method": "adapt-inf", "clusters": clusters, "selected": len(selected),
-                            **({"base_eval": base_eval} if base_eval is not None else {})} if done else None,
+                            "base_eval_datasets": base_eval_datasets or {}} if done else None,
                     finished_at=utcnow() if done else None)
         session.add(rnd)
         session.flush()

@@ -106,8 +106,13 @@ def test_eval_sets(client, alice, bob, database_url):
     dup = create(client, alice, eval_sets=[{"dataset_id": count_ds, "skill": "a"}, {"dataset_id": count_ds, "skill": "b"}])
     assert dup.status_code == 422 and "twice" in dup.json()["detail"]
 
+    bad = create(client, alice, eval_sets=[{"dataset_id": count_ds, "skill": "a\nb"}])
+    assert bad.status_code == 422 and "control characters" in bad.json()["detail"]
+    assert "eval_sets" in bad.json()["errors"][0]["field"] and "skill" in bad.json()["errors"][0]["field"]
+
     url = f"/v1/pools/{pool['id']}/eval-sets"
-    r = client.post(url, json={"dataset_id": color_ds, "skill": "color"}, headers=alice.headers)
+    assert client.post(url, json={"dataset_id": color_ds, "skill": "  "}, headers=alice.headers).status_code == 422
+    r = client.post(url, json={"dataset_id": color_ds, "skill": " color "}, headers=alice.headers)  # stripped
     assert r.status_code == 201, r.text
     assert {e["skill"] for e in r.json()["eval_sets"]} == {"count", "color"}
     r = client.post(url, json={"dataset_id": color_ds, "skill": "color"}, headers=alice.headers)
@@ -179,10 +184,15 @@ def test_metrics_empty_then_hand_computed(client, alice, database_url, settings)
     # a skill with no evaluation set, and no training data ever declares ocr.
     train = [make_dataset(database_url, alice.owner_id, 2, skill=s)[0] for s in ("color", "count", "color", "shape")]
     new_data = [[train[0]], [train[1], train[2]], [train[3]]]
-    base = {"color": {"accuracy": 0.25, "loss": 3.0, "n": 40}, "count": {"accuracy": 0.2, "loss": 3.0, "n": 10},
-            "ocr": {"accuracy": 0.0, "loss": 3.0, "n": 10}}
+    # the base model's scores per evaluation set; ocr's set was scored a round later (added late)
+    base = [{e_count: {"skill": "count", "accuracy": 0.2, "loss": 3.0, "n": 10},
+             e_color1: {"skill": "color", "accuracy": 0.1, "loss": 3.0, "n": 10},
+             e_color2: {"skill": "color", "accuracy": 0.3, "loss": 3.0, "n": 30}},
+            {e_ocr: {"skill": "ocr", "accuracy": 0.0, "loss": 2.0, "n": 10},
+             e_count: {"skill": "count", "accuracy": 0.9, "loss": 3.0, "n": 10}},  # a set scored twice: the first counts
+            {}]
     rounds = [make_round(database_url, pool["id"], alice.owner_id, number=t + 1, blobs=blobs, evals=evals(*acc),
-                         dataset_ids=new_data[t], base_eval=base if t == 0 else None)
+                         dataset_ids=new_data[t], base_eval_datasets=base[t])
               for t, acc in enumerate([(0.5, 0.2, 0.4, 0.1), (0.7, 0.6, 0.2, 0.2), (0.6, 0.5, 0.5, 0.3)])]
     # a warm-up checkpoint's scores are not the base: the warm-up adapter has trained already
     add_checkpoint(database_url, pool["id"], blobs, round_id=rounds[0]["round_id"], kind="warmup",
@@ -200,7 +210,8 @@ def test_metrics_empty_then_hand_computed(client, alice, database_url, settings)
     assert [r["number"] for r in m["rounds"]] == [1, 2, 3]
     assert [r["checkpoint_id"] for r in m["rounds"]] == [r["checkpoint_id"] for r in rounds]
     assert m["rounds"][0]["loss"] == pytest.approx({"color": 1.75, "count": 1.0, "ocr": 1.0})
-    assert m["base"] == {"round_number": 1, "accuracy": {"color": 0.25, "count": 0.2, "ocr": 0.0}}
+    assert m["base"] == {"accuracy": pytest.approx({"color": 0.25, "count": 0.2, "ocr": 0.0}),
+                         "loss": {"color": 3.0, "count": 3.0, "ocr": 2.0}}
     per = {p["skill"]: p for p in m["per_skill"]}
     assert {s: (p["status"], p["arrival_round"]) for s, p in per.items()} == {
         "color": ("arrived", 1), "count": ("arrived", 2), "ocr": ("unseen", None)}
@@ -223,6 +234,39 @@ def test_metrics_empty_then_hand_computed(client, alice, database_url, settings)
     # Without a reference there is no relative gain; the rest is unchanged.
     plain = client.get(url, headers=alice.headers).json()["summary"]
     assert plain["relative_gain"] is None and plain["avg_acc"] == pytest.approx(s["avg_acc"])
+
+
+def test_metrics_arrival_ignores_failed_rounds_and_waits_for_an_evaluation(client, alice, database_url, settings):
+    blobs = BlobStore(settings.blob_dir)
+    e_a, _ = make_dataset(database_url, alice.owner_id, 1)
+    e_b, _ = make_dataset(database_url, alice.owner_id, 1)
+    pool = create(client, alice, eval_sets=[{"dataset_id": e_a, "skill": "a"}, {"dataset_id": e_b, "skill": "b"}]).json()
+    url = f"/v1/pools/{pool['id']}/metrics"
+    t_a, t_b = (make_dataset(database_url, alice.owner_id, 2, skill=s)[0] for s in ("a", "b"))
+
+    def evals(a, b):
+        return [(e_a, "a", {"accuracy": a, "loss": 1.0, "n": 4}), (e_b, "b", {"accuracy": b, "loss": 1.0, "n": 4})]
+
+    make_round(database_url, pool["id"], alice.owner_id, number=1, blobs=blobs, evals=evals(0.5, 0.0), dataset_ids=[t_a])
+    # a failed round brought b: b has not arrived
+    make_round(database_url, pool["id"], alice.owner_id, number=2, status="failed", dataset_ids=[t_b])
+    m = client.get(url, headers=alice.headers).json()
+    assert [(p["skill"], p["status"]) for p in m["per_skill"]] == [("a", "arrived"), ("b", "unseen")]
+    assert m["base"] is None and m["summary"]["forward_transfer"] is None  # no base scores recorded
+    # a round without training (no checkpoint, no evaluation) brings b: arrived, not yet evaluated
+    make_round(database_url, pool["id"], alice.owner_id, number=3, dataset_ids=[t_b])
+    m = client.get(url, headers=alice.headers).json()
+    per = {p["skill"]: p for p in m["per_skill"]}
+    assert (per["b"]["status"], per["b"]["arrival_round"]) == ("not_evaluated", 3)
+    assert (m["summary"]["skills_arrived"], m["summary"]["skills_unseen"]) == (1, 0)
+    assert m["summary"]["avg_acc"] == pytest.approx(0.5)  # b is in no summary figure yet
+    # the next evaluated round is b's arrival row
+    make_round(database_url, pool["id"], alice.owner_id, number=4, blobs=blobs, evals=evals(0.25, 0.75))
+    m = client.get(url, headers=alice.headers).json()
+    per = {p["skill"]: p for p in m["per_skill"]}
+    assert per["b"]["status"] == "arrived" and per["b"]["trajectory"] == [0.0, 0.75]
+    assert m["summary"]["mft"] == pytest.approx((0.5 + 0.75) / 2)
+    assert m["summary"]["forgetting"] == pytest.approx(0.5 - 0.25)  # a only: b arrived in the last row
 
 
 def test_metrics_response_is_documented(client):

@@ -89,8 +89,8 @@ def round_result(ref: RoundRef, params: dict[str, Any], pool_size: int, checkpoi
         "train": {k: train[k] for k in ("steps", "loss_first", "loss_last", "mean_loss")} if train else None,
         "checkpoint_id": checkpoint_id,
         "eval": pool_by_skill((s.get("checkpoint") or {}).get("eval_datasets") or {}),
-        # the untrained model's scores, in the round that first trained from a fresh adapter (§7)
-        **({"base_eval": pool_by_skill(s["base_eval"])} if s.get("base_eval") is not None else {}),
+        # the base model's scores on the evaluation sets no earlier round scored it on (§7)
+        "base_eval_datasets": s.get("base_eval_datasets") or {},
     })
 
 

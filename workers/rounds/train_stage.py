@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from service.db.models import PoolEvalSet, Selection
+from service.db.models import PoolEvalSet, Round, Selection
 from workers.engine.evaluation import EvalSet, evaluate
 from workers.engine.training import train_lora
 from workers.engine.warmup import warmup_subset
@@ -24,29 +24,17 @@ from workers.rounds.runner import StageRun
 from workers.rounds.samples import load_dataset_samples, load_engine_samples
 
 
-def _train(
-    run: StageRun, stage: str, sample_ids: list[int], adapter_sha: str | None
-) -> tuple[Any, dict[str, Any], Any, dict[str, Any] | None]:
-    """Continue adapter `adapter_sha` (None: a fresh LoRA) on `sample_ids`; store it as a blob.
-
-    Returns (model, training stats, adapter blob, base evaluation). Training from a fresh LoRA
-    (B = 0: the base model itself) first scores the untouched model on the pool's evaluation
-    sets: the base accuracies that forward transfer is measured against (§7); None otherwise.
-    """
+def _train(run: StageRun, sample_ids: list[int], adapter_sha: str | None) -> tuple[Any, dict[str, Any], Any]:
+    """Continue adapter `adapter_sha` (None: a fresh LoRA) on `sample_ids`; store it as a blob."""
     with run.ctx.session_factory() as session:
         samples = load_engine_samples(session, sample_ids, run.blobs)
     run.watch.check(force=True)
     loaded = take_model(run.settings, run.blobs, run.spec, adapter_sha, run.cfg.lora)
-    base = None
-    if adapter_sha is None:
-        run.ctx.stage("evaluate-base")
-        base = evaluate_pool(run, loaded)
-        run.ctx.stage(stage)
     stats = train_lora(loaded, samples, run.cfg.training, on_step=run.watch.on_step)
     blob = store_adapter(loaded, run.blobs, run.settings.work_dir)
     # the next stage in this process (features, evaluation) reuses the trained model as is
     put_model(run.spec, blob.sha256, loaded)
-    return loaded, asdict(stats), blob, base
+    return loaded, asdict(stats), blob
 
 
 def run_warmup(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
@@ -56,11 +44,10 @@ def run_warmup(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     plan = load_plan(run.blobs, ref.state["candidates_blob"])
     # the same seeded subset `train_warmup_adapter` takes; chosen on ids so only it is loaded
     chosen = [int(i) for i in warmup_subset(plan.candidates, run.cfg.warmup_fraction, seed)]
-    loaded, stats, blob, base = _train(run, "warmup", chosen, None)
+    loaded, stats, blob = _train(run, chosen, None)
     run.ctx.stage("evaluate")
     updates = {
         "adapter_sha": blob.sha256,
-        "base_eval": base,
         "warmup_checkpoint": {"blob": blob.sha256, "size_bytes": blob.size,
                               "metrics": {**stats, "samples": len(chosen), "fraction": run.cfg.warmup_fraction},
                               "eval_datasets": evaluate_pool(run, loaded)},
@@ -71,8 +58,8 @@ def run_warmup(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     return out, {"samples": len(chosen), "blob": blob.sha256, **stats}
 
 
-def evaluate_pool(run: StageRun, loaded: Any) -> dict[str, dict[str, Any]]:
-    """Per eval dataset: {dataset_id: {"skill", "loss", "accuracy", "n", "n_scored"}}."""
+def evaluate_pool(run: StageRun, loaded: Any, skip: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Per eval dataset not in `skip`: {dataset_id: {"skill", "loss", "accuracy", "n", "n_scored"}}."""
     out: dict[str, dict[str, Any]] = {}
     with run.ctx.session_factory() as session:
         sets = session.execute(
@@ -80,6 +67,8 @@ def evaluate_pool(run: StageRun, loaded: Any) -> dict[str, dict[str, Any]]:
             .order_by(PoolEvalSet.dataset_id)
         ).all()
         for dataset_id, skill in sets:
+            if dataset_id in skip:
+                continue
             samples = load_dataset_samples(session, dataset_id, run.blobs)
             if not samples:
                 continue
@@ -87,6 +76,22 @@ def evaluate_pool(run: StageRun, loaded: Any) -> dict[str, dict[str, Any]]:
             metrics = evaluate(loaded, [EvalSet(dataset_id, skill, samples)])[skill]
             out[dataset_id] = {"skill": skill, **metrics}
     return out
+
+
+def evaluate_base(run: StageRun, loaded: Any) -> dict[str, dict[str, Any]]:
+    """The base model's scores (§7: forward transfer's reference) on the pool's evaluation sets
+    that no earlier round scored it on, as `evaluate_pool` gives them.
+
+    The base model is the loaded one with its adapter switched off (a fresh LoRA has B = 0, so
+    this is exactly the model the first round started from). Each set is scored once per pool:
+    the base never changes, and a set added later gets its score in the next trained round.
+    """
+    with run.ctx.session_factory() as session:
+        results = session.scalars(select(Round.result).where(Round.pool_id == run.ref.pool_id,
+                                                             Round.status == "succeeded"))
+        scored = frozenset(d for r in results for d in (r or {}).get("base_eval_datasets") or {})
+    with loaded.model.disable_adapter():
+        return evaluate_pool(run, loaded, skip=scored)
 
 
 def pool_by_skill(per_dataset: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -114,11 +119,11 @@ def run_train(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         ids = [int(i) for i in session.scalars(
             select(Selection.sample_id).where(Selection.round_id == ref.round_id).order_by(Selection.sample_id)
         )]
-    loaded, stats, blob, base = _train(run, "train", ids, ref.state.get("adapter_sha"))
+    loaded, stats, blob = _train(run, ids, ref.state.get("adapter_sha"))
     run.ctx.stage("evaluate")
     per_dataset = evaluate_pool(run, loaded)
     updates = {
-        **({"base_eval": base} if base is not None else {}),
+        "base_eval_datasets": evaluate_base(run, loaded),
         "checkpoint": {"blob": blob.sha256, "size_bytes": blob.size, "metrics": {**stats, "samples": len(ids)},
                        "eval_datasets": per_dataset},
     }

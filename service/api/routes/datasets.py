@@ -9,11 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, exists, select
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from core.skills import skill_problem
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
@@ -104,8 +106,6 @@ def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: A
 
 def _form_skill(form: ReceivedForm) -> str | None:
     """The dataset's declared skill (stripped), None when the form gives none."""
-    from service.ingest.records import skill_problem
-
     raw = form.fields.get("skill")
     if raw is None or raw == "":
         return None
@@ -250,6 +250,41 @@ def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: Pa
     stmt = select(Sample).where(Sample.dataset_id == dataset_id)
     result = paginate(session, stmt, key=(Sample.id,), id_column=Sample.id, page=page, id_type=int)
     return result.to_dict(sample_to_dict)
+
+
+class DatasetPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    skill: str | None = Field(
+        max_length=120, description="the skill every sample without its own `skill` gets; null clears it"
+    )
+
+    @field_validator("skill")
+    @classmethod
+    def _skill(cls, v: str | None) -> str | None:
+        if v is not None and (problem := skill_problem(v)) is not None:
+            raise ValueError(f"the skill {problem}")
+        return None if v is None else v.strip()
+
+
+@router.patch("/{dataset_id}", response_model=DatasetOut)
+def update_dataset(dataset_id: str, body: DatasetPatch, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """Declare (or clear) a ready dataset's skill: samples whose record names none take it."""
+    dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset", for_update=True)
+    if dataset.status != "ready":
+        raise ApiProblem(409, f"dataset {dataset_id} is {dataset.status}; its skill can be set once it is ready",
+                         code="dataset_not_ready")
+    # a record's own `skill` wins: only samples whose record has none (or null) follow the dataset
+    session.execute(
+        update(Sample).where(Sample.dataset_id == dataset_id, Sample.record["skill"].as_string().is_(None))
+        .values(skill=body.skill).execution_options(synchronize_session=False)
+    )
+    counts = session.execute(
+        select(Sample.skill, func.count()).where(Sample.dataset_id == dataset_id, Sample.skill.is_not(None))
+        .group_by(Sample.skill)
+    ).all()
+    dataset.skill, dataset.skill_counts = body.skill, {k: int(n) for k, n in sorted(counts)}
+    session.commit()
+    return dataset_to_dict(dataset)
 
 
 def _named_by_unfinished_round(session: Session, owner_id: str, dataset_id: str) -> bool:

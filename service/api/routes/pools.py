@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.api.deps import OwnerDep, SessionDep
+from core.skills import skill_problem
 from service.api.errors import ApiProblem, not_found
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
@@ -37,7 +38,15 @@ _CREATE_ROUTE = "POST /v1/pools"
 class EvalSetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str = Field(min_length=1, max_length=40)
-    skill: str = Field(min_length=1, max_length=100, description="the skill this held-out set measures")
+    skill: str = Field(min_length=1, max_length=120, description="the skill this held-out set measures (stripped)")
+
+    @field_validator("skill")
+    @classmethod
+    def _skill(cls, v: str) -> str:
+        # the same rule as dataset and record skills, so "vqa " here matches "vqa" there
+        if (problem := skill_problem(v)) is not None:
+            raise ValueError(f"the skill {problem}")
+        return v.strip()
 
 
 class PoolCreate(BaseModel):

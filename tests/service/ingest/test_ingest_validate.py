@@ -174,6 +174,19 @@ def test_archive_limits_apply(tmp_path):
     assert _err(dataset, arch, tmp_path / "w", IngestLimits(max_image_pixels=100)).code == "image_too_large"
 
 
+def test_record_skills_are_parsed_and_their_number_is_limited(tmp_path):
+    records = [llava_record(f"r{i}", "q", "a") | {"skill": f" skill-{i % 3} "} for i in range(6)]
+    records[5].pop("skill")
+    dataset = write_records(tmp_path / "d.json", records)
+    ok = validate_upload(dataset, None, tmp_path / "w")
+    assert [s.skill for s in ok.samples] == ["skill-0", "skill-1", "skill-2", "skill-0", "skill-1", None]
+    err = _err(dataset, None, tmp_path / "w", IngestLimits(max_skills=2))
+    assert (err.code, err.status, err.sample_id, err.field) == ("too_many_skills", 413, "r2", "skill") and err.line > 1
+    records[1]["skill"] = 7
+    err = _err(write_records(tmp_path / "e.json", records), None, tmp_path / "w")
+    assert (err.code, err.sample_id, err.field) == ("invalid_skill", "r1", "skill") and "must be a string" in err.detail
+
+
 def test_dataset_errors_come_before_archive_errors(tmp_path):
     records, images = build_records(3)
     records[2]["conversations"][1]["from"] = "bot"

@@ -6,6 +6,7 @@ import tarfile
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from service.db.models import (
@@ -84,8 +85,13 @@ def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
         ckpt = s.get(Checkpoint, res["checkpoint_id"])
         evals = s.scalars(select(EvalResult).where(EvalResult.checkpoint_id == ckpt.id)).all()
         assert [(e.dataset_id, e.skill, e.metrics["n"]) for e in evals] == [(ev, "vqa", 4)]
-        base = s.scalars(select(EvalResult).where(EvalResult.checkpoint_id == kinds["warmup"])).all()
-        assert [(e.skill, e.metrics["n"]) for e in base] == [("vqa", 4)]  # the forward-transfer baseline
+        warm = s.scalars(select(EvalResult).where(EvalResult.checkpoint_id == kinds["warmup"])).all()
+        assert [(e.skill, e.metrics["n"]) for e in warm] == [("vqa", 4)]
+        # the base model's scores (adapter off): what a fresh LoRA (B = 0) scores, not the warm-up's
+        assert list(res["base_eval_datasets"]) == [ev] and res["base_eval_datasets"][ev]["skill"] == "vqa"
+        base_loss = res["base_eval_datasets"][ev]["loss"]
+        assert base_loss == pytest.approx(fresh_model_loss(env, ev), rel=1e-5)
+        assert abs(base_loss - warm[0].metrics["loss"]) > 1e-4 and abs(base_loss - evals[0].metrics["loss"]) > 1e-4
         # the pool's index version covers exactly the surviving members
         (iv,) = s.scalars(select(IndexVersion).where(IndexVersion.pool_id == pool_id)).all()
         assert (iv.round_id, iv.ntotal) == (round_id, res["pool_size"])
@@ -122,11 +128,25 @@ def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
                                 .where(PoolMember.pool_id == pool_id)).all())
         assert sorted(v for v in joined.values()).count(2) == 6
         assert res2["pool_size"] == 18 and res2["pruned"] == 6
+        assert res2["base_eval_datasets"] == {}  # the base of `ev` was scored in round 1
         pool = s.get(Pool, pool_id)
         assert pool.rounds_completed == 2 and pool.current_checkpoint_id == res2["checkpoint_id"] != res["checkpoint_id"]
         # pruned members stay as rows, marked with round and reason
         for m in s.scalars(select(PoolMember).where(PoolMember.pool_id == pool_id, PoolMember.status == "pruned")):
             assert m.pruned_round in (1, 2) and m.reason in ("near_duplicate", "pool_cap")
+
+
+def fresh_model_loss(env: RoundEnv, dataset_id: str) -> float:
+    """The response loss of a freshly initialised LoRA model (the base) on an evaluation dataset."""
+    from workers.engine.evaluation import EvalSet, evaluate
+    from workers.engine.models import LoraSpec, ModelSpec, load_model
+    from workers.rounds.samples import load_dataset_samples
+
+    with env.factory() as s:
+        samples = load_dataset_samples(s, dataset_id, env.blobs)
+    # any fresh LoRA: B = 0 leaves the base model's outputs unchanged
+    loaded = load_model(ModelSpec("tiny-llava", model_type="llava", device="cpu"), lora=LoraSpec(seed=123))
+    return evaluate(loaded, [EvalSet(dataset_id, "vqa", samples)])["vqa"]["loss"]
 
 
 def faiss_ids(path: str) -> list[int]:

@@ -316,3 +316,31 @@ def test_delete_refused_while_a_pool_uses_the_dataset(client, alice, database_ur
     assert r.status_code == 409 and r.json()["code"] == "in_use"
     assert client.get(f"/v1/datasets/{ds['id']}", headers=alice.headers).status_code == 200
     assert count_rows(database_url, Sample) == 2
+
+
+def test_patch_declares_a_skill_where_records_name_none(client, alice, bob, database_url, tmp_path):
+    files = dg.write_llava_dataset(tmp_path, 2, with_images=False)
+    ds_id = post_dataset(client, alice, files[0]).json()["id"]
+    url = f"/v1/datasets/{ds_id}"
+    r = client.patch(url, json={"skill": "vqa"}, headers=alice.headers)
+    assert r.status_code == 409 and r.json()["code"] == "dataset_not_ready"  # still pending: ingest owns it
+    _add_samples(database_url, ds_id, 4)
+    with session_scope(database_url) as session:
+        rows = session.query(Sample).filter_by(dataset_id=ds_id).order_by(Sample.position).all()
+        rows[1].record, rows[1].skill = {"id": "k1", "skill": "ocr"}, "ocr"  # a record's own skill
+        rows[2].record = {"id": "k2", "skill": None}
+        session.get(Dataset, ds_id).status = "ready"
+
+    r = client.patch(url, json={"skill": " vqa "}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["skill"], r.json()["skills"]) == ("vqa", {"ocr": 1, "vqa": 3})
+    samples = client.get(f"{url}/samples", headers=alice.headers).json()["data"]
+    assert [s["skill"] for s in samples] == ["vqa", "ocr", "vqa", "vqa"]
+    cleared = client.patch(url, json={"skill": None}, headers=alice.headers).json()
+    assert (cleared["skill"], cleared["skills"]) == (None, {"ocr": 1})
+
+    for body in ({"skill": "a\tb"}, {"skill": ""}, {"skill": 3}, {"name": "x"}):
+        r = client.patch(url, json=body, headers=alice.headers)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", body
+    assert client.patch(url, json={"skill": "x"}, headers=bob.headers).status_code == 404
+    assert client.get(url, headers=alice.headers).json()["skills"] == {"ocr": 1}  # the refusals changed nothing
