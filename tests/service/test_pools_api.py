@@ -231,6 +231,9 @@ def test_metrics_empty_then_hand_computed(client, alice, database_url, settings)
     assert s["relative_gain"] == pytest.approx(100 * (0.5 / 0.5 + 0.6 / 0.8) / 2)  # ocr (unseen) left out
     assert m["reference_pool_id"] == ref_pool["id"]
 
+    bad = client.get(url, params={"reference_pool_id": "pool_nope"}, headers=alice.headers)
+    assert bad.status_code == 422 and bad.json()["field"] == "query.reference_pool_id"
+
     # Without a reference there is no relative gain; the rest is unchanged.
     plain = client.get(url, headers=alice.headers).json()["summary"]
     assert plain["relative_gain"] is None and plain["avg_acc"] == pytest.approx(s["avg_acc"])

@@ -181,5 +181,9 @@ def read_metrics(
 ) -> dict[str, Any]:
     """Lifelong metrics: accuracy per round and skill, each skill's arrival, forgetting, transfer, MCITlib's MFT/MFN/MAA."""
     pool = owned_pool(session, pool_id, owner.id)
-    reference = owned_pool(session, reference_pool_id, owner.id) if reference_pool_id else None
+    reference = get_pool(session, reference_pool_id, owner.id) if reference_pool_id else None
+    if reference_pool_id and reference is None:
+        detail = f"query.reference_pool_id: no pool with id {reference_pool_id!r}"
+        raise ApiProblem(422, detail, code="unknown_pool", field="query.reference_pool_id",
+                         errors=[{"field": "query.reference_pool_id", "message": detail, "type": "unknown_pool"}])
     return pool_metrics(session, pool, reference)
