@@ -12,7 +12,7 @@ is scored on every skill's held-out set (the full matrix, as the service does). 
 - `multitask`: all data seen so far: the reference of relative gain. It has the same steps per
   round as every method, so it is a compute-matched reference, not an upper bound.
 
-    python bench/lifelong.py            # 5 seeds, 200 eval items per skill (≈ 25 min on 2 cores)
+    python bench/lifelong.py            # 5 seeds, 200 eval items per skill (12 min on 2 cores)
     python bench/lifelong.py --quick    # smoke run (~1 min; in the test suite)
 
 Prints tables, writes a PNG of each skill's accuracy over rounds per method (`--plot`), then one

@@ -2,7 +2,7 @@
 
 `datasets.skill` is the declared default, `datasets.skill_counts` the samples per skill written
 at ingest (so a round's arriving skills are read without scanning samples), `samples.skill` the
-sample's own skill or the dataset's.
+sample's own skill or the dataset's. Evaluation-set skills are trimmed: skills now compare stripped.
 
 Revision ID: 0002
 Revises: 0001
@@ -27,6 +27,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("skill_counts", sa.JSON(), nullable=True))
     with op.batch_alter_table("samples") as batch:
         batch.add_column(sa.Column("skill", sa.String(length=100), nullable=True))
+    # Skills are compared stripped from now on; evaluation-set skills were stored as sent.
+    op.execute("UPDATE pool_eval_sets SET skill = TRIM(skill) WHERE skill <> TRIM(skill)")
 
 
 def downgrade() -> None:

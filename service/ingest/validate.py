@@ -113,8 +113,8 @@ def _parse_unique(dataset_path: str | os.PathLike[str], limits: IngestLimits) ->
             if len(skills) > limits.max_skills:
                 raise DatasetError(
                     "too_many_skills",
-                    f"{sample.describe()} declares skill {sample.skill!r}, the dataset's "
-                    f"{len(skills)}th distinct skill, over the limit of {limits.max_skills}",
+                    f"{sample.describe()} declares skill {sample.skill!r}: the dataset has more "
+                    f"than {limits.max_skills} distinct skills",
                     line=sample.line, sample_id=sample.key, field="skill",
                 )
         earlier = first_at.setdefault(sample.key, sample)

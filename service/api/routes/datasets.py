@@ -23,7 +23,9 @@ from service.api.pagination import PageDep, paginate
 from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
-from service.db.models import Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection
+from service.db.models import (
+    Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection, utcnow,
+)
 from service.jobs import TERMINAL, add_event, create_job, iso_utc
 from service.schemas import DatasetOut, ListOut, SampleOut
 from service.storage import BlobStore
@@ -254,8 +256,8 @@ def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: Pa
 
 class DatasetPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    skill: str | None = Field(
-        max_length=120, description="the skill every sample without its own `skill` gets; null clears it"
+    skill: str | None = Field(  # max_length: an abuse guard; the 100-character rule is skill_problem's
+        max_length=1000, description="the skill every sample without its own `skill` gets; null clears it"
     )
 
     @field_validator("skill")
@@ -283,6 +285,7 @@ def update_dataset(dataset_id: str, body: DatasetPatch, session: SessionDep, own
         .group_by(Sample.skill)
     ).all()
     dataset.skill, dataset.skill_counts = body.skill, {k: int(n) for k, n in sorted(counts)}
+    dataset.updated_at = utcnow()
     session.commit()
     return dataset_to_dict(dataset)
 

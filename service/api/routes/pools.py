@@ -38,7 +38,8 @@ _CREATE_ROUTE = "POST /v1/pools"
 class EvalSetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str = Field(min_length=1, max_length=40)
-    skill: str = Field(min_length=1, max_length=120, description="the skill this held-out set measures (stripped)")
+    # max_length is an abuse guard only: the 100-character rule is skill_problem's, with its message
+    skill: str = Field(min_length=1, max_length=1000, description="the skill this held-out set measures (stripped)")
 
     @field_validator("skill")
     @classmethod
@@ -47,6 +48,11 @@ class EvalSetIn(BaseModel):
         if (problem := skill_problem(v)) is not None:
             raise ValueError(f"the skill {problem}")
         return v.strip()
+
+
+class EvalSetOut(BaseModel):
+    dataset_id: str
+    skill: str
 
 
 class PoolCreate(BaseModel):
@@ -84,7 +90,7 @@ class PoolOut(BaseModel):
     datasets: list[DatasetCounts]
     rounds_completed: int
     current_checkpoint_id: str | None
-    eval_sets: list[EvalSetIn]
+    eval_sets: list[EvalSetOut]
     created_at: datetime
 
 

@@ -92,6 +92,12 @@ def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
         base_loss = res["base_eval_datasets"][ev]["loss"]
         assert base_loss == pytest.approx(fresh_model_loss(env, ev), rel=1e-5)
         assert abs(base_loss - warm[0].metrics["loss"]) > 1e-4 and abs(base_loss - evals[0].metrics["loss"]) > 1e-4
+        # scoring the base switched the adapter off only for that: the cached trained model has it on
+        from workers.rounds import models_cache
+
+        cached = list(models_cache._cache.values())
+        assert cached and all(not m.disable_adapters for lm in cached for m in lm.model.modules()
+                              if hasattr(m, "disable_adapters") and hasattr(m, "lora_A"))
         # the pool's index version covers exactly the surviving members
         (iv,) = s.scalars(select(IndexVersion).where(IndexVersion.pool_id == pool_id)).all()
         assert (iv.round_id, iv.ntotal) == (round_id, res["pool_size"])
