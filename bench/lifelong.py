@@ -139,14 +139,10 @@ def _model(st: BenchSettings):  # noqa: ANN202 - a LoadedModel
 
 def _accuracy_row(loaded, bench: LifelongBench, st: BenchSettings) -> list[float]:  # noqa: ANN001
     """Every skill's accuracy (NaN where it has none), in schedule order."""
-    skills = bench_skills(bench)
+    skills = bench.config.skills
     sets = [EvalSet(f"eval-{s}", s, [it.sample for it in bench.eval_sets[s]]) for s in skills]
     res = evaluate(loaded, sets, st.max_new_tokens, st.eval_batch_size)
     return [float("nan") if res[s]["accuracy"] is None else float(res[s]["accuracy"]) for s in skills]
-
-
-def bench_skills(bench: LifelongBench) -> list[str]:
-    return [s for r in bench.config.schedule for s in r]
 
 
 def prepare_seed(seed: int, quick: bool, tmp: str) -> dict:
@@ -246,6 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="lifelong-") as tmp, \
             ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker) as pool:
         preps = {r["seed"]: r for r in pool.map(prepare_seed, seeds, [args.quick] * n_seeds, [tmp] * n_seeds)}
+        for r in preps.values():
+            print(f"  [seed {r['seed']}] base scored, shared warm-up adapter trained (loss {r['warmup_loss']:.2f}); "
+                  f"{r['wall_s']:.0f}s", flush=True)
         # feature-based methods first: they take longest, so the two workers finish together
         order = sorted(methods, key=lambda m: m not in PRUNED)
         futures = [pool.submit(run_method, s, m, args.quick, tmp, preps[s]["warmup_path"]) for m in order for s in seeds]
@@ -256,8 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs[(r["seed"], r["method"])] = r
 
     cfg = settings_for(seeds[0], args.quick).data
-    skills = [s for r in cfg.schedule for s in r]
-    arrival = [next(t for t, r in enumerate(cfg.schedule) if s in r) for s in skills]
+    skills = cfg.skills
+    arrival = [cfg.arrival_round(s) for s in skills]
     rare = skills.index(cfg.rare_skill)
     per_seed: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     acc_by_method = {m: np.array([runs[(s, m)]["acc"] for s in seeds], dtype=np.float64) for m in methods}

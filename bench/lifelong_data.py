@@ -96,12 +96,22 @@ class BenchConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"BenchConfig.{name} is invalid: {getattr(self, name)!r}")
-        skills = [s for r in self.schedule for s in r]
+        skills = self.skills
         unknown = sorted(set(skills) - set(TEMPLATES))
         if unknown or len(set(skills)) != len(skills):
             raise ValueError(f"BenchConfig.schedule must name each known skill once, got {self.schedule!r}")
         if self.rare_skill not in skills:
             raise ValueError(f"BenchConfig.rare_skill {self.rare_skill!r} is not in the schedule")
+
+
+    @property
+    def skills(self) -> list[str]:
+        """Every skill, in arrival order."""
+        return [s for r in self.schedule for s in r]
+
+    def arrival_round(self, skill: str) -> int:
+        """The 0-based round whose datasets first hold `skill`."""
+        return next(t for t, r in enumerate(self.schedule) if skill in r)
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class LifelongBench:
     eval_sets: dict[str, list[BenchItem]]  # skill -> held-out items, in arrival order of skills
 
     def arrival_round(self, skill: str) -> int:
-        return next(t for t, ds in enumerate(self.rounds) if any(d.skill == skill for d in ds))
+        return self.config.arrival_round(skill)  # the rounds follow the schedule
 
 
 # ---- scenes: rng -> (answer, scene params); render: scene -> image ---------------------------------
@@ -296,7 +306,7 @@ def build_lifelong_bench(cfg: BenchConfig, out_dir: Path | str) -> LifelongBench
     training datasets round by round. Arithmetic eval pairs never occur in training.
     """
     b = _Builder(cfg, Path(out_dir))
-    skills = [s for r in cfg.schedule for s in r]
+    skills = cfg.skills
     eval_sets, excluded = {}, {}
     for skill in skills:
         eval_sets[skill], excluded[skill] = b.eval_items(skill)

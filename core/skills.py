@@ -19,3 +19,10 @@ def skill_problem(value: Any) -> str | None:
     if any(ord(c) < 32 or c == "\x7f" for c in text):
         return "must not contain control characters"
     return None
+
+
+def clean_skill(value: Any) -> str:
+    """`value` stripped, or ValueError("the skill ...") saying why it is not a skill name."""
+    if (problem := skill_problem(value)) is not None:
+        raise ValueError(f"the skill {problem}")
+    return value.strip()

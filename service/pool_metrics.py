@@ -9,34 +9,16 @@ out of every summary metric.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.skill_scores import pool_by_skill
 from service.db.models import Checkpoint, Dataset, EvalResult, Pool, PoolEvalSet, Round
 
 SUMMARY_METRICS = ("avg_acc", "forgetting", "backward_transfer", "forward_transfer", "mft", "mfn", "maa",
                    "relative_gain")
-
-
-def _per_skill(results: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
-    """Accuracy and loss per skill of one checkpoint; eval sets sharing a skill are pooled by n."""
-    acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    loss: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for skill, m in results:
-        n = float(m.get("n") or 1)
-        if m.get("accuracy") is not None:
-            acc[skill].append((float(m["accuracy"]), float(m.get("n_scored") or n)))
-        if m.get("loss") is not None:
-            loss[skill].append((float(m["loss"]), n))
-
-    def mean(pairs: list[tuple[float, float]]) -> float | None:
-        return sum(v * n for v, n in pairs) / sum(n for _, n in pairs) if pairs else None
-
-    skills = {s for s, _ in results}
-    return {s: {"accuracy": mean(acc[s]), "loss": mean(loss[s])} for s in skills}
 
 
 def _round_evals(session: Session, pool_id: str) -> list[dict[str, Any]]:
@@ -51,7 +33,7 @@ def _round_evals(session: Session, pool_id: str) -> list[dict[str, Any]]:
     for ckpt_id, round_id, number, skill, metrics in rows:
         g = grouped.setdefault(ckpt_id, {"round_id": round_id, "number": number, "checkpoint_id": ckpt_id, "results": []})
         g["results"].append((skill, metrics or {}))
-    entries = [{**{k: g[k] for k in ("round_id", "number", "checkpoint_id")}, "skills": _per_skill(g["results"])}
+    entries = [{**{k: g[k] for k in ("round_id", "number", "checkpoint_id")}, "skills": pool_by_skill(g["results"])}
                for g in grouped.values()]
     return sorted(entries, key=lambda e: e["number"])
 
@@ -76,7 +58,7 @@ def _history(session: Session, pool_id: str) -> tuple[dict[str, int], dict[str, 
                 arrival.setdefault(skill, number)
         for dataset_id, m in ((result or {}).get("base_eval_datasets") or {}).items():
             base.setdefault(dataset_id, m)
-    return arrival, _per_skill([(m["skill"], m) for m in base.values()]) if base else None
+    return arrival, pool_by_skill((m["skill"], m) for m in base.values()) if base else None
 
 
 def pool_metrics(session: Session, pool: Pool, reference: Pool | None = None) -> dict[str, Any]:

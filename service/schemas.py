@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from core.skills import clean_skill
 
 T = TypeVar("T")
+
+# A skill name in a request body, stripped; the 100-character rule and its message are
+# clean_skill's, max_length only guards against abuse.
+SkillName = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(clean_skill)]
 
 
 class ListOut(BaseModel, Generic[T]):

@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from core.skill_scores import pool_by_skill
 from service.db.models import Checkpoint, EvalResult, IndexVersion, Pool, PoolMember, Round
 from workers.rounds.advance import Outgoing, RoundRef, claim_stage, finish_round
 from workers.rounds.plan import CandidatePlan, load_plan
 from workers.rounds.runner import StageRun
 from workers.rounds.select_stage import ShardBlobError, json_safe
-from workers.rounds.train_stage import pool_by_skill
 
 
 class PoolChanged(Exception):
@@ -88,7 +88,7 @@ def round_result(ref: RoundRef, params: dict[str, Any], pool_size: int, checkpoi
         "clusters": s["clusters"], "selected": s["selected"], "pruned": s["pruned"], "pool_size": pool_size,
         "train": {k: train[k] for k in ("steps", "loss_first", "loss_last", "mean_loss")} if train else None,
         "checkpoint_id": checkpoint_id,
-        "eval": pool_by_skill((s.get("checkpoint") or {}).get("eval_datasets") or {}),
+        "eval": pool_by_skill((m["skill"], m) for m in ((s.get("checkpoint") or {}).get("eval_datasets") or {}).values()),
         # the base model's scores on the evaluation sets no earlier round scored it on (§7)
         "base_eval_datasets": s.get("base_eval_datasets") or {},
     })

@@ -94,23 +94,6 @@ def evaluate_base(run: StageRun, loaded: Any) -> dict[str, dict[str, Any]]:
         return evaluate_pool(run, loaded, skip=scored)
 
 
-def pool_by_skill(per_dataset: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per skill: loss averaged over samples, accuracy over the samples that have one."""
-    skills: dict[str, dict[str, Any]] = {}
-    for m in per_dataset.values():
-        s = skills.setdefault(m["skill"], {"loss_sum": 0.0, "n": 0, "hits": 0.0, "n_scored": 0})
-        s["loss_sum"] += m["loss"] * m["n"]
-        s["n"] += m["n"]
-        if m.get("accuracy") is not None:
-            s["hits"] += m["accuracy"] * m["n_scored"]
-            s["n_scored"] += m["n_scored"]
-    return {
-        skill: {"loss": s["loss_sum"] / s["n"], "accuracy": s["hits"] / s["n_scored"] if s["n_scored"] else None,
-                "n": s["n"]}
-        for skill, s in skills.items()
-    }
-
-
 def run_train(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     """§2 steps 7 and 9: continue the round's adapter on its selection, evaluate it."""
     ref = run.ref

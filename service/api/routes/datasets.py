@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,7 +27,7 @@ from service.db.models import (
     Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection, utcnow,
 )
 from service.jobs import TERMINAL, add_event, create_job, iso_utc
-from service.schemas import DatasetOut, ListOut, SampleOut
+from service.schemas import DatasetOut, ListOut, SampleOut, SkillName
 from service.storage import BlobStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -256,16 +256,7 @@ def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: Pa
 
 class DatasetPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    skill: str | None = Field(  # max_length: an abuse guard; the 100-character rule is skill_problem's
-        max_length=1000, description="the skill every sample without its own `skill` gets; null clears it"
-    )
-
-    @field_validator("skill")
-    @classmethod
-    def _skill(cls, v: str | None) -> str | None:
-        if v is not None and (problem := skill_problem(v)) is not None:
-            raise ValueError(f"the skill {problem}")
-        return None if v is None else v.strip()
+    skill: SkillName | None = Field(description="the skill every sample without its own `skill` gets; null clears it")
 
 
 @router.patch("/{dataset_id}", response_model=DatasetOut)

@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.api.deps import OwnerDep, SessionDep
-from core.skills import skill_problem
 from service.api.errors import ApiProblem, not_found
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
@@ -29,7 +28,7 @@ from service.rounds import (
     pool_to_dict,
 )
 from service.pool_metrics import pool_metrics
-from service.schemas import ListOut, PoolMetricsOut
+from service.schemas import ListOut, PoolMetricsOut, SkillName
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
@@ -38,16 +37,7 @@ _CREATE_ROUTE = "POST /v1/pools"
 class EvalSetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str = Field(min_length=1, max_length=40)
-    # max_length is an abuse guard only: the 100-character rule is skill_problem's, with its message
-    skill: str = Field(min_length=1, max_length=1000, description="the skill this held-out set measures (stripped)")
-
-    @field_validator("skill")
-    @classmethod
-    def _skill(cls, v: str) -> str:
-        # the same rule as dataset and record skills, so "vqa " here matches "vqa" there
-        if (problem := skill_problem(v)) is not None:
-            raise ValueError(f"the skill {problem}")
-        return v.strip()
+    skill: SkillName = Field(description="the skill this held-out set measures (stripped)")
 
 
 class EvalSetOut(BaseModel):
