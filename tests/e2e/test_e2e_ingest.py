@@ -65,6 +65,16 @@ def wait_ready(api, headers: dict[str, str], dataset_id: str, timeout: float) ->
     return wait_for(ready, timeout, f"dataset {dataset_id} ready", interval=0.25)
 
 
+def wait_job_done(api, headers: dict[str, str], job_id: str, timeout: float) -> dict:  # noqa: ANN001
+    """The dataset turns ready in the task's own transaction; the job is marked succeeded just after."""
+
+    def done() -> dict | None:
+        body = api.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(done, timeout, f"job {job_id} finished", interval=0.1)
+
+
 def test_ingest_end_to_end(e2e_settings: Settings, api, headers: dict[str, str], start_worker, tmp_path: Path) -> None:
     records, images = datagen.build_records(24, multi_image=True, text_only=True)
     dataset = datagen.write_records(tmp_path / "dataset.json", records)
@@ -75,6 +85,7 @@ def test_ingest_end_to_end(e2e_settings: Settings, api, headers: dict[str, str],
 
     body = wait_ready(api, headers, created["id"], timeout=60)
     assert (body["num_samples"], body["num_images"]) == (24, len(images))
+    wait_job_done(api, headers, created["job_id"], timeout=30)
     factory = get_sessionmaker(e2e_settings.resolved_database_url)
     blobs = BlobStore(e2e_settings.blob_dir)
     with factory() as s:
@@ -120,6 +131,7 @@ def test_worker_killed_mid_ingest_is_finished_by_another(
     second = start_worker(e2e_settings)
     second.wait_ready()
     body = wait_ready(api, headers, created["id"], timeout=120)
+    wait_job_done(api, headers, created["job_id"], timeout=30)
 
     assert body["num_samples"] == n
     with factory() as s:

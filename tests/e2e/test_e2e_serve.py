@@ -92,7 +92,10 @@ def test_serve_embedded_upload_restart_and_clean_exit(tmp_path: Path) -> None:
             url = f"/v1/datasets/{r.json()['id']}"
             body = wait_for(lambda: (b := http.get(url).json())["status"] == "ready" and b, 60, "ingest", 0.25)
             assert (body["num_samples"], body["num_images"]) == (12, n_images)
-            job = http.get(f"/v1/jobs/{body['job_id']}").json()
+            # The dataset turns ready in the task's transaction; the job is marked succeeded just after.
+            job_url = f"/v1/jobs/{body['job_id']}"
+            job = wait_for(lambda: (j := http.get(job_url).json())["status"] in ("succeeded", "failed", "cancelled") and j,
+                           30, "job", 0.1)
             assert (job["status"], job["attempts"]) == ("succeeded", 1)
         assert served.terminate() == 0, served.text[-3000:]
     finally:
