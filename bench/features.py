@@ -2,7 +2,8 @@
 
 Model: the `tiny-llava-30m` preset (~30M parameters, float32 on CPU), LoRA r=8 on q_proj/v_proj
 of every decoder layer with a seeded non-zero B (a warmed-up adapter), features from the last
-layer, proj_dim 8192. Samples are shaped like LLaVA-1.5's: one image = 256 image tokens, about
+layer, proj_dim 8192. Then ours and the floor again with the default adapter (r=64 on all seven
+linear modules: a 0.63M-dimensional gradient), reported as `*_all_linear`. Samples are shaped like LLaVA-1.5's: one image = 256 image tokens, about
 three quarters of each ~340-token sequence.
   ours:      compute_features (batched, backward through the last layer only, text-only IG pass)
   reference: bench/reference_features.py (batch size 1, full backward, dense projection, zeroed-image IG)
@@ -12,7 +13,10 @@ Each batch is timed for all three in turn, so shifting machine load hits them al
 whole round is repeated `--repeats` times keeping each method's fastest time per batch (the
 least disturbed by other processes on a shared machine; every method gets the same treatment).
 
+On a GPU (bench/gpu.sh): --model llava-1b-shape --device cuda --dtype bfloat16 --compare-dtype float32.
+
 Usage: python bench/features.py [--samples 16] [--batch-size 8] [--repeats 2] [--proj-dim 8192]
+                                [--model P] [--device D] [--dtype T] [--compare-dtype T] [--skip-all-linear]
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from reference_features import ReferenceFeatures  # noqa: E402
 
 from workers.engine.features import FeatureConfig, FeatureEngine  # noqa: E402
 from workers.engine.features.scores import gather_response, token_scores  # noqa: E402
-from workers.engine.models import ModelSpec, collate, encode_sample, load_model  # noqa: E402
+from workers.engine.models import LoraSpec, ModelSpec, collate, encode_sample, load_model  # noqa: E402
 from workers.engine.samples import EngineSample, Message  # noqa: E402
 
 WORDS = "the a cat dog red blue small large left right near far on under next to with image shows".split()
@@ -77,6 +81,34 @@ def floor_batch(loaded, samples, cfg) -> None:
             token_scores(lm_head(tokens.hidden), tokens.targets)
 
 
+def timed_round(methods: dict, batches: list, repeats: int, sync) -> tuple[dict[str, float], dict[str, list]]:  # noqa: ANN001
+    """Each batch timed for every method in turn, `repeats` times; each method's fastest time per
+    batch, summed, and each method's outputs from the last repeat. `sync` waits for the device."""
+    best = {m: [float("inf")] * len(batches) for m in methods}
+    outputs: dict[str, list] = {}
+    for _ in range(repeats):
+        outputs = {m: [] for m in methods}
+        for b, batch in enumerate(batches):
+            for m, run in methods.items():
+                sync()
+                start = time.perf_counter()
+                outputs[m].append(run(batch))
+                sync()
+                best[m][b] = min(best[m][b], time.perf_counter() - start)
+    return {m: sum(v) for m, v in best.items()}, outputs
+
+
+def dtype_agreement(spec: ModelSpec, other_dtype: str, samples, cfg, ours_parts, seed: int) -> float:  # noqa: ANN001
+    """Min per-sample cosine between our features in `spec.dtype` and in `other_dtype`."""
+    other = load_model(ModelSpec(spec.base_model, model_type=spec.model_type, device=spec.device, dtype=other_dtype),
+                       lora=LoraSpec(r=8, alpha=16, target_modules=("q_proj", "v_proj")))
+    seeded_warm_adapter(other, seed)
+    theirs = FeatureEngine(other, cfg).run(samples).features.astype(np.float32)
+    ours = np.concatenate([p.features for p in ours_parts]).astype(np.float32)
+    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    return float(cos.min())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=16)
@@ -84,41 +116,58 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--proj-dim", type=int, default=8192)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="tiny-llava-30m", help="a llava preset (llava-1b-shape on a GPU)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--compare-dtype", default=None, choices=["float32", "bfloat16"],
+                    help="also report the min cosine between our features in --dtype and in this dtype")
+    ap.add_argument("--skip-all-linear", action="store_true", help="leave out the all-linear r=64 measurement")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
-    loaded = load_model(ModelSpec("tiny-llava-30m", model_type="llava", device="cpu", dtype="float32"))
+    spec = ModelSpec(args.model, model_type="llava", device=args.device, dtype=args.dtype)
+    sync = torch.cuda.synchronize if spec.device.startswith("cuda") else (lambda: None)
+    loaded = load_model(spec, lora=LoraSpec(r=8, alpha=16, target_modules=("q_proj", "v_proj")))
     seeded_warm_adapter(loaded, args.seed)
     cfg = FeatureConfig(proj_dim=args.proj_dim, seed=args.seed, batch_size=args.batch_size)
+    extra: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         samples = make_samples(args.samples, Path(tmp), args.seed)
         engine = FeatureEngine(loaded, cfg)
-        reference = ReferenceFeatures(loaded, engine.layers, args.proj_dim, args.seed)
+        reference = ReferenceFeatures(loaded, engine.layers, args.proj_dim, args.seed, cfg.projection_nnz)
         lengths = [len(encode_sample(loaded, s).input_ids) for s in samples]
         image_tokens = [int((encode_sample(loaded, s).input_ids == loaded.processor.image_token_id).sum()) for s in samples]
 
-        # warm-up: first calls pay one-off costs (projection blocks, allocator, kernels)
+        # warm-up: first calls pay one-off costs (allocator, kernels)
         engine.run(samples[:2]), reference.run(samples[:1]), floor_batch(loaded, samples[:2], cfg)
-
         batches = [samples[k: k + args.batch_size] for k in range(0, len(samples), args.batch_size)]
-        best = {m: [float("inf")] * len(batches) for m in ("ours", "reference", "floor")}
-        for _ in range(args.repeats):
-            ours_parts, ref_parts = [], []
-            for b, batch in enumerate(batches):
-                start = time.perf_counter()
-                ours_parts.append(engine.run(batch))
-                best["ours"][b] = min(best["ours"][b], time.perf_counter() - start)
-                start = time.perf_counter()
-                ref_parts.append(reference.run(batch))
-                best["reference"][b] = min(best["reference"][b], time.perf_counter() - start)
-                start = time.perf_counter()
-                floor_batch(loaded, batch, cfg)
-                best["floor"][b] = min(best["floor"][b], time.perf_counter() - start)
-        t = {m: sum(v) for m, v in best.items()}
+        t, out = timed_round({"ours": engine.run, "reference": reference.run,
+                              "floor": lambda b: floor_batch(loaded, b, cfg)}, batches, args.repeats, sync)
+        if args.compare_dtype:
+            extra[f"min_cosine_vs_{args.compare_dtype}"] = round(
+                dtype_agreement(spec, args.compare_dtype, samples, cfg, out["ours"], args.seed), 6)
 
+        if not args.skip_all_linear:
+            # The same measurement with the default adapter: LoRA r = 64 on all seven linear modules.
+            # The batch-size-1 reference is left out here: its dense matrix would be 20 GB.
+            wide = load_model(spec, lora=LoraSpec(seed=args.seed))
+            seeded_warm_adapter(wide, args.seed)
+            wide_engine = FeatureEngine(wide, cfg)
+            wide_engine.run(samples[:2]), floor_batch(wide, samples[:2], cfg)
+            t_wide, _ = timed_round({"ours": wide_engine.run, "floor": lambda b: floor_batch(wide, b, cfg)},
+                                    batches, args.repeats, sync)
+            n = len(samples)
+            extra.update({
+                "floor_ratio_all_linear": round(t_wide["ours"] / t_wide["floor"], 3),
+                "ours_samples_per_s_all_linear": round(n / t_wide["ours"], 3),
+                "grad_dim_all_linear": int(wide_engine.capture.dim),
+                "seconds_all_linear": {k: round(v, 2) for k, v in t_wide.items()},
+            })
+
+    ours_parts, ref_parts = out["ours"], out["reference"]
     ours = np.concatenate([p.features for p in ours_parts]).astype(np.float32)
     exact = torch.cat([p.grads for p in ref_parts]) @ reference.matrix  # exact gradients, same matrix
-    exact = exact.numpy()
+    exact = exact.float().cpu().numpy()
     cos = (ours * exact).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(exact, axis=1))
     ours_ppl = np.concatenate([p.scores["ppl"] for p in ours_parts])
     ref_ppl = np.concatenate([p.scores["ppl"] for p in ref_parts])
@@ -134,10 +183,15 @@ def main() -> None:
         "fidelity_min_cosine": round(float(cos.min()), 6),
         "ppl_max_rel_diff": float(np.max(np.abs(ours_ppl / ref_ppl - 1))),
         "grand_max_rel_diff": float(np.max(np.abs(ours_grand / ref_grand - 1))),
+        **extra,
+        "model": args.model,
+        "device": str(loaded.device),
+        "dtype": args.dtype,
         "samples": n,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "proj_dim": args.proj_dim,
+        "projection": f"sjlt nnz={cfg.projection_nnz}",
         "grad_dim": int(engine.capture.dim),
         "params_m": round(sum(p.numel() for p in loaded.model.parameters()) / 1e6, 1),
         "mean_seq_len": round(float(np.mean(lengths)), 1),

@@ -44,7 +44,7 @@ from bench.lifelong_stats import excludes_zero, mean_ci, paired_ci
 from core.lifelong_metrics import summarize_lifelong
 from workers.engine.evaluation import EvalSet, evaluate
 from workers.engine.features import FeatureConfig
-from workers.engine.models import LoraSpec, ModelSpec, load_model
+from workers.engine.models import ALL_LINEAR, LoraSpec, ModelSpec, load_model
 from workers.engine.pruning import PruneConfig
 from workers.engine.selection import SelectionConfig
 from workers.engine.training import TrainConfig
@@ -55,7 +55,6 @@ PRUNED = frozenset({"adapt-inf", "semdedup", "score:ppl"})  # the same permanent
 METRICS = ("avg_acc", "forgetting", "rare_acc", "relative_gain", "backward_transfer", "forward_transfer",
            "mft", "maa")
 PAIRS = ("random", "semdedup", "score:ppl", "sequential", "multitask")  # adapt-inf against each
-_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class BenchSettings:
             train=TrainConfig(lr=3e-3, batch_size=8, warmup_ratio=0.05),
             warmup_train=TrainConfig(epochs=4, lr=3e-3, batch_size=8, seed=seed),
             warmup_fraction=0.05,
-            lora=LoraSpec(r=16, alpha=32, target_modules=_ALL_LINEAR, seed=seed),
+            lora=LoraSpec(r=16, alpha=32, target_modules=ALL_LINEAR, seed=seed),
             # 1024 dims: the default 8192 would make the ~16k x 8192 projection matrix 0.5 GB
             features=FeatureConfig(proj_dim=1024, seed=seed, batch_size=16),
             selection=SelectionConfig(threads=1),

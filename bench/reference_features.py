@@ -1,8 +1,9 @@
 """The yardstick: gradient features as the paper's released code and LESS compute them.
 
 Batch size 1; every LoRA parameter trainable, so `loss.backward()` runs through every decoder
-layer; the configured layer's LoRA gradients are flattened and multiplied by a dense Rademacher
-matrix (the same seeded matrix our engine uses); scores from the full logits; image grounding
+layer; the configured layer's LoRA gradients are flattened and multiplied by a dense matrix, as
+TRAK's projector does (our engine's seeded sparse JL matrix, materialised: a dense matmul costs the
+same whatever its entries, and the same matrix keeps the features comparable); scores from the full logits; image grounding
 from a second forward pass with a zeroed image, as the reference code does. Same model, same
 encoding, same dtype and projection dimension as ours: only the method differs.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from workers.engine.features.lora_grads import lora_parameters
-from workers.engine.features.projection import RademacherProjector
+from workers.engine.features.projection import SparseJLProjector
 from workers.engine.models import IGNORE_INDEX, LoadedModel, collate, encode_sample
 from workers.engine.samples import EngineSample
 
@@ -30,11 +31,11 @@ class ReferenceResult:
 
 
 class ReferenceFeatures:
-    def __init__(self, loaded: LoadedModel, layers: list[int], proj_dim: int, seed: int) -> None:
+    def __init__(self, loaded: LoadedModel, layers: list[int], proj_dim: int, seed: int, nnz: int) -> None:
         self.loaded = loaded
         self.params = [p for _, _, p in lora_parameters(loaded, layers)]
         dim = sum(p.numel() for p in self.params)
-        self.matrix = RademacherProjector(dim, proj_dim, seed, loaded.device).dense_matrix()
+        self.matrix = SparseJLProjector(dim, proj_dim, seed, nnz, loaded.device).dense_matrix()
 
     def _scores_from_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         shift_logits, shift_labels = logits[0, :-1].float(), labels[0, 1:]
@@ -54,7 +55,7 @@ class ReferenceFeatures:
         out = model(**inputs, labels=batch.labels)
         loaded.model.zero_grad(set_to_none=True)
         out.loss.backward()
-        grad = torch.cat([p.grad.detach().flatten().float() for p in self.params])
+        grad = torch.cat([p.grad.detach().flatten().float() for p in self.params])  # on the model's device
         el2n, entropy = self._scores_from_logits(out.logits.detach(), batch.labels)
         scores = {"ppl": math.exp(out.loss.item()), "el2n": el2n, "entropy": entropy, "grand": float(grad.norm())}
         if batch.pixel_values is not None:
@@ -82,7 +83,7 @@ class ReferenceFeatures:
             for p in model.parameters():
                 p.requires_grad_(flags[id(p)])
         grads = torch.stack(rows)
-        features = (grads @ self.matrix).to(torch.float16).numpy()
+        features = (grads @ self.matrix).to(torch.float16).cpu().numpy()
         return ReferenceResult(
             ids=np.array([s.id for s in samples], dtype=np.int64),
             grads=grads,

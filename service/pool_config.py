@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from core.lora import ALL_LINEAR
 
 MODEL_TYPES = ("llava", "causal-lm")
 EXPERTS = ("ppl", "el2n", "entropy", "grand", "ig")
@@ -75,12 +77,14 @@ class _Section(BaseModel):
 class LoraSection(_Section):
     """→ workers.engine.models.LoraSpec."""
 
-    r: PosInt = 8
-    alpha: PosInt = 16
+    r: PosInt = 64
+    alpha: PosInt = 128
     dropout: float = 0.0
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR),
+                                      description="decoder linear modules with LoRA; default all seven")
     layers: list[NonNegInt] | None = Field(None, description="decoder layers with LoRA; null = all")
     seed: Seed = 0
+    train_projector: StrictBool = Field(False, description="also train the multimodal projector in full (llava)")
 
     @field_validator("dropout", mode="before")
     @classmethod
@@ -109,6 +113,7 @@ class FeaturesSection(_Section):
 
     layers: Literal["last"] | list[Seed] = Field("last", description='"last" or decoder-layer indices')
     proj_dim: PosInt = 8192
+    projection_nnz: PosInt = Field(4, description="non-zeros per gradient coordinate in the sparse JL projection")
     batch_size: PosInt = 8
     max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2))] = None
     seed: Seed = 0
@@ -121,6 +126,12 @@ class FeaturesSection(_Section):
         if not isinstance(v, list) or not v:
             raise ValueError(f"must be 'last' or a non-empty list of layer indices, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _nnz_fits(self) -> "FeaturesSection":
+        if self.projection_nnz > self.proj_dim:
+            raise ValueError(f"projection_nnz must be at most proj_dim ({self.proj_dim}), got {self.projection_nnz!r}")
+        return self
 
 
 class SelectionSection(_Section):

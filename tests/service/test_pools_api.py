@@ -27,7 +27,10 @@ def test_create_fills_defaults_and_reads_back(client, alice):
     expected["selection"]["n_clusters"] = "auto"
     expected["pruning"]["preset"] = "lite"
     assert pool["config"] == expected
-    assert pool["config"]["features"]["proj_dim"] == 8192 and pool["config"]["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert pool["config"]["features"]["proj_dim"] == 8192 and pool["config"]["features"]["projection_nnz"] == 4
+    lora = pool["config"]["lora"]
+    assert lora["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (lora["r"], lora["alpha"], lora["train_projector"]) == (64, 128, False)
     assert (pool["object"], pool["size"], pool["pruned"], pool["rounds_completed"]) == ("pool", 0, 0, 0)
     assert pool["current_checkpoint_id"] is None and pool["eval_sets"] == [] and pool["datasets"] == []
     assert client.get(f"/v1/pools/{pool['id']}", headers=alice.headers).json() == pool
@@ -41,6 +44,8 @@ def test_create_fills_defaults_and_reads_back(client, alice):
         ({"selection": {"tails": [90, 10]}}, "body.config.selection.tails", "[90, 10]"),
         ({"lora": {"r": 0}}, "body.config.lora.r", "got 0"),
         ({"features": {"proj_dim": 8.5}}, "body.config.features.proj_dim", "got 8.5"),
+        ({"features": {"proj_dim": 2, "projection_nnz": 4}}, "body.config.features", "at most proj_dim (2), got 4"),
+        ({"lora": {"train_projector": "yes"}}, "body.config.lora.train_projector", "bool"),
         ({"pruning": {"preset": "huge"}}, "body.config.pruning.preset", "huge"),
         ({"warmup_fraction": 1.5}, "body.config.warmup_fraction", "got 1.5"),
         ({"selection": {"n_cluster": 5}}, "body.config.selection.n_cluster", ""),
@@ -53,6 +58,13 @@ def test_config_validation_names_field_and_value(client, alice, config, field, b
     problem = r.json()
     assert problem["errors"][0]["field"] == field
     assert problem["detail"].startswith(field) and bad in problem["detail"]
+
+
+def test_training_the_projector_needs_a_llava_model(client, alice):
+    r = create(client, alice, model_type="causal-lm", config={"lora": {"train_projector": True}})
+    assert r.status_code == 422 and "train_projector needs model_type 'llava'" in r.json()["detail"]
+    r = create(client, alice, model_type="llava", config={"lora": {"train_projector": True}})
+    assert r.status_code == 201 and r.json()["config"]["lora"]["train_projector"] is True
 
 
 def test_bad_model_type_and_missing_name(client, alice):

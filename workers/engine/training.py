@@ -72,7 +72,8 @@ def _batch_loss(loaded: LoadedModel, samples: Sequence[EngineSample], cfg: Train
 def train_lora(
     loaded: LoadedModel, samples: Sequence[EngineSample], cfg: TrainConfig, on_step: OnStep | None = None
 ) -> TrainStats:
-    """Train the LoRA weights of `loaded` in place (the base stays frozen).
+    """Train the LoRA weights of `loaded` in place (the base stays frozen; a projector set to be
+    trained in full is trained too).
 
     `on_step(step, total, loss)` runs after every optimizer step; raising from it cancels
     training (the adapter keeps the steps done so far).
@@ -82,7 +83,8 @@ def train_lora(
     if not samples:
         raise ValueError("train_lora needs at least one sample")
     model = loaded.model
-    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    # the LoRA factors, and a projector trained in full (PEFT's modules_to_save copy) if any
+    lora = [p for n, p in model.named_parameters() if "lora_" in n or ".modules_to_save." in n]
     if not lora:
         raise ValueError("the loaded model has no LoRA parameters to train")
     flags = {id(p): p.requires_grad for p in model.parameters()}

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -60,6 +60,12 @@ class PoolCreate(BaseModel):
         if dup := next((d for d in ids if ids.count(d) > 1), None):
             raise ValueError(f"dataset {dup!r} is listed twice")
         return v
+
+    @model_validator(mode="after")
+    def _projector_needs_llava(self) -> "PoolCreate":
+        if self.config is not None and self.config.lora.train_projector and self.model_type != "llava":
+            raise ValueError("config.lora.train_projector needs model_type 'llava' (a causal-lm has no projector)")
+        return self
 
 
 class DatasetCounts(BaseModel):

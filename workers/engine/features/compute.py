@@ -8,7 +8,7 @@ import numpy as np
 
 from workers.engine.features.config import SCORE_NAMES, FeatureBatch, FeatureConfig
 from workers.engine.features.lora_grads import LoraGradCapture
-from workers.engine.features.projection import RademacherProjector
+from workers.engine.features.projection import SparseJLProjector
 from workers.engine.features.scores import gather_response, per_sample_mean, token_scores
 from workers.engine.models.batching import collate
 from workers.engine.models.encoding import IGNORE_INDEX, EncodedSample, encode_sample
@@ -23,7 +23,7 @@ class FeatureEngine:
         self.loaded, self.cfg = loaded, cfg
         self.layers = cfg.resolve_layers(loaded.num_layers)
         self.capture = LoraGradCapture(loaded, self.layers)
-        self.projector = RademacherProjector(self.capture.dim, cfg.proj_dim, cfg.seed, loaded.device)
+        self.projector = SparseJLProjector(self.capture.dim, cfg.proj_dim, cfg.seed, cfg.projection_nnz, loaded.device)
 
     def _backbone(self, batch: Any) -> Any:
         """Last hidden states (the decoder's final norm applied), float[n, L, d]."""

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.engine.features.projection import DEFAULT_NNZ
+
 SCORE_NAMES = ("ppl", "el2n", "entropy", "grand", "ig")
 
 
@@ -16,7 +18,8 @@ class FeatureConfig:
     Args:
         layers: "last" or decoder-layer indices (negative counts from the end) whose LoRA
             gradients form the feature; backward stops at the lowest of them.
-        proj_dim: output dimension of the Rademacher projection.
+        proj_dim: output dimension of the sparse JL projection.
+        projection_nnz: non-zeros per gradient coordinate in that projection (see projection.py).
         seed: seeds the projection matrix.
         batch_size: samples per forward/backward pass.
         max_length: token limit per sample (tail-truncated), None for no limit.
@@ -27,6 +30,7 @@ class FeatureConfig:
 
     layers: str | tuple[int, ...] = "last"
     proj_dim: int = 8192
+    projection_nnz: int = DEFAULT_NNZ
     seed: int = 0
     batch_size: int = 8
     max_length: int | None = 4096
@@ -44,6 +48,8 @@ class FeatureConfig:
             object.__setattr__(self, "layers", layers)
         if not isinstance(self.proj_dim, int) or self.proj_dim < 1:
             raise ValueError(f"FeatureConfig.proj_dim must be a positive int, got {self.proj_dim!r}")
+        if not isinstance(self.projection_nnz, int) or not 1 <= self.projection_nnz <= self.proj_dim:
+            raise ValueError(f"FeatureConfig.projection_nnz must be an int in [1, proj_dim], got {self.projection_nnz!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"FeatureConfig.batch_size must be a positive int, got {self.batch_size!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
@@ -63,7 +69,8 @@ class FeatureConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What makes two feature sets comparable (stored in shards, checked on resume)."""
         return {"layers": self.layers if isinstance(self.layers, str) else list(self.layers),
-                "proj_dim": self.proj_dim, "seed": self.seed, "max_length": self.max_length}
+                "proj_dim": self.proj_dim, "projection": "sjlt", "projection_nnz": self.projection_nnz,
+                "seed": self.seed, "max_length": self.max_length}
 
 
 @dataclass

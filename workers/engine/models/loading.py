@@ -97,6 +97,13 @@ def lora_target_regex(hf_model: Any, lora: LoraSpec) -> str:
     return rf"{re.escape(prefix)}\.(?:{layer_alt})\.(?:.+\.)?(?:{module_alt})"
 
 
+def projector_name(hf_model: Any) -> str:
+    """The multimodal projector's module name, as PEFT's `modules_to_save` matches it (by suffix)."""
+    if not any(name.rsplit(".", 1)[-1] == "multi_modal_projector" for name, _ in hf_model.named_modules()):
+        raise ValueError("LoraSpec.train_projector needs a llava model with a multi_modal_projector")
+    return "multi_modal_projector"
+
+
 def _attach_lora(hf_model: Any, lora: LoraSpec) -> Any:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -107,6 +114,7 @@ def _attach_lora(hf_model: Any, lora: LoraSpec) -> Any:
         lora_dropout=lora.dropout,
         target_modules=lora_target_regex(hf_model, lora),
         bias="none",
+        modules_to_save=[projector_name(hf_model)] if lora.train_projector else None,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(lora.seed)  # LoRA A is randomly initialised; keep a fresh adapter reproducible

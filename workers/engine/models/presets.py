@@ -58,6 +58,16 @@ PRESETS: dict[str, PresetShape] = {
     "tiny-causal-lm-30m": PresetShape(
         "causal-lm", hidden=512, layers=8, heads=8, kv_heads=8, intermediate=1408, init_std=0.05
     ),
+    # Real shapes with random weights (and the byte tokenizer, so a smaller LM head), for speed
+    # and memory benchmarks only: SmolLM2-135M's decoder (one layer, all linear, r=64 = a 0.65M
+    # gradient), and a LLaVA-1.5-like 1.3B model (TinyLlama-1.1B's decoder, CLIP ViT-L/14-336).
+    "smollm2-135m-shape": PresetShape(
+        "causal-lm", hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536, init_std=0.02
+    ),
+    "llava-1b-shape": PresetShape(
+        "llava", hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632,
+        vision_hidden=1024, vision_layers=24, vision_heads=16, vision_intermediate=4096, image_size=336, init_std=0.02,
+    ),
 }
 
 

@@ -3,25 +3,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.lora import ALL_LINEAR
+
 MODEL_TYPES = ("llava", "causal-lm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """LoRA hyper-parameters (LESS / Adapt-∞ defaults: r=8, alpha=16 on q_proj and v_proj).
+    """LoRA hyper-parameters. Defaults follow Adapt-∞'s released LLaVA-1.5 recipe: every linear
+    module of the decoder at r = 64 (alpha = 2r, LLaVA's LoRA convention).
 
     Args:
         layers: decoder-layer indices that get LoRA modules; None means every decoder layer.
         seed: seeds the random init of the LoRA A matrices so a fresh adapter is reproducible.
+        train_projector: also train the multimodal projector in full (LLaVA's `mm_projector`;
+            saved in the checkpoint with the adapter). Only for llava models.
     """
 
-    r: int = 8
-    alpha: int = 16
+    r: int = 64
+    alpha: int = 128
     dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    target_modules: tuple[str, ...] = ALL_LINEAR
     layers: tuple[int, ...] | None = None
     seed: int = 0
+    train_projector: bool = False
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -33,6 +39,8 @@ class LoraSpec:
         if isinstance(self.target_modules, str) or not self.target_modules:
             raise ValueError(f"LoraSpec.target_modules must be a non-empty tuple of names, got {self.target_modules!r}")
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if not isinstance(self.train_projector, bool):
+            raise ValueError(f"LoraSpec.train_projector must be a bool, got {self.train_projector!r}")
         if self.layers is not None:
             layers = tuple(self.layers)
             if not layers or any((not isinstance(i, int)) or i < 0 for i in layers):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workers.engine.models import LoraSpec, ModelSpec, load_model
+from workers.engine.models import ALL_LINEAR, LoraSpec, ModelSpec, load_model
 
 
 def _lora_layers(loaded) -> set[str]:
@@ -12,8 +12,10 @@ def test_lora_goes_on_the_text_decoder_only(tiny_llava):
     names = _lora_layers(tiny_llava)
     assert names and all(".language_model.layers." in n for n in names)
     assert not any("vision_tower" in n for n in names)
-    assert {n.rsplit(".", 1)[1] for n in names} == {"q_proj", "v_proj"}
-    assert len(names) == 2 * tiny_llava.num_layers
+    assert {n.rsplit(".", 1)[1] for n in names} == set(ALL_LINEAR)  # the default: every linear module
+    assert len(names) == 7 * tiny_llava.num_layers
+    ranks = {p.shape[0] for n, p in tiny_llava.model.named_parameters() if ".lora_A." in n}
+    assert ranks == {64}
     assert tiny_llava.device.type == "cpu" and tiny_llava.dtype == torch.float32
 
 
@@ -59,3 +61,23 @@ def test_model_spec_validation_and_layer_range():
         ModelSpec("x", dtype="int8")
     with pytest.raises(ValueError, match="out of range"):
         load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), lora=LoraSpec(layers=(9,)))
+
+
+def test_train_projector_trains_and_saves_the_projector_in_full(tmp_path, image_dir):
+    from tests.workers.engine.features.helpers import conversation
+    from workers.engine.training import TrainConfig, train_lora
+
+    spec = ModelSpec("tiny-llava", model_type="llava")
+    loaded = load_model(spec, lora=LoraSpec(r=4, alpha=8, target_modules=("q_proj",), train_projector=True))
+    projector = {k: v.clone() for k, v in loaded.model.state_dict().items()
+                 if "multi_modal_projector" in k and ".modules_to_save." in k}
+    assert projector
+    samples = [conversation(i, "<image>\nColour?", c, [image_dir / f"{c}.png"]) for i, c in enumerate(["red", "blue"])]
+    train_lora(loaded, samples, TrainConfig(max_steps=2, batch_size=2, lr=1e-2))
+    after = loaded.model.state_dict()
+    assert all(not torch.equal(v, after[k]) for k, v in projector.items())
+    loaded.save_adapter(tmp_path / "ad")
+    again = load_model(spec, adapter_dir=tmp_path / "ad").model.state_dict()
+    assert all(torch.equal(after[k], again[k]) for k in projector)
+    with pytest.raises(ValueError, match="needs a llava model"):
+        load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), lora=LoraSpec(train_projector=True))
