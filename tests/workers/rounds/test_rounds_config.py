@@ -7,8 +7,10 @@ from service.pool_config import PoolConfig
 from workers.rounds.config import engine_config
 
 FULL = {
-    "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "k_proj"], "layers": [0, 2], "seed": 5},
-    "features": {"layers": [-1, -2], "proj_dim": 128, "batch_size": 3, "max_length": 512, "seed": 6},
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "k_proj"], "layers": [0, 2], "seed": 5,
+             "train_projector": True},
+    "features": {"layers": [-1, -2], "proj_dim": 128, "projection_nnz": 2, "batch_size": 3, "max_length": 512,
+                 "seed": 6},
     "selection": {"n_clusters": "auto", "tails": [10, 90], "n_strata": 20},
     "pruning": {"preset": "lite", "eps": 0.2, "max_pool_size": 1000},
     "training": {"epochs": 2, "lr": 0.001, "batch_size": 2, "max_steps": 50, "seed": 7},
@@ -28,7 +30,9 @@ def test_every_key_converts() -> None:
     cfg = engine_config(config)
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.seed) == (4, 8, 0.1, 5)
     assert cfg.lora.target_modules == ("q_proj", "k_proj") and cfg.lora.layers == (0, 2)
+    assert cfg.lora.train_projector is True
     assert (cfg.features.layers, cfg.features.proj_dim, cfg.features.batch_size) == ((-1, -2), 128, 3)
+    assert cfg.features.projection_nnz == 2
     assert (cfg.features.max_length, cfg.features.seed) == (512, 6)
     assert (cfg.selection.n_clusters, cfg.selection.tails, cfg.selection.n_strata) == ("auto", (10.0, 90.0), 20)
     assert (cfg.pruning.preset, cfg.pruning.eps, cfg.pruning.max_pool_size) == ("lite", 0.2, 1000)
