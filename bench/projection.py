@@ -148,7 +148,7 @@ def feature_share(samples: int) -> dict:
     import torch
 
     from workers.engine.features import FeatureConfig, FeatureEngine
-    from workers.engine.models import ModelSpec, load_model
+    from workers.engine.models import ModelSpec, encode_sample, load_model
     from workers.engine.samples import EngineSample, Message
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -160,8 +160,9 @@ def feature_share(samples: int) -> dict:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     rng = np.random.default_rng(0)
     words = "the a of to and in is for on with as by at from that this it be are was or an".split()
-    data = [EngineSample(i, (Message("user", " ".join(rng.choice(words, 150))),
-                             Message("assistant", " ".join(rng.choice(words, 60)))), ()) for i in range(samples)]
+    # ~300 tokens each (the preset's tokenizer is byte-level: ~3.5 tokens per word here)
+    data = [EngineSample(i, (Message("user", " ".join(rng.choice(words, 60))),
+                             Message("assistant", " ".join(rng.choice(words, 25)))), ()) for i in range(samples)]
     engine = FeatureEngine(loaded, FeatureConfig(batch_size=BATCH))
     spent = [0.0]
     inner = engine.projector.project
@@ -179,7 +180,8 @@ def feature_share(samples: int) -> dict:
     engine.run(data)
     total = time.perf_counter() - start
     return {"projection_share_650k": round(spent[0] / total, 4), "feature_pass_samples_per_s_650k": round(samples / total, 3),
-            "grad_dim_650k_model": int(engine.capture.dim), "feature_pass_samples": samples}
+            "grad_dim_650k_model": int(engine.capture.dim), "feature_pass_samples": samples,
+            "feature_pass_mean_tokens": round(float(np.mean([len(encode_sample(loaded, s).input_ids) for s in data])), 1)}
 
 
 def _in_child(fn, *args):  # noqa: ANN001, ANN202
