@@ -3,8 +3,9 @@
 Model: the `tiny-llava-30m` preset (~30M parameters, float32 on CPU), LoRA r=8 on q_proj/v_proj
 of every decoder layer with a seeded non-zero B (a warmed-up adapter), features from the last
 layer, proj_dim 8192. Then ours and the floor again with the default adapter (r=64 on all seven
-linear modules: a 0.63M-dimensional gradient), reported as `*_all_linear`. Samples are shaped like LLaVA-1.5's: one image = 256 image tokens, about
-three quarters of each ~340-token sequence.
+linear modules: a 0.63M-dimensional gradient), reported as `*_all_linear`. Samples are shaped like
+LLaVA-1.5's: one image (256 image tokens on tiny-llava-30m, about three quarters of each
+~340-token sequence; 576 on llava-1b-shape) and a short conversation.
   ours:      compute_features (batched, backward through the last layer only, text-only IG pass)
   reference: bench/reference_features.py (batch size 1, full backward, dense projection, zeroed-image IG)
   floor:     the plain no-grad forwards the scores need anyway: with the image + text-only, same batches,
@@ -98,13 +99,13 @@ def timed_round(methods: dict, batches: list, repeats: int, sync) -> tuple[dict[
     return {m: sum(v) for m, v in best.items()}, outputs
 
 
-def dtype_agreement(spec: ModelSpec, other_dtype: str, samples, cfg, ours_parts, seed: int) -> float:  # noqa: ANN001
-    """Min per-sample cosine between our features in `spec.dtype` and in `other_dtype`."""
+def dtype_agreement(spec: ModelSpec, other_dtype: str, lora: LoraSpec, samples, cfg, ours) -> float:  # noqa: ANN001
+    """Min per-sample cosine between our features `ours` (in `spec.dtype`) and in `other_dtype`."""
     other = load_model(ModelSpec(spec.base_model, model_type=spec.model_type, device=spec.device, dtype=other_dtype),
-                       lora=LoraSpec(r=8, alpha=16, target_modules=("q_proj", "v_proj")))
-    seeded_warm_adapter(other, seed)
+                       lora=lora)
+    seeded_warm_adapter(other, lora.seed)
     theirs = FeatureEngine(other, cfg).run(samples).features.astype(np.float32)
-    ours = np.concatenate([p.features for p in ours_parts]).astype(np.float32)
+    ours = ours.astype(np.float32)
     cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
     return float(cos.min())
 
@@ -127,7 +128,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     spec = ModelSpec(args.model, model_type="llava", device=args.device, dtype=args.dtype)
     sync = torch.cuda.synchronize if spec.device.startswith("cuda") else (lambda: None)
-    loaded = load_model(spec, lora=LoraSpec(r=8, alpha=16, target_modules=("q_proj", "v_proj")))
+    narrow_lora = LoraSpec(r=8, alpha=16, target_modules=("q_proj", "v_proj"), seed=args.seed)
+    loaded = load_model(spec, lora=narrow_lora)
     seeded_warm_adapter(loaded, args.seed)
     cfg = FeatureConfig(proj_dim=args.proj_dim, seed=args.seed, batch_size=args.batch_size)
     extra: dict = {}
@@ -143,19 +145,27 @@ def main() -> None:
         batches = [samples[k: k + args.batch_size] for k in range(0, len(samples), args.batch_size)]
         t, out = timed_round({"ours": engine.run, "reference": reference.run,
                               "floor": lambda b: floor_batch(loaded, b, cfg)}, batches, args.repeats, sync)
-        if args.compare_dtype:
+        narrow_features = np.concatenate([p.features for p in out["ours"]])
+        if args.compare_dtype and args.skip_all_linear:
             extra[f"min_cosine_vs_{args.compare_dtype}"] = round(
-                dtype_agreement(spec, args.compare_dtype, samples, cfg, out["ours"], args.seed), 6)
+                dtype_agreement(spec, args.compare_dtype, narrow_lora, samples, cfg, narrow_features), 6)
+            extra["dtype_compared_on"] = "q_proj,v_proj r=8"
 
         if not args.skip_all_linear:
             # The same measurement with the default adapter: LoRA r = 64 on all seven linear modules.
-            # The batch-size-1 reference is left out here: its dense matrix would be 20 GB.
-            wide = load_model(spec, lora=LoraSpec(seed=args.seed))
+            # The batch-size-1 reference is left out here: its dense matrix would not fit (20.7 GB
+            # for tiny-llava-30m's 631K-dimensional gradient).
+            wide = load_model(spec, lora=LoraSpec(seed=args.seed))  # the service's default adapter
             seeded_warm_adapter(wide, args.seed)
             wide_engine = FeatureEngine(wide, cfg)
             wide_engine.run(samples[:2]), floor_batch(wide, samples[:2], cfg)
-            t_wide, _ = timed_round({"ours": wide_engine.run, "floor": lambda b: floor_batch(wide, b, cfg)},
-                                    batches, args.repeats, sync)
+            t_wide, out_wide = timed_round({"ours": wide_engine.run, "floor": lambda b: floor_batch(wide, b, cfg)},
+                                           batches, args.repeats, sync)
+            if args.compare_dtype:  # on the default adapter, the features the service computes
+                wide_features = np.concatenate([p.features for p in out_wide["ours"]])
+                extra[f"min_cosine_vs_{args.compare_dtype}"] = round(
+                    dtype_agreement(spec, args.compare_dtype, LoraSpec(seed=args.seed), samples, cfg, wide_features), 6)
+                extra["dtype_compared_on"] = "all linear r=64"
             n = len(samples)
             extra.update({
                 "floor_ratio_all_linear": round(t_wide["ours"] / t_wide["floor"], 3),

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from core.lora import ALL_LINEAR
+from core.engine_defaults import ALL_LINEAR, PROJECTION_NNZ
 
 MODEL_TYPES = ("llava", "causal-lm")
 EXPERTS = ("ppl", "el2n", "entropy", "grand", "ig")
@@ -113,9 +113,10 @@ class FeaturesSection(_Section):
 
     layers: Literal["last"] | list[Seed] = Field("last", description='"last" or decoder-layer indices')
     proj_dim: PosInt = 8192
-    projection_nnz: PosInt = Field(4, description="non-zeros per gradient coordinate in the sparse JL projection")
+    projection_nnz: PosInt = Field(PROJECTION_NNZ, description="non-zeros per gradient coordinate in the sparse JL projection; divides proj_dim")
     batch_size: PosInt = 8
-    max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2))] = None
+    max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2))] = Field(
+        4096, description="token limit per sample (tail-truncated), as in training; null = none")
     seed: Seed = 0
 
     @field_validator("layers", mode="before")
@@ -129,8 +130,8 @@ class FeaturesSection(_Section):
 
     @model_validator(mode="after")
     def _nnz_fits(self) -> "FeaturesSection":
-        if self.projection_nnz > self.proj_dim:
-            raise ValueError(f"projection_nnz must be at most proj_dim ({self.proj_dim}), got {self.projection_nnz!r}")
+        if self.proj_dim % self.projection_nnz:
+            raise ValueError(f"projection_nnz must divide proj_dim ({self.proj_dim}), got {self.projection_nnz!r}")
         return self
 
 
@@ -181,12 +182,20 @@ class TrainingSection(_Section):
     batch_size: PosInt = 4
     max_steps: OptPosInt = None
     seed: Seed = 0
+    projector_lr: float | None = Field(None, description="lr of a projector trained in full; null = lr")
 
     @field_validator("lr", mode="before")
     @classmethod
     def _lr(cls, v: Any) -> Any:
         if not _is_number(v) or not v > 0:
             raise ValueError(f"must be a number > 0, got {v!r}")
+        return v
+
+    @field_validator("projector_lr", mode="before")
+    @classmethod
+    def _projector_lr(cls, v: Any) -> Any:
+        if v is not None and (not _is_number(v) or not v > 0):
+            raise ValueError(f"must be null or a number > 0, got {v!r}")
         return v
 
 

@@ -44,7 +44,7 @@ def test_create_fills_defaults_and_reads_back(client, alice):
         ({"selection": {"tails": [90, 10]}}, "body.config.selection.tails", "[90, 10]"),
         ({"lora": {"r": 0}}, "body.config.lora.r", "got 0"),
         ({"features": {"proj_dim": 8.5}}, "body.config.features.proj_dim", "got 8.5"),
-        ({"features": {"proj_dim": 2, "projection_nnz": 4}}, "body.config.features", "at most proj_dim (2), got 4"),
+        ({"features": {"proj_dim": 10, "projection_nnz": 4}}, "body.config.features", "divide proj_dim (10), got 4"),
         ({"lora": {"train_projector": "yes"}}, "body.config.lora.train_projector", "bool"),
         ({"pruning": {"preset": "huge"}}, "body.config.pruning.preset", "huge"),
         ({"warmup_fraction": 1.5}, "body.config.warmup_fraction", "got 1.5"),

@@ -22,6 +22,8 @@ class TrainConfig:
         max_steps: stop after this many optimizer steps (None: `epochs` full passes).
         warmup_ratio: fraction of steps with a linear LR ramp; then linear decay to 0.
         grad_clip: max global grad norm (None disables).
+        projector_lr: learning rate of a projector trained in full (`LoraSpec.train_projector`;
+            LLaVA's `mm_projector_lr`); None uses `lr`.
     """
 
     epochs: int = 1
@@ -33,6 +35,7 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     grad_clip: float | None = 1.0
     max_length: int | None = 4096
+    projector_lr: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -47,6 +50,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.projector_lr is not None and not self.projector_lr > 0:
+            raise ValueError(f"TrainConfig.projector_lr must be None or > 0, got {self.projector_lr!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
 
@@ -84,14 +89,17 @@ def train_lora(
         raise ValueError("train_lora needs at least one sample")
     model = loaded.model
     # the LoRA factors, and a projector trained in full (PEFT's modules_to_save copy) if any
-    lora = [p for n, p in model.named_parameters() if "lora_" in n or ".modules_to_save." in n]
-    if not lora:
+    factors = [p for n, p in model.named_parameters() if "lora_" in n]
+    projector = [p for n, p in model.named_parameters() if ".modules_to_save." in n]
+    lora = factors + projector
+    if not factors:
         raise ValueError("the loaded model has no LoRA parameters to train")
     flags = {id(p): p.requires_grad for p in model.parameters()}
     per_epoch = math.ceil(len(samples) / cfg.batch_size)
     total = min(cfg.max_steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs)
     warmup = int(cfg.warmup_ratio * total)
-    optimizer = torch.optim.AdamW(lora, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [{"params": factors}] + ([{"params": projector, "lr": cfg.projector_lr or cfg.lr}] if projector else [])
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )

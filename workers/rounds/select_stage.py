@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 
 from service.db.models import FeatureShard, Selection
-from workers.engine.features import SCORE_NAMES, read_shard
+from workers.engine.features import SCORE_NAMES, read_shard, read_shard_meta
 from workers.engine.pruning import prune_pool
 from workers.engine.selection import select_samples
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
@@ -59,9 +59,16 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, np.ndarray,
     scores = {k: np.empty(n, dtype=np.float32) for k in SCORE_NAMES}
     features = None
     pos = 0
+    expected = run.cfg.features.fingerprint()
     for k, shard in enumerate(shards):
         if not run.blobs.verify(shard.blob):
             raise ShardBlobError(f"feature shard {shard.shard} blob {shard.blob} is missing or corrupt")
+        meta = read_shard_meta(run.blobs.path(shard.blob))
+        if (meta.get("config"), meta.get("adapter_sha")) != (expected, run.ref.state.get("adapter_sha")):
+            # e.g. a shard redelivered to a worker still running an older release during an upgrade
+            raise ShardBlobError(f"feature shard {shard.shard} was computed with feature config {meta.get('config')} "
+                                 f"and adapter {meta.get('adapter_sha')}, not this round's {expected} and "
+                                 f"{run.ref.state.get('adapter_sha')}: features of different projections cannot mix")
         batch = read_shard(run.blobs.path(shard.blob))
         m = len(batch)
         if features is None:

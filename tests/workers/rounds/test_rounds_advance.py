@@ -249,6 +249,31 @@ def test_failed_stage_fails_the_round(round_env: RoundEnv) -> None:
     assert pool_snapshot(env, pool_id) == {"members": [], "checkpoint": None, "rounds": 0, "checkpoints": []}
 
 
+def test_select_refuses_a_shard_computed_with_another_projection(round_env: RoundEnv, tmp_path: Path) -> None:
+    """A shard from another feature config (say, a worker of an older release redelivered it)
+    fails the round with a clear error instead of mixing incomparable features."""
+    from workers.engine.features import read_shard, read_shard_meta, write_shard
+
+    env = round_env
+    ds = add_dataset(env, "a", list(range(6)))
+    pool_id = add_pool(env, {**_fast(), "shard_size": 3})
+    round_id, job_id = start_round(env, pool_id, [ds], budget=2)
+    env.drain(until_kind="round.select")
+    with env.factory() as s:
+        shard = s.get(FeatureShard, (round_id, 1))
+        meta = read_shard_meta(env.blobs.path(shard.blob))
+        meta["config"] = {**meta["config"], "projection": "rademacher"}
+        write_shard(tmp_path / "old.npz", read_shard(env.blobs.path(shard.blob)), meta=meta)
+        shard.blob = env.blobs.put_file(tmp_path / "old.npz").sha256
+        s.commit()
+    env.drain()
+    with env.factory() as s:
+        parent = s.get(Job, job_id)
+        assert (parent.status, parent.error["code"]) == ("failed", "blob_corrupt")
+        assert "feature shard 1" in parent.error["message"] and "cannot mix" in parent.error["message"]
+    assert pool_snapshot(env, pool_id)["rounds"] == 0
+
+
 def test_reaper_leaves_a_waiting_parent_alone(round_env: RoundEnv) -> None:
     from workers.leases import utcnow
     from workers.reaper import reap_expired

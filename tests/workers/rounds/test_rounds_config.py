@@ -13,7 +13,7 @@ FULL = {
                  "seed": 6},
     "selection": {"n_clusters": "auto", "tails": [10, 90], "n_strata": 20},
     "pruning": {"preset": "lite", "eps": 0.2, "max_pool_size": 1000},
-    "training": {"epochs": 2, "lr": 0.001, "batch_size": 2, "max_steps": 50, "seed": 7},
+    "training": {"epochs": 2, "lr": 0.001, "batch_size": 2, "max_steps": 50, "seed": 7, "projector_lr": 2e-5},
     "shard_size": 64,
     "warmup_fraction": 0.1,
 }
@@ -38,7 +38,7 @@ def test_every_key_converts() -> None:
     assert (cfg.pruning.preset, cfg.pruning.eps, cfg.pruning.max_pool_size) == ("lite", 0.2, 1000)
     assert cfg.selection.prune == cfg.pruning  # the semdedup method dedups with the pool's settings
     t = cfg.training
-    assert (t.epochs, t.lr, t.batch_size, t.max_steps, t.seed) == (2, 0.001, 2, 50, 7)
+    assert (t.epochs, t.lr, t.batch_size, t.max_steps, t.seed, t.projector_lr) == (2, 0.001, 2, 50, 7, 2e-5)
     assert (cfg.shard_size, cfg.warmup_fraction) == (64, 0.1)
 
 
@@ -47,3 +47,16 @@ def test_partial_config_gets_defaults_and_bad_values_name_the_field() -> None:
     assert cfg.selection.n_clusters == 4 and cfg.features.proj_dim == 8192 and cfg.shard_size == 256
     with pytest.raises(ValueError, match="n_strata"):
         engine_config({"selection": {"n_strata": 0}})
+
+
+def test_pool_config_defaults_are_the_engine_defaults() -> None:
+    """The service fills defaults without importing the engine: the two must not drift apart."""
+    from workers.engine.features import FeatureConfig
+    from workers.engine.models import LoraSpec
+    from workers.engine.training import TrainConfig
+
+    cfg = engine_config(None)
+    assert cfg.lora == LoraSpec()
+    assert cfg.features == FeatureConfig()
+    for key in PoolConfig().training.model_dump():
+        assert getattr(cfg.training, key) == getattr(TrainConfig(), key), key

@@ -17,7 +17,7 @@ from workers.engine.samples import EngineSample
 
 
 class FeatureEngine:
-    """Holds what is reused across batches: the hooks and the projection matrix."""
+    """Holds what is reused across batches: the hooks and the projector."""
 
     def __init__(self, loaded: LoadedModel, cfg: FeatureConfig) -> None:
         self.loaded, self.cfg = loaded, cfg

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from workers.engine.features.projection import DEFAULT_NNZ
+from core.engine_defaults import PROJECTION_NNZ
+from workers.engine.features.projection import BLOCK_COORDS, VERSION
 
 SCORE_NAMES = ("ppl", "el2n", "entropy", "grand", "ig")
 
@@ -19,7 +20,8 @@ class FeatureConfig:
         layers: "last" or decoder-layer indices (negative counts from the end) whose LoRA
             gradients form the feature; backward stops at the lowest of them.
         proj_dim: output dimension of the sparse JL projection.
-        projection_nnz: non-zeros per gradient coordinate in that projection (see projection.py).
+        projection_nnz: non-zeros per gradient coordinate in that projection (see projection.py);
+            must divide proj_dim.
         seed: seeds the projection matrix.
         batch_size: samples per forward/backward pass.
         max_length: token limit per sample (tail-truncated), None for no limit.
@@ -30,7 +32,7 @@ class FeatureConfig:
 
     layers: str | tuple[int, ...] = "last"
     proj_dim: int = 8192
-    projection_nnz: int = DEFAULT_NNZ
+    projection_nnz: int = PROJECTION_NNZ
     seed: int = 0
     batch_size: int = 8
     max_length: int | None = 4096
@@ -48,8 +50,10 @@ class FeatureConfig:
             object.__setattr__(self, "layers", layers)
         if not isinstance(self.proj_dim, int) or self.proj_dim < 1:
             raise ValueError(f"FeatureConfig.proj_dim must be a positive int, got {self.proj_dim!r}")
-        if not isinstance(self.projection_nnz, int) or not 1 <= self.projection_nnz <= self.proj_dim:
-            raise ValueError(f"FeatureConfig.projection_nnz must be an int in [1, proj_dim], got {self.projection_nnz!r}")
+        if (not isinstance(self.projection_nnz, int) or self.projection_nnz < 1
+                or self.proj_dim % self.projection_nnz):
+            raise ValueError(f"FeatureConfig.projection_nnz must be a positive int dividing proj_dim ({self.proj_dim}), "
+                             f"got {self.projection_nnz!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"FeatureConfig.batch_size must be a positive int, got {self.batch_size!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
@@ -69,7 +73,8 @@ class FeatureConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What makes two feature sets comparable (stored in shards, checked on resume)."""
         return {"layers": self.layers if isinstance(self.layers, str) else list(self.layers),
-                "proj_dim": self.proj_dim, "projection": "sjlt", "projection_nnz": self.projection_nnz,
+                "proj_dim": self.proj_dim, "projection": f"{VERSION}/{BLOCK_COORDS}",
+                "projection_nnz": self.projection_nnz,
                 "seed": self.seed, "max_length": self.max_length}
 
 

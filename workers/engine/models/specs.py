@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.lora import ALL_LINEAR
+from core.engine_defaults import ALL_LINEAR
 
 MODEL_TYPES = ("llava", "causal-lm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")

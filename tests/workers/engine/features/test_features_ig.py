@@ -4,7 +4,7 @@ import pytest
 
 from tests.workers.engine.features.helpers import conversation
 from workers.engine.features import FeatureConfig, compute_features
-from workers.engine.models import LoraSpec, ModelSpec, load_model
+from workers.engine.models import ALL_LINEAR, LoraSpec, ModelSpec, load_model
 from workers.engine.training import TrainConfig, train_lora
 
 COLOURS = ("red", "blue", "green")
@@ -15,7 +15,7 @@ def colour_model(image_dir):
     """tiny-llava + LoRA trained to name the colour of a solid image (~2 s on one core)."""
     loaded = load_model(
         ModelSpec("tiny-llava", model_type="llava"),
-        lora=LoraSpec(target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+        lora=LoraSpec(target_modules=ALL_LINEAR),
     )
     samples = [conversation(i, "<image>\nColour?", c, [image_dir / f"{c}.png"]) for i, c in enumerate(COLOURS * 4)]
     stats = train_lora(loaded, samples, TrainConfig(epochs=30, lr=1e-2, batch_size=6, max_steps=60, seed=0))

@@ -81,3 +81,10 @@ def test_train_projector_trains_and_saves_the_projector_in_full(tmp_path, image_
     assert all(torch.equal(after[k], again[k]) for k in projector)
     with pytest.raises(ValueError, match="needs a llava model"):
         load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), lora=LoraSpec(train_projector=True))
+
+    # its own learning rate (LLaVA's mm_projector_lr): Adam moves each weight by about lr per step
+    slow = load_model(spec, lora=LoraSpec(r=4, alpha=8, target_modules=("q_proj",), train_projector=True))
+    train_lora(slow, samples, TrainConfig(max_steps=2, batch_size=2, lr=1e-2, projector_lr=1e-6, warmup_ratio=0.0))
+    moved = slow.model.state_dict()
+    assert max(float((moved[k] - v).abs().max()) for k, v in projector.items()) < 1e-5
+    assert max(float((after[k] - v).abs().max()) for k, v in projector.items()) > 1e-3
