@@ -58,9 +58,10 @@ PRESETS: dict[str, PresetShape] = {
     "tiny-causal-lm-30m": PresetShape(
         "causal-lm", hidden=512, layers=8, heads=8, kv_heads=8, intermediate=1408, init_std=0.05
     ),
-    # Real shapes with random weights (and the byte tokenizer, so a smaller LM head), for speed
-    # and memory benchmarks only: SmolLM2-135M's decoder (one layer, all linear, r=64 = a 0.65M
-    # gradient), and a LLaVA-1.5-like 1.3B model (TinyLlama-1.1B's decoder, CLIP ViT-L/14-336).
+    # Real shapes with random weights, for speed and memory benchmarks only. The byte tokenizer
+    # keeps embeddings and LM head small: SmolLM2-135M's decoder is 107M parameters here (one
+    # layer, all linear, r=64 = a 0.65M gradient); the LLaVA-1.5-like model (TinyLlama-1.1B's
+    # decoder, a CLIP ViT-L/14-336 tower, 576 image tokens) is 1.28B.
     "smollm2-135m-shape": PresetShape(
         "causal-lm", hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536, init_std=0.02
     ),
