@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workers.engine.samples import IMAGE_TOKEN, EngineSample, Message
+from core.samples import IMAGE_TOKEN, EngineSample, Message
 
 BACKGROUND = (200, 200, 200)
 PALETTE = {

@@ -149,7 +149,7 @@ def feature_share(samples: int) -> dict:
 
     from workers.engine.features import FeatureConfig, FeatureEngine
     from workers.engine.models import ModelSpec, encode_sample, load_model
-    from workers.engine.samples import EngineSample, Message
+    from core.samples import EngineSample, Message
 
     torch.set_num_threads(os.cpu_count() or 1)
     loaded = load_model(ModelSpec("smollm2-135m-shape", model_type="causal-lm", device="cpu", dtype="float32"))

@@ -19,7 +19,7 @@ import torch
 from workers.engine.features.lora_grads import lora_parameters
 from workers.engine.features.projection import SparseJLProjector
 from workers.engine.models import IGNORE_INDEX, LoadedModel, collate, encode_sample
-from workers.engine.samples import EngineSample
+from core.samples import EngineSample
 
 
 @dataclass

@@ -19,8 +19,9 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.files import CHUNK_SIZE
 from service.db.models import Round, Sample, Selection
-from service.storage import CHUNK_SIZE, BlobNotFound, BlobStore
+from service.storage import BlobNotFound, BlobStore
 
 FORMATS = ("jsonl", "json", "tar")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "json": "application/json", "tar": "application/x-tar"}

@@ -13,12 +13,12 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-CHUNK_SIZE = 1024 * 1024  # bounded copy buffer: memory stays flat whatever the blob size
+from core.files import CHUNK_SIZE, atomic_write, fsync_dir, hash_stream
+
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -30,47 +30,6 @@ class BlobNotFound(FileNotFoundError):
 class BlobRef:
     sha256: str
     size: int
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform (e.g. Windows), hence the guard.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
-    """Write `data` (bytes, or a function writing to a binary file) to `path` all-or-nothing.
-
-    A failure at any point leaves `path` as it was before and no temp file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 class BlobStore:
@@ -106,7 +65,7 @@ class BlobStore:
         """True when the blob exists and its content still hashes to its name."""
         try:
             with self.open(sha256) as f:
-                return _hash_file(f) == sha256
+                return hash_stream(f) == sha256
         except BlobNotFound:
             return False
 
@@ -155,7 +114,7 @@ class BlobStore:
             with path.open("rb") as f:
                 return self.put_stream(f)
         with path.open("rb") as f:
-            sha = _hash_file(f)
+            sha = hash_stream(f)
         size = path.stat().st_size
         if self._reuse(sha):
             path.unlink()
@@ -183,7 +142,7 @@ class BlobStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)  # blobs are immutable: guard against in-place edits
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         return BlobRef(sha, size)
 
     def delete(self, sha256: str) -> None:
@@ -194,10 +153,3 @@ class BlobStore:
         """Copy a blob out to a local file, atomically."""
         with self.open(sha256) as src:
             return atomic_write(dest, lambda out: shutil.copyfileobj(src, out, CHUNK_SIZE))
-
-
-def _hash_file(f: BinaryIO) -> str:
-    h = hashlib.sha256()
-    while chunk := f.read(CHUNK_SIZE):
-        h.update(chunk)
-    return h.hexdigest()

@@ -102,7 +102,7 @@ class Sample(Base):
     key: Mapped[str] = mapped_column(String(300))  # the user's sample id
     content_hash: Mapped[str] = mapped_column(String(64))
     record: Mapped[dict[str, Any]]  # the original record, returned in downloads
-    messages: Mapped[list[Any]]  # normalised [{role, content}] (workers.engine.samples.Message)
+    messages: Mapped[list[Any]]  # normalised [{role, content}] (core.samples.Message)
     image_refs: Mapped[list[Any]]  # blob sha256 of each image, in placeholder order
     image_names: Mapped[list[Any]]  # the names the record uses for them
     skill: Mapped[str | None] = mapped_column(String(100))  # the record's `skill`, else the dataset's

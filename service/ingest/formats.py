@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from workers.engine.samples import Message
+from core.samples import Message
 
 from .errors import DatasetError
 from .limits import IngestLimits

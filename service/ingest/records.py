@@ -1,6 +1,6 @@
 """Normalise one record (LLaVA `conversations` or OpenAI-style `messages`) into Messages.
 
-The normal form is `workers.engine.samples.Message` turns whose text carries one IMAGE_TOKEN per
+The normal form is `core.samples.Message` turns whose text carries one IMAGE_TOKEN per
 image, in image order, plus the image names as the record spells them.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.skills import skill_problem
-from workers.engine.samples import IMAGE_TOKEN, Message
+from core.samples import IMAGE_TOKEN, Message
 
 from .errors import DatasetError
 from .limits import IngestLimits

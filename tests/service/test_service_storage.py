@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from service.storage import BlobNotFound, BlobStore, atomic_write
+from core.files import atomic_write
+from service.storage import BlobNotFound, BlobStore
 
 
 def _sha(data: bytes) -> str:

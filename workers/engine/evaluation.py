@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from workers.engine.models import IGNORE_INDEX, EncodedSample, LoadedModel, collate, encode_sample
-from workers.engine.samples import EngineSample
+from core.samples import EngineSample
 
 _TRAILING_PUNCT = ".,;:!?\"'`)]}"
 _LEADING_PUNCT = "\"'`([{"

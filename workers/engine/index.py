@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import math
 import os
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from core.files import file_sha256, fsync_dir
 
 # Past this many rows the index is IVF instead of flat. Measured on the 2-core dev machine at
 # 1024 dims: a flat fp16 index of 50k rows answers a query in ~3.5 ms (1.7 ms batched), exact and
@@ -56,14 +57,6 @@ class IndexVersion:
 
 def index_kind(n: int) -> IndexKind:
     return "flat" if n <= FLAT_MAX_ROWS else "ivf"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -117,14 +110,6 @@ def build_index(ids: np.ndarray, features: np.ndarray, seed: int = 0):
     return index
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomically(index, path: Path) -> tuple[str, int]:
     """temp file → fsync → rename → fsync dir; returns (sha256, size) of what was written."""
     import faiss
@@ -138,7 +123,7 @@ def _write_atomically(index, path: Path) -> tuple[str, int]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return sha, size
 
 

@@ -9,7 +9,7 @@ from workers.engine.features.scores import gather_response, token_nll
 from workers.engine.models.batching import collate
 from workers.engine.models.encoding import encode_sample
 from workers.engine.models.loading import LoadedModel
-from workers.engine.samples import EngineSample
+from core.samples import EngineSample
 
 OnStep = Callable[[int, int, float], None]
 

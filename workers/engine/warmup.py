@@ -10,7 +10,7 @@ import random
 from typing import Sequence
 
 from workers.engine.models.loading import LoadedModel
-from workers.engine.samples import EngineSample
+from core.samples import EngineSample
 from workers.engine.training import OnStep, TrainConfig, TrainStats, train_lora
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Sample
 from service.storage import BlobStore
-from workers.engine.samples import EngineSample, Message
+from core.samples import EngineSample, Message
 
 # IN-lists stay well under the bind-parameter limits of SQLite (32766) and PostgreSQL (65535).
 ID_CHUNK = 5000

@@ -12,7 +12,7 @@ from service.ingest.errors import IngestError
 from service.ingest.formats import content_hash, detect_format, iter_records, parse_dataset
 from service.ingest.limits import IngestLimits
 from tests.datagen import build_records, llava_record, openai_record, write_records
-from workers.engine.samples import Message
+from core.samples import Message
 
 
 def _write(tmp_path: Path, text: str | bytes, name: str = "data") -> Path:

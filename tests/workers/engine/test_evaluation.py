@@ -13,7 +13,7 @@ from workers.engine.evaluation import (
     normalize_answer,
 )
 from workers.engine.models import IGNORE_INDEX, ModelSpec, encode_sample, load_model
-from workers.engine.samples import IMAGE_TOKEN, EngineSample, Message
+from core.samples import IMAGE_TOKEN, EngineSample, Message
 
 # Float32 on CPU; batched vs unbatched and reference vs fast path differ only by summation order.
 TOL = 1e-4

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from service.db.models import (
     Checkpoint, EvalResult, FeatureShard, IndexVersion, Job, Pool, PoolMember, Round, Score, Selection,
 )
-from workers.engine.index import file_sha256
+from core.files import file_sha256
 from service.jobs import request_cancel
 from tests.workers.rounds.rounds_helpers import RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
 from workers.rounds.plan import load_plan

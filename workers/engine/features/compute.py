@@ -13,7 +13,7 @@ from workers.engine.features.scores import gather_response, per_sample_mean, tok
 from workers.engine.models.batching import collate
 from workers.engine.models.encoding import IGNORE_INDEX, EncodedSample, encode_sample
 from workers.engine.models.loading import LoadedModel
-from workers.engine.samples import EngineSample
+from core.samples import EngineSample
 
 
 class FeatureEngine:

@@ -11,10 +11,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from service.storage import atomic_write
+from core.files import atomic_write, file_sha256
 from workers.engine.features.config import SCORE_NAMES, FeatureBatch, FeatureConfig
 from workers.engine.models.loading import LoadedModel
-from workers.engine.samples import EngineSample
+from core.samples import EngineSample
 
 SHARD_FORMAT = 1
 
@@ -63,14 +63,6 @@ def read_shard(path: str | Path) -> FeatureBatch:
         if isinstance(exc, FileNotFoundError):
             raise
         raise ValueError(f"malformed feature shard {str(path)!r}: {exc}") from exc
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _chunks(samples: Iterable[EngineSample], size: int) -> Iterator[list[EngineSample]]:

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from workers.engine.models.loading import LoadedModel
-from workers.engine.samples import IMAGE_TOKEN, EngineSample
+from core.samples import IMAGE_TOKEN, EngineSample
 
 IGNORE_INDEX = -100
 # Used when a tokenizer has no chat template: the LLaVA-1.5 conversation format.

@@ -5,7 +5,7 @@ import torch
 
 from workers.engine.features.lora_grads import lora_parameters
 from workers.engine.models import collate, encode_sample
-from workers.engine.samples import EngineSample, Message
+from core.samples import EngineSample, Message
 
 
 def loop_gradients(loaded, samples, layers: list[int]) -> torch.Tensor:

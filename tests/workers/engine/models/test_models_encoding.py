@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from workers.engine.models import IGNORE_INDEX, encode_sample, strip_image_tokens
-from workers.engine.samples import EngineSample, Message
+from core.samples import EngineSample, Message
 
 N_IMAGE_TOKENS = 16  # tiny-llava: (56 / 14)^2 patches, CLS dropped
 

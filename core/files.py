@@ -1,0 +1,67 @@
+"""Durable file writes and content hashes, shared by the service and the workers."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK_SIZE = 1024 * 1024  # bounded read/copy buffer: memory stays flat whatever the file size
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (not supported everywhere, e.g. Windows: then a no-op)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write `data` (bytes, or a function writing to a binary file) to `path` all-or-nothing.
+
+    A temp file in the same directory, fsynced, renamed into place, the directory fsynced: a
+    failure at any point leaves `path` as it was before and no temp file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def hash_stream(f: BinaryIO) -> str:
+    """sha256 (hex) of the rest of a binary stream, read in CHUNK_SIZE pieces."""
+    h = hashlib.sha256()
+    while chunk := f.read(CHUNK_SIZE):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's content."""
+    with open(path, "rb") as f:
+        return hash_stream(f)
