@@ -265,10 +265,3 @@ class RoundParams(_Section):
                 raise ValueError(f"lists dataset {ds!r} twice")
             seen.add(ds)
         return v
-
-
-def resolve_budget(budget: int | float, candidates: int) -> int:
-    """The sample count a budget means for `candidates` candidates (a fraction rounds half up, at least 1)."""
-    if isinstance(budget, float):
-        return min(candidates, max(1, int(budget * candidates + 0.5))) if candidates else 0
-    return min(budget, candidates)

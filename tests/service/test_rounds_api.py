@@ -10,7 +10,6 @@ from apitools import memory_queue
 
 from service.db.models import Job, Round
 from service.db.session import session_scope
-from service.pool_config import resolve_budget
 from tests.service.pool_rows import make_dataset
 
 
@@ -173,12 +172,3 @@ def test_idempotent_round_creation(client, alice, pool, ready, database_url, sel
     assert len(select_queue()) == 1
     with session_scope(database_url) as session:
         assert session.query(Round).count() == 1
-
-
-@pytest.mark.parametrize(
-    ("budget", "candidates", "expected"),
-    [(0.5, 7, 4), (0.5, 6, 3), (0.01, 10, 1), (1.0, 9, 9), (10, 3, 3), (3, 10, 3), (0.5, 0, 0), (5, 0, 0)],
-)
-def test_resolve_budget(budget, candidates, expected):
-    """A fraction rounds half up and takes at least one sample; nothing exceeds the candidates."""
-    assert resolve_budget(budget, candidates) == expected

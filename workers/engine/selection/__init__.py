@@ -1,5 +1,6 @@
 """The decision half of a round: clusters, expert per cluster, budgets, CCS, methods."""
-from workers.engine.selection.budget import allocate_budget, resolve_budget
+from core.budget import resolve_budget
+from workers.engine.selection.budget import allocate_budget
 from workers.engine.selection.ccs import STRATUM_LOW_TAIL, STRATUM_UNSCORED, ccs_sample, stratify
 from workers.engine.selection.clustering import Clustering, choose_n_clusters, cluster_features
 from workers.engine.selection.config import EXPERT_ORDER, SelectionConfig, parse_method

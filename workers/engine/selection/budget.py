@@ -1,30 +1,9 @@
-"""Training budget: resolving a count or fraction, and water-filling it across clusters."""
+"""Training budget: water-filling it across clusters (what a budget means: core.budget)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-
-
-def resolve_budget(budget: int | float, pool: int) -> int:
-    """The number of samples to select: min(count, pool), or round(fraction · pool).
-
-    Args:
-        budget: an int count >= 0, or a float fraction in (0, 1] of the pool.
-        pool: candidate pool size.
-    """
-    if isinstance(budget, bool) or pool < 0:
-        raise ValueError(f"budget must be an int count or a float fraction, got {budget!r}")
-    if isinstance(budget, (int, np.integer)):
-        if budget < 0:
-            raise ValueError(f"budget count must be >= 0, got {budget!r}")
-        return int(min(int(budget), pool))
-    if isinstance(budget, (float, np.floating)):
-        if not (0.0 < float(budget) <= 1.0):
-            raise ValueError(f"budget fraction must be in (0, 1], got {budget!r}")
-        # floor(f·pool + 0.5): round half up, so 0.5 of 3 is 2 on every platform.
-        return int(min(pool, np.floor(float(budget) * pool + 0.5)))
-    raise ValueError(f"budget must be an int count or a float fraction, got {budget!r}")
 
 
 def allocate_budget(sizes: Sequence[int], budget: int) -> list[int]:

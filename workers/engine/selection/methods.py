@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.engine.selection.budget import allocate_budget, resolve_budget
+from core.budget import resolve_budget
+from workers.engine.selection.budget import allocate_budget
 from workers.engine.selection.ccs import STRATUM_UNSCORED, ccs_sample
 from workers.engine.selection.clustering import Clustering, cluster_features
 from workers.engine.selection.config import SelectionConfig, parse_method

@@ -1,9 +1,8 @@
-"""Budget resolution and water-filling: exact sums, never more than a cluster holds."""
-import pytest
+"""Water-filling a budget across clusters: exact sums, never more than a cluster holds."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.engine.selection.budget import allocate_budget, resolve_budget
+from workers.engine.selection.budget import allocate_budget
 
 sizes_st = st.lists(st.integers(0, 500), min_size=1, max_size=30)
 
@@ -36,16 +35,3 @@ def test_small_clusters_are_taken_whole_and_rest_resplit():
     assert allocate_budget([3, 100, 100], 63) == [3, 30, 30]
     assert allocate_budget([3, 100, 100], 64) == [3, 31, 30]
     assert allocate_budget([5, 5], 100) == [5, 5]
-
-
-def test_resolve_budget_count_and_fraction():
-    assert resolve_budget(10, 100) == 10
-    assert resolve_budget(1000, 100) == 100
-    assert resolve_budget(0.25, 10) == 3  # 2.5 rounds half up
-    assert resolve_budget(1.0, 7) == 7
-
-
-@pytest.mark.parametrize("bad", [-1, 0.0, 1.5, -0.2, True, "10"])
-def test_resolve_budget_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match="budget"):
-        resolve_budget(bad, 100)
