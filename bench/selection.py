@@ -28,8 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core.registry import EXPERTS  # noqa: E402
+
 D = 1024
-EXPERTS = ("ppl", "el2n", "entropy", "grand", "ig")
 
 
 def make_pool(directory: Path, n: int, seed: int = 0) -> None:

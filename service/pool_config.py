@@ -16,11 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from core.engine_defaults import ALL_LINEAR, PROJECTION_NNZ
+from core.registry import METHODS
 
 MODEL_TYPES = ("llava", "causal-lm")
-EXPERTS = ("ppl", "el2n", "entropy", "grand", "ig")
-BASE_METHODS = ("adapt-inf", "random", "semdedup", "full")
-METHODS = BASE_METHODS + tuple(f"score:{e}" for e in EXPERTS)
 
 
 def _is_int(v: Any) -> bool:

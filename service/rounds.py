@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.statuses import UNFINISHED
 from service.db.models import Checkpoint, Dataset, Job, Pool, PoolEvalSet, PoolMember, Round, Sample
 from service.jobs import create_job, iso_utc
 from service.pool_config import PoolConfig, RoundParams
 
-ACTIVE_ROUND_STATUSES = ("queued", "running", "cancelling")
 
 
 class DomainError(Exception):
@@ -180,7 +180,7 @@ def create_round(session: Session, pool: Pool, params: RoundParams, *, max_attem
     rounds = session.execute(
         select(Round.id, Round.number, Round.status, Round.job_id).where(Round.pool_id == pool.id)
     ).all()
-    active = next((r for r in rounds if r.status in ACTIVE_ROUND_STATUSES), None)
+    active = next((r for r in rounds if r.status in UNFINISHED), None)
     if active is not None:
         raise Conflict(
             f"round {active.id} (number {active.number}) of pool {pool.id} is {active.status}; "

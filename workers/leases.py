@@ -18,11 +18,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core.statuses import ACTIVE, TERMINAL
 from service.db.models import Job
 from service.jobs import add_event
 
-ACTIVE = ("running", "cancelling")
-TERMINAL = ("succeeded", "failed", "cancelled")
 #: kind -> fn(session, job) run in the transaction that ends a job as failed or cancelled
 #: (e.g. ingest marks its dataset failed), from the task and from the reaper alike.
 FAILURE_HOOKS: dict[str, Callable[[Session, Job], None]] = {}

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.statuses import STATUSES
 from service.db.models import Job
-from service.jobs import STATUSES
 
 
 class JobsCollector:

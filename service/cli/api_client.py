@@ -12,7 +12,8 @@ from typing import Any, TextIO
 
 import httpx
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from core.statuses import TERMINAL
+
 
 
 class ApiError(Exception):

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from service.broker import enqueue_job
 from service.config import Settings
 from service.db.models import Job, Pool, Round, utcnow
-from service.jobs import TERMINAL, add_event, create_job
+from core.statuses import TERMINAL
+from service.jobs import add_event, create_job
 from workers.jobs import JobContext
 from workers.leases import ACTIVE, JobCancelled
 

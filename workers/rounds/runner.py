@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db.models import Job, Pool, Round
-from service.jobs import TERMINAL
+from core.statuses import TERMINAL
 from service.storage import BlobStore
 from workers.jobs import JobContext
 from workers.leases import ACTIVE, JobCancelled

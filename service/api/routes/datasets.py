@@ -26,7 +26,8 @@ from service.config import Settings
 from service.db.models import (
     Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection, utcnow,
 )
-from service.jobs import TERMINAL, add_event, create_job, iso_utc
+from core.statuses import TERMINAL
+from service.jobs import add_event, create_job, iso_utc
 from service.schemas import DatasetOut, ListOut, SampleOut, SkillName
 from service.storage import BlobStore
 

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from core.engine_defaults import PROJECTION_NNZ
+from core.registry import EXPERTS
 from workers.engine.features.projection import BLOCK_COORDS, VERSION
 
-SCORE_NAMES = ("ppl", "el2n", "entropy", "grand", "ig")
+SCORE_NAMES = EXPERTS  # one score per expert
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from core.registry import BASE_METHODS, EXPERTS
 from workers.engine.pruning import PruneConfig
 
-# Ties in expert choice go to this order (DESIGN §2.4); experts outside it come after, sorted.
-EXPERT_ORDER: tuple[str, ...] = ("ppl", "el2n", "entropy", "grand", "ig")
-METHODS: tuple[str, ...] = ("adapt-inf", "random", "semdedup", "full")  # plus "score:<expert>"
+# Ties in expert choice go to the registry's order (DESIGN §2.4); experts outside it come after, sorted.
+EXPERT_ORDER = EXPERTS
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,6 @@ def parse_method(method: str) -> tuple[str, str | None]:
         if not expert:
             raise ValueError(f"method {method!r} names no expert; use score:<expert>, e.g. score:el2n")
         return "score", expert
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS} or score:<expert>, got {method!r}")
+    if method not in BASE_METHODS:
+        raise ValueError(f"method must be one of {BASE_METHODS} or score:<expert>, got {method!r}")
     return method, None

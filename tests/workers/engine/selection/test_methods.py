@@ -4,12 +4,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.registry import EXPERTS
 from workers.engine.selection import (
     Clustering, SelectionConfig, allocate_budget, choose_expert, select_samples,
 )
 from workers.engine.pruning import PruneConfig
 
-EXPERTS = ("ppl", "el2n", "entropy", "grand", "ig")
 
 
 def make_pool(n=1200, d=16, k=4, seed=0, text_only=0.3):
