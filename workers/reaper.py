@@ -147,3 +147,20 @@ class ReaperThread(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+def main() -> int:
+    """`python -m workers.reaper`: one pass with the environment's settings (what `adaptinf reap` runs)."""
+    import workers.celery_app  # noqa: F401 - registers the tasks' failure hooks
+    from service.config import get_settings
+    from service.db.session import session_scope
+
+    settings = get_settings()
+    with session_scope(settings.resolved_database_url) as session:
+        touched = reap_expired(session, settings)
+    print("\n".join(touched) if touched else "nothing to reap", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

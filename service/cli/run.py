@@ -141,15 +141,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    import workers.celery_app  # noqa: F401 - registers the tasks' failure hooks
-    from service.db.session import session_scope
-    from workers.reaper import reap_expired
-
-    settings = _use_data_dir(args.data_dir)
-    with session_scope(settings.resolved_database_url) as session:
-        touched = reap_expired(session, settings)
-    print("\n".join(touched) if touched else "nothing to reap")
-    return 0
+    # A child process, as for `serve`'s worker: the service never imports the workers' code.
+    _use_data_dir(args.data_dir)
+    return subprocess.run([sys.executable, "-m", "workers.reaper"], check=False).returncode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

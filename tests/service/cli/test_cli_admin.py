@@ -60,3 +60,28 @@ def test_migrate_then_keys_lifecycle(env_db, capsys):
     main(["keys", "list"])
     revoked = [line for line in capsys.readouterr().out.splitlines() if line.startswith(key1_id)]
     assert revoked and revoked[0].split()[-1] != "-"
+
+
+def test_reap_runs_one_pass_in_a_child_process(env_db, capfd):
+    """`adaptinf reap` runs the workers' reaper as `python -m workers.reaper` (the service never
+    imports the workers' code): an expired lease is re-queued and named in the output."""
+    from datetime import timedelta
+
+    from service.db.models import Job, Owner
+    from workers.leases import utcnow
+
+    assert main(["migrate"]) == 0
+    with session_scope(env_db) as s:
+        owner = Owner(name="ida")
+        s.add(owner)
+        s.flush()
+        job = Job(id="job_lost", owner_id=owner.id, kind="ingest", queue="ingest", status="running", attempts=1,
+                  params={}, lease_owner="gone:1:x", lease_expires_at=utcnow() - timedelta(minutes=5))
+        s.add(job)
+    capfd.readouterr()
+    assert main(["reap"]) == 0
+    assert "job_lost" in capfd.readouterr().out
+    with session_scope(env_db) as s:
+        assert s.get(Job, "job_lost").status == "queued"
+    assert main(["reap"]) == 0
+    assert "nothing to reap" in capfd.readouterr().out
