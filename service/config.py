@@ -25,6 +25,18 @@ class Settings(BaseSettings):
     allow_model_downloads: bool = Field(False, description="Let workers fetch base models from the Hub.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI client commands send requests.")
     api_key: str | None = Field(None, description="Bearer key the CLI client commands send.")
+    # Upper bounds on a pool's numbers (service/pool_limits.py): above one, creating the pool is a 422.
+    max_lora_rank: int = Field(512, ge=1, description="Largest lora.r a pool may ask for.")
+    max_lora_alpha: int = Field(4096, ge=1, description="Largest lora.alpha.")
+    max_proj_dim: int = Field(65536, ge=1, description="Largest features.proj_dim.")
+    max_batch_size: int = Field(1024, ge=1, description="Largest features.batch_size and training.batch_size.")
+    max_sequence_length: int = Field(32768, ge=2, description="Largest features.max_length (null, no limit, is refused).")
+    max_clusters: int = Field(10_000, ge=1, description="Largest selection.n_clusters.")
+    max_strata: int = Field(10_000, ge=1, description="Largest selection.n_strata.")
+    max_epochs: int = Field(100, ge=1, description="Largest training.epochs.")
+    max_train_steps: int = Field(1_000_000, ge=1, description="Largest training.max_steps.")
+    max_lr: float = Field(1.0, gt=0, description="Largest training.lr and training.projector_lr.")
+    max_shard_size: int = Field(100_000, ge=1, description="Largest shard_size (samples per feature job).")
 
     @field_validator("device")
     @classmethod

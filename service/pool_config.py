@@ -58,13 +58,23 @@ def _any_int(v: Any) -> Any:
     return v
 
 
+SEED_MAX = 2**32 - 1  # every RNG the engine seeds (torch, numpy, FAISS) takes a 32-bit seed
+
+
+def _seed(v: Any) -> Any:
+    if not _is_int(v) or not 0 <= v <= SEED_MAX:
+        raise ValueError(f"must be an int in [0, {SEED_MAX}], got {v!r}")
+    return v
+
+
 # `Any` + an after-validator: our check sees the raw JSON value (no silent "8" → 8 or true → 1)
 # and its message carries that value.
 PosInt = Annotated[Any, AfterValidator(_int_at_least(1))]
 NonNegInt = Annotated[Any, AfterValidator(_int_at_least(0))]
 OptPosInt = Annotated[Any, AfterValidator(_optional_int_at_least(1))]
 OptNonNegInt = Annotated[Any, AfterValidator(_optional_int_at_least(0))]
-Seed = Annotated[Any, AfterValidator(_any_int)]
+AnyInt = Annotated[Any, AfterValidator(_any_int)]
+Seed = Annotated[Any, AfterValidator(_seed)]
 
 
 class _Section(BaseModel):
@@ -109,7 +119,7 @@ class LoraSection(_Section):
 class FeaturesSection(_Section):
     """→ workers.engine.features.FeatureConfig."""
 
-    layers: Literal["last"] | list[Seed] = Field("last", description='"last" or decoder-layer indices')
+    layers: Literal["last"] | list[AnyInt] = Field("last", description='"last" or decoder-layer indices')
     proj_dim: PosInt = 8192
     projection_nnz: PosInt = Field(PROJECTION_NNZ, description="non-zeros per gradient coordinate in the sparse JL projection; divides proj_dim")
     batch_size: PosInt = 8

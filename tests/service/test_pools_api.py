@@ -290,3 +290,44 @@ def test_metrics_response_is_documented(client):
     assert ref["$ref"].endswith("/PoolMetricsOut")
     summary = schema["components"]["schemas"]["MetricsSummaryOut"]["properties"]
     assert {"forgetting", "backward_transfer", "forward_transfer", "mft", "mfn", "maa"} <= set(summary)
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "said"),
+    [
+        ({"training": {"epochs": 10**9}}, "body.config.training.epochs", "at most 100 (ADAPTINF_MAX_EPOCHS), got 1000000000"),
+        ({"lora": {"r": 10**9}}, "body.config.lora.r", "at most 512 (ADAPTINF_MAX_LORA_RANK)"),
+        ({"features": {"proj_dim": 10**12, "projection_nnz": 1}}, "body.config.features.proj_dim", "ADAPTINF_MAX_PROJ_DIM"),
+        ({"features": {"max_length": None}}, "body.config.features.max_length", "null (no limit) is above"),
+        ({"training": {"lr": 1e308}}, "body.config.training.lr", "at most 1.0 (ADAPTINF_MAX_LR)"),
+        ({"shard_size": 10**7}, "body.config.shard_size", "ADAPTINF_MAX_SHARD_SIZE"),
+        ({"selection": {"n_clusters": 10**6}}, "body.config.selection.n_clusters", "ADAPTINF_MAX_CLUSTERS"),
+    ],
+)
+def test_numbers_above_the_operators_limits_are_refused(client, alice, config, field, said):
+    r = create(client, alice, config=config)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    problem = r.json()
+    assert (problem["code"], problem["field"]) == ("limit_exceeded", field)
+    assert problem["detail"].startswith(field) and said in problem["detail"]
+    assert client.get("/v1/pools", headers=alice.headers).json()["data"] == []  # nothing written
+
+
+def test_limits_are_settings_and_every_excess_is_listed(settings, alice):
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    with TestClient(create_app(settings.model_copy(update={"max_epochs": 1000, "max_lora_rank": 8}))) as c:
+        assert create(c, alice, config={"training": {"epochs": 500}, "lora": {"r": 8}}).status_code == 201
+        r = create(c, alice, config={"training": {"epochs": 5000}, "lora": {"r": 16}})
+        assert r.status_code == 422
+        assert [e["field"] for e in r.json()["errors"]] == ["body.config.lora.r", "body.config.training.epochs"]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**70])
+def test_seeds_are_32_bit(client, alice, seed):
+    r = create(client, alice, config={"training": {"seed": seed}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.config.training.seed"
+    assert "[0, 4294967295]" in r.json()["detail"]
+    assert create(client, alice, config={"features": {"layers": [-1]}}).status_code == 201  # layers may be negative

@@ -11,12 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.api.deps import OwnerDep, SessionDep
+from service.api.deps import OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
 from service.db.models import Pool
 from service.pool_config import PoolConfig
+from service.pool_limits import over_limits
 from service.rounds import (
     Conflict,
     DomainError,
@@ -111,10 +112,14 @@ def pool_dict(session: Session, pool: Pool) -> dict[str, Any]:
 
 @router.post("", status_code=201, response_model=PoolOut, summary="Create a pool")
 def create_pool_route(
-    body: PoolCreate, session: SessionDep, owner: OwnerDep, idempotency_key: IdempotencyKeyDep = None
+    body: PoolCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep,
+    idempotency_key: IdempotencyKeyDep = None,
 ) -> JSONResponse:
     """Create a lifelong pool: base model, model type, config (defaults filled), evaluation sets."""
     config = body.config or PoolConfig()
+    if errors := over_limits(config.to_json(), settings):
+        raise ApiProblem(422, f"{errors[0]['field']}: {errors[0]['message']}", code="limit_exceeded",
+                         field=errors[0]["field"], errors=errors)
     fingerprint = request_fingerprint(_CREATE_ROUTE, body.model_dump(mode="json") | {"config": config.to_json()})
     if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
         return replay

@@ -1,0 +1,49 @@
+"""The operator's upper bounds on a pool's numbers, from settings (`ADAPTINF_MAX_*`).
+
+Type and range checks live in `service.pool_config`; these bounds keep one request from taking a
+worker for days or its memory past the machine (1e9 epochs, r = 1e9, an unbounded sequence
+length). They are checked when a pool is created, so a stored config always fits them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from service.config import Settings
+
+# (path in the config, setting holding its bound)
+LIMITS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("lora", "r"), "max_lora_rank"),
+    (("lora", "alpha"), "max_lora_alpha"),
+    (("features", "proj_dim"), "max_proj_dim"),
+    (("features", "batch_size"), "max_batch_size"),
+    (("features", "max_length"), "max_sequence_length"),
+    (("selection", "n_clusters"), "max_clusters"),
+    (("selection", "n_strata"), "max_strata"),
+    (("training", "epochs"), "max_epochs"),
+    (("training", "max_steps"), "max_train_steps"),
+    (("training", "batch_size"), "max_batch_size"),
+    (("training", "lr"), "max_lr"),
+    (("training", "projector_lr"), "max_lr"),
+    (("shard_size",), "max_shard_size"),
+)
+# Keys where null means "no limit" (refused: the bound must hold); elsewhere null means "unset".
+_NULL_IS_UNBOUNDED = {("features", "max_length")}
+
+
+def over_limits(config: dict[str, Any], settings: Settings, prefix: str = "body.config") -> list[dict[str, str]]:
+    """One {"field", "message"} per value of a full stored-form config above its bound."""
+    out = []
+    for path, setting in LIMITS:
+        value: Any = config
+        for key in path:
+            value = value[key]
+        bound = getattr(settings, setting)
+        env = f"ADAPTINF_{setting.upper()}"
+        if value is None and path in _NULL_IS_UNBOUNDED:
+            message = f"null (no limit) is above this service's limit of {bound} ({env})"
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value > bound:
+            message = f"must be at most {bound} ({env}), got {value!r}"
+        else:
+            continue
+        out.append({"field": ".".join((prefix, *path)), "message": message, "type": "limit_exceeded"})
+    return out
