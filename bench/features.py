@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference_features import ReferenceFeatures  # noqa: E402
 
+from core.samples import EngineSample, Message  # noqa: E402
 from workers.engine.features import FeatureConfig, FeatureEngine  # noqa: E402
 from workers.engine.features.scores import gather_response, token_scores  # noqa: E402
 from workers.engine.models import LoraSpec, ModelSpec, collate, encode_sample, load_model  # noqa: E402
-from core.samples import EngineSample, Message  # noqa: E402
 
 WORDS = "the a cat dog red blue small large left right near far on under next to with image shows".split()
 

@@ -25,10 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
+from core.samples import EngineSample
 from workers.engine.features import FeatureConfig, compute_features
 from workers.engine.models import LoadedModel
 from workers.engine.pruning import PruneConfig, prune_pool
-from core.samples import EngineSample
 from workers.engine.selection import Clustering, SelectionConfig, parse_method, select_samples
 from workers.engine.training import TrainConfig, TrainStats, train_lora
 

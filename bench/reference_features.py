@@ -16,10 +16,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from core.samples import EngineSample
 from workers.engine.features.lora_grads import lora_parameters
 from workers.engine.features.projection import SparseJLProjector
 from workers.engine.models import IGNORE_INDEX, LoadedModel, collate, encode_sample
-from core.samples import EngineSample
 
 
 @dataclass

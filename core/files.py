@@ -11,16 +11,20 @@ from typing import BinaryIO
 CHUNK_SIZE = 1024 * 1024  # bounded read/copy buffer: memory stays flat whatever the file size
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (not supported everywhere, e.g. Windows: then a no-op)."""
+def fsync_dir(directory: Path, *, strict: bool = False) -> None:
+    """Make a rename in `directory` durable. Not every platform can fsync a directory (Windows):
+    there it is a no-op, unless `strict`, which raises the OSError instead."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
+        if strict:
+            raise
         return
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        if strict:
+            raise
     finally:
         os.close(fd)
 

@@ -58,23 +58,32 @@ def _any_int(v: Any) -> Any:
     return v
 
 
-SEED_MAX = 2**32 - 1  # every RNG the engine seeds (torch, numpy, FAISS) takes a 32-bit seed
-
-
-def _seed(v: Any) -> Any:
-    if not _is_int(v) or not 0 <= v <= SEED_MAX:
-        raise ValueError(f"must be an int in [0, {SEED_MAX}], got {v!r}")
-    return v
-
-
 # `Any` + an after-validator: our check sees the raw JSON value (no silent "8" → 8 or true → 1)
 # and its message carries that value.
 PosInt = Annotated[Any, AfterValidator(_int_at_least(1))]
 NonNegInt = Annotated[Any, AfterValidator(_int_at_least(0))]
 OptPosInt = Annotated[Any, AfterValidator(_optional_int_at_least(1))]
 OptNonNegInt = Annotated[Any, AfterValidator(_optional_int_at_least(0))]
+SEED_MAX = 2**31 - 1  # FAISS's k-means seed is a C int
+
+
+def seed_problem(value: Any) -> str | None:
+    """Why `value` is not a seed a new pool or round may use, or None."""
+    if _is_int(value) and 0 <= value <= SEED_MAX:
+        return None
+    return f"must be an int in [0, {SEED_MAX}], got {value!r}"
+
+
+def _seed(v: Any) -> Any:
+    if (message := seed_problem(v)) is not None:
+        raise ValueError(message)
+    return v
+
+
 AnyInt = Annotated[Any, AfterValidator(_any_int)]
-Seed = Annotated[Any, AfterValidator(_seed)]
+# Any int parses (a stored config of an older pool must keep loading); new pools and rounds are
+# held to [0, SEED_MAX] by service.pool_limits.
+Seed = AnyInt
 
 
 class _Section(BaseModel):
@@ -124,7 +133,7 @@ class FeaturesSection(_Section):
     projection_nnz: PosInt = Field(PROJECTION_NNZ, description="non-zeros per gradient coordinate in the sparse JL projection; divides proj_dim")
     batch_size: PosInt = 8
     max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2))] = Field(
-        4096, description="token limit per sample (tail-truncated), as in training; null = none")
+        4096, description="token limit per sample (tail-truncated), as in training; at most ADAPTINF_MAX_SEQUENCE_LENGTH")
     seed: Seed = 0
 
     @field_validator("layers", mode="before")
@@ -253,7 +262,7 @@ class RoundParams(_Section):
     method: Annotated[str, AfterValidator(check_method)] = "adapt-inf"
     train: bool = True
     prune: bool = True
-    seed: Seed = 0
+    seed: Annotated[Any, AfterValidator(_seed)] = 0
 
     @field_validator("budget")
     @classmethod

@@ -143,7 +143,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_reap(args: argparse.Namespace) -> int:
     # A child process, as for `serve`'s worker: the service never imports the workers' code.
     _use_data_dir(args.data_dir)
-    return subprocess.run([sys.executable, "-m", "workers.reaper"], check=False).returncode
+    code = subprocess.run([sys.executable, "-m", "workers.reaper"], check=False).returncode
+    return code if code >= 0 else 128 - code  # killed by signal N: the shell's 128 + N
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,10 +7,10 @@ import pytest
 
 from bench.lifelong_data import BenchConfig, build_lifelong_bench
 from bench.lifelong_loop import LifelongConfig, LifelongRun, content_key, fixed_steps
+from core.samples import IMAGE_TOKEN, EngineSample, Message
 from workers.engine.features import FeatureConfig
 from workers.engine.models import LoraSpec, ModelSpec, load_model
 from workers.engine.pruning import PruneConfig
-from core.samples import IMAGE_TOKEN, EngineSample, Message
 from workers.engine.selection import SelectionConfig
 from workers.engine.training import TrainConfig
 

@@ -172,3 +172,35 @@ def test_idempotent_round_creation(client, alice, pool, ready, database_url, sel
     assert len(select_queue()) == 1
     with session_scope(database_url) as session:
         assert session.query(Round).count() == 1
+
+
+def test_a_round_is_refused_when_its_pool_is_above_the_limits_of_now(client, alice, ready, settings,
+                                                                      database_url, select_queue):
+    """Limits are settings: lowered after a pool was created, they stop its next round with a 409
+    naming the field and the variable; a pool of an earlier release (null max_length, a 64-bit
+    seed in its stored config) still runs."""
+    from fastapi.testclient import TestClient
+
+    from service.db.models import Pool
+    from service.main import create_app
+
+    pool = client.post("/v1/pools", json={"name": "long", "base_model": "tiny-llava", "model_type": "llava",
+                                          "config": {"training": {"epochs": 50}}}, headers=alice.headers).json()
+    with TestClient(create_app(settings.model_copy(update={"max_epochs": 10}))) as strict:
+        r = start(strict, alice, pool["id"], dataset_ids=[ready], budget=2)
+    assert r.status_code == 409 and r.json()["code"] == "limit_exceeded", r.text
+    assert r.json()["field"] == "pool.config.training.epochs" and "ADAPTINF_MAX_EPOCHS" in r.json()["detail"]
+
+    with session_scope(database_url) as s:
+        row = s.get(Pool, pool["id"])
+        row.config = {**row.config, "features": {**row.config["features"], "max_length": None},
+                      "training": {**row.config["training"], "seed": 2**40}}
+    assert start(client, alice, pool["id"], dataset_ids=[ready], budget=2).status_code == 202
+    assert len(select_queue()) == 1
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 2**64])
+def test_round_seeds_fit_faiss(client, alice, pool, ready, seed):
+    r = start(client, alice, pool["id"], dataset_ids=[ready], budget=2, seed=seed)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.seed"
+    assert "[0, 2147483647]" in r.json()["detail"]

@@ -12,8 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from workers.engine.models import IGNORE_INDEX, EncodedSample, LoadedModel, collate, encode_sample
 from core.samples import EngineSample
+from workers.engine.models import IGNORE_INDEX, EncodedSample, LoadedModel, collate, encode_sample
 
 _TRAILING_PUNCT = ".,;:!?\"'`)]}"
 _LEADING_PUNCT = "\"'`([{"

@@ -99,7 +99,7 @@ def build_index(ids: np.ndarray, features: np.ndarray, seed: int = 0):
     else:
         nlist = int(min(4096, max(64, math.isqrt(n))))
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, nlist, fp16, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
+        index.cp.seed = seed % 2**31  # FAISS takes a C int seed
         index.cp.niter = 10
         rng = np.random.default_rng([seed, n])
         sample = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))  # FAISS wants >= 39 per list
@@ -123,7 +123,7 @@ def _write_atomically(index, path: Path) -> tuple[str, int]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    fsync_dir(path.parent, strict=True)
     return sha, size
 
 

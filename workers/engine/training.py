@@ -5,11 +5,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from core.samples import EngineSample
 from workers.engine.features.scores import gather_response, token_nll
 from workers.engine.models.batching import collate
 from workers.engine.models.encoding import encode_sample
 from workers.engine.models.loading import LoadedModel
-from core.samples import EngineSample
 
 OnStep = Callable[[int, int, float], None]
 

@@ -9,8 +9,8 @@ import math
 import random
 from typing import Sequence
 
-from workers.engine.models.loading import LoadedModel
 from core.samples import EngineSample
+from workers.engine.models.loading import LoadedModel
 from workers.engine.training import OnStep, TrainConfig, TrainStats, train_lora
 
 

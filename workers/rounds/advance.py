@@ -22,10 +22,10 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from core.statuses import TERMINAL
 from service.broker import enqueue_job
 from service.config import Settings
 from service.db.models import Job, Pool, Round, utcnow
-from core.statuses import TERMINAL
 from service.jobs import add_event, create_job
 from workers.jobs import JobContext
 from workers.leases import ACTIVE, JobCancelled

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.statuses import TERMINAL
 from service.config import Settings
 from service.db.models import Job, Pool, Round
-from core.statuses import TERMINAL
 from service.storage import BlobStore
 from workers.jobs import JobContext
 from workers.leases import ACTIVE, JobCancelled

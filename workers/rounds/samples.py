@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.samples import EngineSample, Message
 from service.db.models import Sample
 from service.storage import BlobStore
-from core.samples import EngineSample, Message
 
 # IN-lists stay well under the bind-parameter limits of SQLite (32766) and PostgreSQL (65535).
 ID_CHUNK = 5000

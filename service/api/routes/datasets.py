@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.skills import skill_problem
+from core.statuses import TERMINAL
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
@@ -26,7 +27,6 @@ from service.config import Settings
 from service.db.models import (
     Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection, utcnow,
 )
-from core.statuses import TERMINAL
 from service.jobs import add_event, create_job, iso_utc
 from service.schemas import DatasetOut, ListOut, SampleOut, SkillName
 from service.storage import BlobStore

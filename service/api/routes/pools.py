@@ -117,12 +117,12 @@ def create_pool_route(
 ) -> JSONResponse:
     """Create a lifelong pool: base model, model type, config (defaults filled), evaluation sets."""
     config = body.config or PoolConfig()
-    if errors := over_limits(config.to_json(), settings):
-        raise ApiProblem(422, f"{errors[0]['field']}: {errors[0]['message']}", code="limit_exceeded",
-                         field=errors[0]["field"], errors=errors)
     fingerprint = request_fingerprint(_CREATE_ROUTE, body.model_dump(mode="json") | {"config": config.to_json()})
     if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
         return replay
+    if errors := over_limits(config.to_json(), settings):
+        raise ApiProblem(422, f"{errors[0]['field']}: {errors[0]['message']}", code="limit_exceeded",
+                         field=errors[0]["field"], errors=errors)
     try:
         pool = create_pool(
             session, owner.id, name=body.name, base_model=body.base_model, model_type=body.model_type,

@@ -21,7 +21,8 @@ from service.broker import enqueue_job
 from service.db.models import Round
 from service.downloads import MEDIA_TYPES, plan_tar, stream_json, stream_jsonl, stream_tar
 from service.jobs import add_event
-from service.pool_config import RoundParams
+from service.pool_config import RoundParams, parse_pool_config
+from service.pool_limits import over_limits
 from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
 from service.schemas import ListOut, Progress
 from service.storage import BlobNotFound
@@ -67,6 +68,10 @@ def create_round_route(
         return replay
     # The pool row lock (PostgreSQL) makes the "no other round running" check and the insert atomic.
     pool = owned_pool(session, pool_id, owner.id, for_update=True)
+    if errors := over_limits(parse_pool_config(pool.config).to_json(), settings, "pool.config", new=False):
+        raise ApiProblem(409, f"this pool's {errors[0]['field']} {errors[0]['message']}: the operator's limits "
+                         "changed after the pool was created; create a pool within them", code="limit_exceeded",
+                         field=errors[0]["field"], errors=errors)
     try:
         rnd, job = create_round(session, pool, body, max_attempts=settings.max_attempts)
         out = round_to_dict(rnd, job)

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.samples import Message
 from service.ingest.errors import IngestError
 from service.ingest.formats import content_hash, detect_format, iter_records, parse_dataset
 from service.ingest.limits import IngestLimits
 from tests.datagen import build_records, llava_record, openai_record, write_records
-from core.samples import Message
 
 
 def _write(tmp_path: Path, text: str | bytes, name: str = "data") -> Path:

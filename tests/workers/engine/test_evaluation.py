@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core.samples import IMAGE_TOKEN, EngineSample, Message
 from workers.engine.evaluation import (
     EvalSet,
     _prompt_of,
@@ -13,7 +14,6 @@ from workers.engine.evaluation import (
     normalize_answer,
 )
 from workers.engine.models import IGNORE_INDEX, ModelSpec, encode_sample, load_model
-from core.samples import IMAGE_TOKEN, EngineSample, Message
 
 # Float32 on CPU; batched vs unbatched and reference vs fast path differ only by summation order.
 TOL = 1e-4

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from core.samples import EngineSample
 from workers.engine.features.config import SCORE_NAMES, FeatureBatch, FeatureConfig
 from workers.engine.features.lora_grads import LoraGradCapture
 from workers.engine.features.projection import SparseJLProjector
@@ -13,7 +14,6 @@ from workers.engine.features.scores import gather_response, per_sample_mean, tok
 from workers.engine.models.batching import collate
 from workers.engine.models.encoding import IGNORE_INDEX, EncodedSample, encode_sample
 from workers.engine.models.loading import LoadedModel
-from core.samples import EngineSample
 
 
 class FeatureEngine:

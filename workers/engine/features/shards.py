@@ -12,9 +12,9 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from core.files import atomic_write, file_sha256
+from core.samples import EngineSample
 from workers.engine.features.config import SCORE_NAMES, FeatureBatch, FeatureConfig
 from workers.engine.models.loading import LoadedModel
-from core.samples import EngineSample
 
 SHARD_FORMAT = 1
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from workers.engine.models.loading import LoadedModel
 from core.samples import IMAGE_TOKEN, EngineSample
+from workers.engine.models.loading import LoadedModel
 
 IGNORE_INDEX = -100
 # Used when a tokenizer has no chat template: the LLaVA-1.5 conversation format.

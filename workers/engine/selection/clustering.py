@@ -85,7 +85,8 @@ def train_spherical_kmeans(
 
     def run(init: np.ndarray | None, run_seed: int) -> np.ndarray:
         km = faiss.Kmeans(
-            d, k, niter=niter, seed=run_seed, spherical=True, gpu=faiss_gpu_available(), verbose=False,
+            # FAISS takes a C int seed: fold larger ones (seed + r can pass 2**31 - 1)
+            d, k, niter=niter, seed=run_seed % 2**31, spherical=True, gpu=faiss_gpu_available(), verbose=False,
             # The caller already subsampled; stop FAISS from subsampling again or warning about it.
             max_points_per_centroid=max(1, -(-m // k)), min_points_per_centroid=1,
         )

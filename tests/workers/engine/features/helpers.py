@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from core.samples import EngineSample, Message
 from workers.engine.features.lora_grads import lora_parameters
 from workers.engine.models import collate, encode_sample
-from core.samples import EngineSample, Message
 
 
 def loop_gradients(loaded, samples, layers: list[int]) -> torch.Tensor:

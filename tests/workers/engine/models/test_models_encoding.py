@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from workers.engine.models import IGNORE_INDEX, encode_sample, strip_image_tokens
 from core.samples import EngineSample, Message
+from workers.engine.models import IGNORE_INDEX, encode_sample, strip_image_tokens
 
 N_IMAGE_TOKENS = 16  # tiny-llava: (56 / 14)^2 patches, CLS dropped
 

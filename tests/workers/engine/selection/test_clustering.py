@@ -38,6 +38,14 @@ def test_same_seed_same_clustering():
     np.testing.assert_array_equal(a.centroids, b.centroids)
 
 
+@pytest.mark.parametrize("seed", [2**31 - 1, 2**32 - 1, 2**40])
+def test_any_seed_the_api_or_an_older_pool_holds_runs(seed):
+    """FAISS takes a C int seed; seed + r of the k-means++ restarts passes it at 2**31 - 1."""
+    x, labels = planted(n=600, k=4, seed=3)
+    c = cluster_features(x, 4, seed=seed)
+    assert same_partition(c.assign, labels)
+
+
 def test_auto_finds_the_planted_number_of_clusters():
     for k in (3, 7):
         x, labels = planted(k=k, seed=k)
