@@ -213,7 +213,9 @@ class RangeNotSatisfiable(Exception):
         self.size = size
 
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# At most 19 digits: offsets beyond 2**63 name no byte of any file, and a 5,000-digit number
+# would pass Python's int() limit (a ValueError, which was a 500); such a header is ignored.
+_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers
+from service.api.text_guard import TextGuard
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.routes import checkpoints, datasets, health, jobs, pools, rounds
 from service.config import Settings, get_settings
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Lifelong multimodal instruction tuning with dynamic data selection (Adapt-∞).",
     )
     install_error_handlers(app)
+    app.add_middleware(TextGuard)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(datasets.router)

@@ -75,6 +75,8 @@ def paginate(
             cursor_id = id_type(page.after)
         except ValueError:
             raise ApiProblem(400, f"after: {page.after!r} is not a valid id", code="invalid_cursor") from None
+        if id_type is int and not -(2**63) <= cursor_id < 2**63:  # a BIGINT column: larger is no id (and a DB error)
+            raise ApiProblem(400, f"after: {page.after!r} is not a valid id", code="invalid_cursor")
         # The cursor lookup reuses the caller's filters, so an id outside the list is not a cursor.
         values = session.execute(stmt.with_only_columns(*key).where(id_column == cursor_id)).first()
         if values is None:

@@ -5,12 +5,12 @@ image, in image order, plus the image names as the record spells them.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.skills import skill_problem
 from core.samples import IMAGE_TOKEN, Message
+from core.skills import skill_problem
+from core.text import text_problem
 
 from .errors import DatasetError
 from .limits import IngestLimits
@@ -24,7 +24,6 @@ ROLE_ALIASES = {
     "system": "system",
     "developer": "system",
 }
-_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL JSONB refuses both
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,8 @@ def record_skill(record: dict[str, Any], where: Where) -> str | None:
 def check_strings(value: Any, where: Where, path: str = "") -> None:
     """Reject NUL characters and unpaired surrogates anywhere in the record (SQL JSON cannot store them)."""
     if isinstance(value, str):
-        if _BAD_CHARS.search(value):
-            raise where.error("invalid_record", "contains a NUL character or an unpaired surrogate escape", field=path or None)
+        if (problem := text_problem(value)) is not None:
+            raise where.error("invalid_record", problem, field=path or None)
     elif isinstance(value, dict):
         for k, v in value.items():
             sub = f"{path}.{k}" if path else k

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.skills import skill_problem
+from core.text import text_problem
 from core.statuses import TERMINAL
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem
@@ -139,6 +140,10 @@ def _create(
         del form.files["images"]  # an empty file input in an HTML form: no archive
         archive = None
     name = (form.fields.get("name") or "").strip() or file.filename or "dataset"
+    for field, text in (("body.file", file.filename), ("body.images", archive and archive.filename), ("body.name", name)):
+        if text and (problem := text_problem(text)) is not None:
+            raise ApiProblem(422, f"{field}: the {'name' if field == 'body.name' else 'file name'} {problem}",
+                             code="invalid_form", errors=[{"field": field, "message": problem, "type": "value_error"}])
     if len(name) > 200:
         raise ApiProblem(422, f"body.name: at most 200 characters, got {len(name)}", code="invalid_form")
     if len(file.filename) > 300 or (archive and len(archive.filename) > 300):

@@ -66,6 +66,9 @@ def test_integer_cursor_on_events(client, alice, database_url):
     assert pages == 3 and len(seen) == 5 and seen == sorted(seen)
     body = client.get(f"/v1/jobs/{job_id}/events?limit=1&after={seen[-1]}", headers=alice.headers).json()
     assert body == {"object": "list", "data": [], "has_more": False}
+    for after in ("99999999999999999999", str(-(2**63) - 1), "abc"):  # beyond BIGINT: no id, not a DB error
+        r = client.get(f"/v1/jobs/{job_id}/events?after={after}", headers=alice.headers)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_cursor", r.text
 
 
 def test_bad_cursors_and_limits(client, alice, bob, database_url):
