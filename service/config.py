@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts of a job before it fails for good.")
     device: str = Field("auto", description="Torch device for workers: auto, cpu, cuda, cuda:N.")
     allow_model_downloads: bool = Field(False, description="Let workers fetch base models from the Hub.")
+    models_root: Path | None = Field(None, description="Directory under which pools may name local model directories.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI client commands send requests.")
     api_key: str | None = Field(None, description="Bearer key the CLI client commands send.")
     # Upper bounds on a pool's numbers (service/pool_limits.py): above one, creating the pool is a 422.

@@ -331,3 +331,11 @@ def test_seeds_fit_faiss(client, alice, seed):
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.config.training.seed"
     assert "[0, 2147483647]" in r.json()["detail"]
     assert create(client, alice, config={"features": {"layers": [-1]}}).status_code == 201  # layers may be negative
+
+
+@pytest.mark.parametrize("base_model", ["not/a-model", "/etc", "gpt 2"])
+def test_unknown_base_models_are_refused_at_creation(client, alice, base_model):
+    r = create(client, alice, base_model=base_model)
+    assert r.status_code == 422 and r.json()["code"] == "unknown_base_model", r.text
+    assert r.json()["field"] == "body.base_model"
+    assert client.get("/v1/pools", headers=alice.headers).json()["data"] == []

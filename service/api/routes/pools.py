@@ -17,6 +17,7 @@ from service.api.idempotency import IdempotencyKeyDep, remember_response, replay
 from service.api.pagination import PageDep, paginate
 from service.db.models import Pool
 from service.pool_config import PoolConfig
+from service.base_models import base_model_problem
 from service.pool_limits import over_limits
 from service.rounds import (
     Conflict,
@@ -49,7 +50,9 @@ class EvalSetOut(BaseModel):
 class PoolCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    base_model: str = Field(min_length=1, max_length=500, description="HF id, local path or preset (tiny-llava)")
+    base_model: str = Field(min_length=1, max_length=500, description=(
+        "a preset (tiny-llava, ...), a Hugging Face id org/name (cached, or with downloads allowed), "
+        "or a directory under ADAPTINF_MODELS_ROOT"))
     model_type: Literal["llava", "causal-lm"]
     config: PoolConfig | None = Field(None, description="partial config; missing keys get their defaults")
     eval_sets: list[EvalSetIn] = Field(default_factory=list, max_length=100)
@@ -123,6 +126,8 @@ def create_pool_route(
     if errors := over_limits(config.to_json(), settings):
         raise ApiProblem(422, f"{errors[0]['field']}: {errors[0]['message']}", code="limit_exceeded",
                          field=errors[0]["field"], errors=errors)
+    if (problem := base_model_problem(body.base_model, body.model_type, settings)) is not None:
+        raise ApiProblem(422, f"body.base_model: {problem}", code="unknown_base_model", field="body.base_model")
     try:
         pool = create_pool(
             session, owner.id, name=body.name, base_model=body.base_model, model_type=body.model_type,

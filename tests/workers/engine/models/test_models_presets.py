@@ -77,3 +77,10 @@ def test_unknown_preset_and_type_mismatch_are_rejected():
         load_model(ModelSpec("tiny-llava", model_type="causal-lm"))
     with pytest.raises(OSError):
         load_model(ModelSpec("/nonexistent/model-dir", model_type="causal-lm"))
+
+
+def test_the_service_knows_every_preset_and_its_type():
+    from core.presets import PRESET_TYPES
+    from workers.engine.models.presets import PRESETS
+
+    assert PRESET_TYPES == {name: shape.model_type for name, shape in PRESETS.items()}

@@ -1,0 +1,12 @@
+"""The built-in model presets a pool may name, and their model types (built by
+workers/engine/models/presets.py; a test keeps the two lists equal)."""
+from __future__ import annotations
+
+PRESET_TYPES: dict[str, str] = {
+    "tiny-llava": "llava",
+    "tiny-causal-lm": "causal-lm",
+    "tiny-llava-30m": "llava",
+    "tiny-causal-lm-30m": "causal-lm",
+    "smollm2-135m-shape": "causal-lm",
+    "llava-1b-shape": "llava",
+}
