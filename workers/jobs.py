@@ -4,6 +4,7 @@ takes the lease, runs the job and ends it."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from celery import Celery, Task
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError as DBOperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.broker import QUEUES, task_name
@@ -37,12 +39,24 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBOperationalError, BrokerOperationalError, ConnectionError)
 
 
+# An absolute server path in an exception's text (a file the worker touched, a library's source).
+_SERVER_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)*[\w.@+-]+")
+MAX_ERROR_MESSAGE = 500
+
+
 def error_of(exc: BaseException) -> dict[str, str]:
-    """The job's error {code, message}: a domain error's own code, else internal_error."""
+    """The job's error {code, message}: a domain error's own code and words, else internal_error
+    with the exception's type and first line, minus internals (SQL statements, server paths); the
+    worker's log keeps the whole traceback."""
+    if isinstance(exc, SQLAlchemyError):  # before the domain check: SQLAlchemy's errors carry a `code` too
+        return {"code": "internal_error",
+                "message": f"{type(exc).__name__}: a database error; the worker's log has the details"}
     code = getattr(exc, "code", None)
     if isinstance(code, str) and code:
         return {"code": code, "message": str(getattr(exc, "detail", None) or exc)}
-    return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = _SERVER_PATH.sub("<path>", first)[:MAX_ERROR_MESSAGE]
+    return {"code": "internal_error", "message": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
 
 
 class JobContext:

@@ -151,3 +151,20 @@ def test_transient_error_releases_the_job_for_a_retry(settings: Settings, app) -
 def test_job_task_refuses_an_unknown_queue(app) -> None:
     with pytest.raises(ValueError, match="cpu"):
         job_task(app, kind="t-x", queue="cpu")
+
+
+def test_internal_errors_keep_sql_and_server_paths_out_of_the_job():
+    import sqlalchemy.exc
+
+    from workers.jobs import error_of
+
+    sql = sqlalchemy.exc.DataError("INSERT INTO samples (messages) VALUES (%(m)s)", {"m": "secret"}, ValueError("NUL"))
+    assert error_of(sql) == {"code": "internal_error",
+                             "message": "DataError: a database error; the worker's log has the details"}
+    oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (see /opt/venv/lib/python3.11/torch/x.py)\nmore")
+    got = error_of(oom)["message"]
+    assert got == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (see <path>)"
+    assert error_of(FileNotFoundError(2, "No such file", "/data/blobs/ab/cd/abcd"))["message"] == (
+        "FileNotFoundError: [Errno 2] No such file: '<path>'")
+    assert len(error_of(ValueError("x" * 5000))["message"]) <= len("ValueError: ") + 500
+    assert error_of(KeyError("oops"))["message"] == "KeyError: 'oops'"
