@@ -7,12 +7,13 @@ import logging
 import re
 import threading
 import time
+from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
 from kombu.exceptions import OperationalError as BrokerOperationalError
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +35,7 @@ from workers.leases import (
 )
 
 log = logging.getLogger(__name__)
+_FENCED = "adaptinf.fenced"  # session.info: the JobContext whose lease is renewed again before this commit
 
 #: The only errors a job is retried for; everything else fails the job at once.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBOperationalError, BrokerOperationalError, ConnectionError)
@@ -57,6 +59,12 @@ def error_of(exc: BaseException) -> dict[str, str]:
     first = (str(exc).strip().splitlines() or [""])[0]
     text = _SERVER_PATH.sub("<path>", first)[:MAX_ERROR_MESSAGE]
     return {"code": "internal_error", "message": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
+
+
+def _renew_before_commit(session: Session) -> None:
+    ctx = session.info.pop(_FENCED, None)
+    if ctx is not None:
+        ctx._renew_in(session)  # LeaseLost here aborts the commit: the transaction rolls back
 
 
 class JobContext:
@@ -111,11 +119,25 @@ class JobContext:
 
         Locks the job row until that transaction ends, so a final write committed after a
         successful fence cannot race a reaper or a successor. Raises LeaseLost otherwise.
+
+        The lease is renewed here and again just before the transaction commits: while the
+        transaction holds the row, the heartbeat (another connection) cannot renew it, so a
+        write longer than the lease would otherwise commit with an expired lease, and the
+        reaper, blocked on the row until then, would take the job from a worker that finished.
         """
+        self._renew_in(session)
+        if "adaptinf.fence_hooks" not in session.info:  # once per session; they act only when armed
+            session.info["adaptinf.fence_hooks"] = True
+            event.listen(session, "before_commit", _renew_before_commit)
+            event.listen(session, "after_rollback", lambda s: s.info.pop(_FENCED, None))
+        session.info[_FENCED] = self
+
+    def _renew_in(self, session: Session) -> None:
+        now = utcnow()
         held = session.execute(
             update(Job)
             .where(Job.id == self.job_id, Job.lease_owner == self.owner, Job.status.in_(ACTIVE))
-            .values(heartbeat_at=utcnow())
+            .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds))
             .execution_options(synchronize_session=False)
         ).rowcount == 1
         if not held:

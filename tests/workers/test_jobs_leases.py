@@ -231,3 +231,58 @@ def test_context_writes_stage_and_progress_and_detects_a_lost_lease(factory, set
         ctx.stage("write")
     with pytest.raises(LeaseLost):
         ctx.check_cancelled()
+
+
+def test_a_write_longer_than_the_lease_keeps_it(factory, settings: Settings) -> None:
+    """A fenced transaction holds the job row, so neither the heartbeat nor the reaper can touch
+    it until the commit. Renewed again just before that commit, the lease outlives a write three
+    times as long as itself: the reaper, blocked meanwhile, finds nothing to take, and the job
+    ends succeeded on its first attempt."""
+    lease = 1.0
+    short = settings.model_copy(update={"lease_seconds": lease})
+    job_id = make_job(factory)
+    with factory() as s:
+        job = acquire_lease(s, job_id, "me", lease)
+    ctx = JobContext(job, "me", short, factory)
+    reaped: list[list[str]] = []
+
+    def reaper() -> None:
+        time.sleep(1.5 * lease)  # the lease taken at the fence has run out: the reaper tries now
+        with factory() as s:
+            reaped.append(reap_expired(s, short))
+
+    with factory() as s, s.begin():
+        ctx.fence(s)
+        thread = threading.Thread(target=reaper)
+        thread.start()
+        time.sleep(3 * lease)  # the long write
+        s.add(JobEvent(job_id=job_id, message="written"))
+    thread.join(30)
+    assert len(reaped) == 1 and job_id not in reaped[0], reaped
+    with factory() as s:
+        assert finish_job(s, job_id, "me", "succeeded")
+    row = job_row(factory, job_id)
+    assert (row.status, row.attempts) == ("succeeded", 1)
+
+
+def test_a_fenced_commit_after_the_lease_was_taken_rolls_back(factory, settings: Settings) -> None:
+    job_id = make_job(factory)
+    t0 = utcnow()
+    with factory() as s:
+        job = acquire_lease(s, job_id, "me", LEASE, now=t0)
+    ctx = JobContext(job, "me", settings, factory)
+    with factory() as s:
+        s.begin()
+        ctx.fence(s)
+        s.add(JobEvent(job_id=job_id, message="half a write"))
+        s.flush()
+        s.rollback()  # this transaction is abandoned: its commit-time renewal is disarmed
+        s.add(JobEvent(job_id=job_id, message="unrelated"))
+        s.commit()
+    with factory() as s:
+        reap_expired(s, settings, now=t0 + timedelta(seconds=LEASE + 1))  # the lease goes to nobody
+    with pytest.raises(LeaseLost), factory() as s, s.begin():
+        ctx.fence(s)
+    with factory() as s:
+        messages = s.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+    assert "half a write" not in messages and "unrelated" in messages
