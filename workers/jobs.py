@@ -42,7 +42,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBOperationalError, BrokerO
 
 
 # An absolute server path in an exception's text (a file the worker touched, a library's source).
-_SERVER_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)*[\w.@+-]+")
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)*[\w.@+-]+")
 MAX_ERROR_MESSAGE = 500
 
 
@@ -62,9 +62,16 @@ def error_of(exc: BaseException) -> dict[str, str]:
 
 
 def _renew_before_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint being released: the renewal belongs to the outermost commit
     ctx = session.info.pop(_FENCED, None)
     if ctx is not None:
         ctx._renew_in(session)  # LeaseLost here aborts the commit: the transaction rolls back
+
+
+def _disarm_after(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the outermost transaction ended (a rollback; a commit already disarmed)
+        session.info.pop(_FENCED, None)
 
 
 class JobContext:
@@ -129,10 +136,11 @@ class JobContext:
         if "adaptinf.fence_hooks" not in session.info:  # once per session; they act only when armed
             session.info["adaptinf.fence_hooks"] = True
             event.listen(session, "before_commit", _renew_before_commit)
-            event.listen(session, "after_rollback", lambda s: s.info.pop(_FENCED, None))
+            event.listen(session, "after_transaction_end", _disarm_after)
         session.info[_FENCED] = self
 
     def _renew_in(self, session: Session) -> None:
+        session.flush()  # pending writes first: the renewed lease starts after them
         now = utcnow()
         held = session.execute(
             update(Job)

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.text import text_problem
 from service.api.errors import ApiProblem
 
-MAX_JSON_BODY = 1 << 20  # JSON bodies are configs and id lists; uploads are multipart
+MAX_JSON_BODY = 1 << 20  # non-upload bodies are configs and id lists; uploads are multipart
 
 
 def _decoded(raw: bytes) -> str | None:
@@ -66,6 +66,12 @@ def _url_problem(scope: Scope) -> ApiProblem | None:
     return None
 
 
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    problem = ApiProblem(413, f"a request body other than an upload may be at most {MAX_JSON_BODY} bytes",
+                         code="body_too_large")
+    await problem.to_response(scope["path"])(scope, receive, send)
+
+
 class TextGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -77,23 +83,32 @@ class TextGuard:
         if (problem := _url_problem(scope)) is not None:
             await problem.to_response(scope["path"])(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        if not headers.get(b"content-type", b"").split(b";")[0].strip().endswith(b"json"):
-            await self.app(scope, receive, send)
+        types = [v for k, v in scope.get("headers") or [] if k.lower() == b"content-type"]
+        if len(types) > 1:  # which one a reader believes is a guess: refuse rather than be bypassed
+            problem = ApiProblem(400, "the request has more than one Content-Type header", code="invalid_header")
+            await problem.to_response(scope["path"])(scope, receive, send)
             return
-        body, messages = b"", []
+        if types and types[0].split(b";")[0].strip().lower().startswith(b"multipart/"):
+            await self.app(scope, receive, send)  # uploads stream; their text fields are checked by the route
+            return
+        # Any other body is read whatever its declared type, so a type spelled differently from
+        # what the JSON check expects cannot slip text past it (only uploads are large).
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > MAX_JSON_BODY:
+            await _too_large(scope, receive, send)
+            return
+        body, messages = bytearray(), []
         while True:
             message = await receive()
             messages.append(message)
             body += message.get("body", b"")
             if len(body) > MAX_JSON_BODY:
-                problem = ApiProblem(413, f"a JSON body may be at most {MAX_JSON_BODY} bytes", code="body_too_large")
-                await problem.to_response(scope["path"])(scope, receive, send)
+                await _too_large(scope, receive, send)
                 return
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
         try:
-            document = json.loads(body) if body else None
+            document = json.loads(bytes(body)) if body else None
         except (ValueError, RecursionError):
             document = None  # malformed JSON: the route's own validation answers it
         if (problem := _walk(document, "body")) is not None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from service.base_models import base_model_problem
+from service.base_models import resolve_base_model
 from service.config import Settings
+
+
+def base_model_problem(name, model_type, settings):
+    return resolve_base_model(name, model_type, settings)[1]
 
 
 @pytest.fixture
@@ -32,11 +36,15 @@ def test_local_directories_only_under_the_models_root(root):
     s = Settings(models_root=root / "models")
     assert base_model_problem(str(root / "models" / "smol"), "llava", s) is None
     assert "no config.json" in base_model_problem(str(root / "models" / "empty"), "llava", s)
-    # outside the root: one answer whether the path exists or not, symlinks and .. included
+    # outside the root: one answer whether the path exists or not, symlinks, .., ~ and odd names included
     answers = {base_model_problem(p, "llava", s) for p in
                ("/etc", "/no/such/dir", str(root / "outside"), str(root / "models" / "escape"),
-                str(root / "models" / ".." / "outside"))}
-    assert len(answers) == 1 and "must lie under ADAPTINF_MODELS_ROOT" in answers.pop()
+                str(root / "models" / ".." / "outside"), "~root/x", "~nosuchuser/x", "./models/smol",
+                "/" + "x" * 300 + "/y", "/tmp/a\x00b")}
+    assert len(answers) == 1 and "an absolute path under ADAPTINF_MODELS_ROOT" in answers.pop()
+    # stored resolved: a symlink inside the root to a model inside the root is followed
+    (root / "models" / "alias").symlink_to(root / "models" / "smol")
+    assert resolve_base_model(str(root / "models" / "alias"), "llava", s) == (str((root / "models" / "smol").resolve()), None)
 
 
 def test_hub_ids_need_the_cache_or_downloads(tmp_path, monkeypatch):
@@ -56,7 +64,7 @@ def test_hub_ids_need_the_cache_or_downloads(tmp_path, monkeypatch):
     assert base_model_problem("HuggingFaceTB/SmolLM2-135M-Instruct", "causal-lm", off) is None
 
 
-@pytest.mark.parametrize("name", ["not a model", "a/b/c", "x" * 300, "org/"])
+@pytest.mark.parametrize("name", ["not a model", "a/b/c", "x" * 300, "org/", "a--b/c", "a..b/c", "org/name.git"])
 def test_anything_else_names_the_three_kinds(name):
     problem = base_model_problem(name, "llava", Settings(allow_model_downloads=True))
     assert "not a preset" in problem and "ADAPTINF_MODELS_ROOT" in problem and "org/name" in problem

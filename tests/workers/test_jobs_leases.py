@@ -286,3 +286,29 @@ def test_a_fenced_commit_after_the_lease_was_taken_rolls_back(factory, settings:
     with factory() as s:
         messages = s.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
     assert "half a write" not in messages and "unrelated" in messages
+
+
+def test_savepoints_leave_the_commit_time_renewal_to_the_outer_commit(factory, settings: Settings) -> None:
+    from workers.jobs import _FENCED
+
+    job_id = make_job(factory)
+    with factory() as s:
+        job = acquire_lease(s, job_id, "me", LEASE)
+    ctx = JobContext(job, "me", settings, factory)
+    with factory() as s, s.begin():
+        ctx.fence(s)
+        with s.begin_nested():  # released: not the commit the renewal waits for
+            s.add(JobEvent(job_id=job_id, message="kept"))
+        assert s.info.get(_FENCED) is ctx
+        nested = s.begin_nested()
+        s.add(JobEvent(job_id=job_id, message="undone"))
+        nested.rollback()  # a savepoint rolled back: still armed
+        assert s.info.get(_FENCED) is ctx
+        before = s.scalar(select(Job.lease_expires_at).where(Job.id == job_id))
+        time.sleep(0.05)
+    assert _FENCED not in s.info
+    row = job_row(factory, job_id)
+    assert row.lease_expires_at > before  # renewed at the outer commit
+    with factory() as s:
+        messages = s.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+    assert "kept" in messages and "undone" not in messages

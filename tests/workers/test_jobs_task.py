@@ -168,3 +168,10 @@ def test_internal_errors_keep_sql_and_server_paths_out_of_the_job():
         "FileNotFoundError: [Errno 2] No such file: '<path>'")
     assert len(error_of(ValueError("x" * 5000))["message"]) <= len("ValueError: ") + 500
     assert error_of(KeyError("oops"))["message"] == "KeyError: 'oops'"
+
+
+def test_urls_and_ratios_survive_the_path_filter():
+    from workers.jobs import error_of
+
+    assert error_of(ValueError("see https://sqlalche.me/e/21/9h9h; 1/2 done; org/name")) == {
+        "code": "internal_error", "message": "ValueError: see https://sqlalche.me/e/21/9h9h; 1/2 done; org/name"}

@@ -17,7 +17,7 @@ from service.api.idempotency import IdempotencyKeyDep, remember_response, replay
 from service.api.pagination import PageDep, paginate
 from service.db.models import Pool
 from service.pool_config import PoolConfig
-from service.base_models import base_model_problem
+from service.base_models import resolve_base_model
 from service.pool_limits import over_limits
 from service.rounds import (
     Conflict,
@@ -126,11 +126,12 @@ def create_pool_route(
     if errors := over_limits(config.to_json(), settings):
         raise ApiProblem(422, f"{errors[0]['field']}: {errors[0]['message']}", code="limit_exceeded",
                          field=errors[0]["field"], errors=errors)
-    if (problem := base_model_problem(body.base_model, body.model_type, settings)) is not None:
+    base_model, problem = resolve_base_model(body.base_model, body.model_type, settings)
+    if problem is not None:
         raise ApiProblem(422, f"body.base_model: {problem}", code="unknown_base_model", field="body.base_model")
     try:
         pool = create_pool(
-            session, owner.id, name=body.name, base_model=body.base_model, model_type=body.model_type,
+            session, owner.id, name=body.name, base_model=base_model, model_type=body.model_type,
             config=config, eval_sets=[(e.dataset_id, e.skill) for e in body.eval_sets],
         )
     except DomainError as exc:

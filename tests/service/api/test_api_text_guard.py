@@ -91,3 +91,18 @@ def test_nul_in_an_upload_form_is_422_with_nothing_written(client, alice, databa
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
     assert "NUL" in r.json()["detail"]
     assert count_rows(database_url, Dataset) == 0 and blob_files(settings) == [] and upload_leftovers(settings) == []
+
+
+@pytest.mark.parametrize("content_type", ["Application/JSON", "text/plain", "application/merge-patch+json", None])
+def test_the_declared_type_cannot_slip_text_past_the_guard(client, alice, database_url, content_type):
+    payload = b'{"name": "a\\u0000", "base_model": "tiny-llava", "model_type": "llava"}'
+    headers = dict(alice.headers) | ({"content-type": content_type} if content_type else {})
+    r = client.post("/v1/pools", content=payload, headers=headers)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_text", r.text
+    assert count_rows(database_url, Pool) == 0
+
+
+def test_two_content_type_headers_are_refused(client, alice):
+    headers = [*alice.headers.items(), ("content-type", "application/json"), ("content-type", "text/plain")]
+    r = client.post("/v1/pools", content=b'{"name": "a\\u0000"}', headers=headers)
+    assert r.status_code == 400 and r.json()["code"] == "invalid_header"
