@@ -94,7 +94,7 @@ class TextGuard:
         # Any other body is read whatever its declared type, so a type spelled differently from
         # what the JSON check expects cannot slip text past it (only uploads are large).
         declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > MAX_JSON_BODY:
+        if declared.isdigit() and (len(declared) > 9 or int(declared) > MAX_JSON_BODY):  # no 5,000-digit int()
             await _too_large(scope, receive, send)
             return
         body, messages = bytearray(), []
@@ -111,7 +111,11 @@ class TextGuard:
             document = json.loads(bytes(body)) if body else None
         except (ValueError, RecursionError):
             document = None  # malformed JSON: the route's own validation answers it
-        if (problem := _walk(document, "body")) is not None:
+        try:
+            problem = _walk(document, "body")
+        except RecursionError:
+            problem = ApiProblem(422, "body: JSON nested too deeply", code="invalid_json", field="body")
+        if problem is not None:
             await problem.to_response(scope["path"])(scope, receive, send)
             return
 

@@ -106,3 +106,12 @@ def test_two_content_type_headers_are_refused(client, alice):
     headers = [*alice.headers.items(), ("content-type", "application/json"), ("content-type", "text/plain")]
     r = client.post("/v1/pools", content=b'{"name": "a\\u0000"}', headers=headers)
     assert r.status_code == 400 and r.json()["code"] == "invalid_header"
+
+
+def test_absurd_content_length_and_deep_nesting_are_4xx(client, alice):
+    headers = {**alice.headers, "content-type": "application/json", "content-length": "9" * 5000}
+    r = client.post("/v1/pools", content=b"{}", headers=headers)
+    assert r.status_code == 413, r.text
+    deep = b'{"name": ' + b"[" * 950 + b"]" * 950 + b"}"
+    r = client.post("/v1/pools", content=deep, headers={**alice.headers, "content-type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
