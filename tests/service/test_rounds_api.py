@@ -204,3 +204,15 @@ def test_round_seeds_fit_faiss(client, alice, pool, ready, seed):
     r = start(client, alice, pool["id"], dataset_ids=[ready], budget=2, seed=seed)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.seed"
     assert "[0, 2147483647]" in r.json()["detail"]
+
+
+def test_a_pool_whose_stored_config_no_longer_validates_gets_a_409(client, alice, pool, ready, database_url):
+    from service.db.models import Pool
+
+    with session_scope(database_url) as s:
+        row = s.get(Pool, pool["id"])
+        features = {k: v for k, v in row.config["features"].items() if k != "projection_nnz"}
+        row.config = {**row.config, "features": {**features, "proj_dim": 1022}}  # before projection_nnz existed
+    r = start(client, alice, pool["id"], dataset_ids=[ready], budget=2)
+    assert r.status_code == 409 and r.json()["code"] == "invalid_pool_config", r.text
+    assert "projection_nnz must divide proj_dim (1022)" in r.json()["detail"]

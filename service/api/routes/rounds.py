@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -68,7 +68,12 @@ def create_round_route(
         return replay
     # The pool row lock (PostgreSQL) makes the "no other round running" check and the insert atomic.
     pool = owned_pool(session, pool_id, owner.id, for_update=True)
-    if errors := over_limits(parse_pool_config(pool.config).to_json(), settings, "pool.config", new=False):
+    try:
+        stored = parse_pool_config(pool.config).to_json()
+    except ValidationError as exc:  # a config an earlier release accepted (e.g. proj_dim not a multiple of 4)
+        raise ApiProblem(409, f"this pool's stored config no longer validates ({exc.errors()[0]['msg']}); "
+                         "create a pool with a valid config", code="invalid_pool_config") from None
+    if errors := over_limits(stored, settings, "pool.config", new=False):
         raise ApiProblem(409, f"this pool's {errors[0]['field']} {errors[0]['message']}: the operator's limits "
                          "changed after the pool was created; create a pool within them", code="limit_exceeded",
                          field=errors[0]["field"], errors=errors)
