@@ -3,6 +3,8 @@ surrogate (JSON's "\\ud800" decodes to one)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
 
@@ -14,3 +16,21 @@ def text_problem(value: str) -> str | None:
         return None
     what = "a NUL character" if match.group() == "\x00" else f"an unpaired surrogate (U+{ord(match.group()):04X})"
     return f"contains {what} at offset {match.start()}"
+
+
+def join_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def json_leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any, bool]]:
+    """Every dict key and scalar of a decoded JSON value, depth first, keys before their values:
+    (path, leaf, is_key). A scalar's path is its own (`a.b[0]`); a key's is its dict's."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield path, key, True
+            yield from json_leaves(item, join_path(path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from json_leaves(item, f"{path}[{i}]")
+    else:
+        yield path, value, False

@@ -7,13 +7,12 @@ import logging
 import re
 import threading
 import time
-from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
 from kombu.exceptions import OperationalError as BrokerOperationalError
-from sqlalchemy import event, update
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,14 +23,14 @@ from service.db.models import Job
 from service.db.session import get_sessionmaker
 from service.jobs import add_event
 from workers.leases import (
-    ACTIVE,
     JobCancelled,
     LeaseLost,
     acquire_lease,
     finish_job,
+    lease_values,
     new_lease_owner,
     renew_lease,
-    utcnow,
+    update_if_held,
 )
 
 log = logging.getLogger(__name__)
@@ -94,12 +93,7 @@ class JobContext:
 
     def _write(self, **values: Any) -> None:
         with self.session_factory() as session:
-            held = session.execute(
-                update(Job)
-                .where(Job.id == self.job_id, Job.lease_owner == self.owner, Job.status.in_(ACTIVE))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            ).rowcount == 1
+            held = update_if_held(session, self.job_id, self.owner, values)
             session.commit()
         if not held:
             self._lost = True
@@ -141,14 +135,7 @@ class JobContext:
 
     def _renew_in(self, session: Session) -> None:
         session.flush()  # pending writes first: the renewed lease starts after them
-        now = utcnow()
-        held = session.execute(
-            update(Job)
-            .where(Job.id == self.job_id, Job.lease_owner == self.owner, Job.status.in_(ACTIVE))
-            .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds))
-            .execution_options(synchronize_session=False)
-        ).rowcount == 1
-        if not held:
+        if not update_if_held(session, self.job_id, self.owner, lease_values(self.settings.lease_seconds)):
             self._lost = True
             raise LeaseLost(f"job {self.job_id}: lease of {self.owner} lost")
 

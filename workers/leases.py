@@ -2,7 +2,7 @@
 
 A job runs only while its worker holds the lease in SQL: `acquire_lease` is one conditional
 UPDATE, so two workers given the same job id never both run it. Every later write of the job is
-conditional on still owning the lease (`_update_if_held`), so a worker that lost it (paused too
+conditional on still owning the lease (`update_if_held`), so a worker that lost it (paused too
 long, reaped) cannot overwrite its successor. Clocks: leases use the workers' UTC wall clock, so
 machines must be NTP-synchronised to well under `lease_seconds`.
 """
@@ -84,8 +84,8 @@ def acquire_lease(session: Session, job_id: str, owner: str, lease_seconds: floa
     return job if won else None
 
 
-def _update_if_held(session: Session, job_id: str, owner: str, values: dict[str, Any]) -> bool:
-    """Write `values` only while `owner` holds the live lease; False when it was lost."""
+def update_if_held(session: Session, job_id: str, owner: str, values: dict[str, Any]) -> bool:
+    """Write `values` only while `owner` holds the live lease; False when it was lost. No commit."""
     return session.execute(
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == owner, Job.status.in_(ACTIVE))
@@ -94,15 +94,20 @@ def _update_if_held(session: Session, job_id: str, owner: str, values: dict[str,
     ).rowcount == 1
 
 
+def lease_values(lease_seconds: float) -> dict[str, Any]:
+    """A lease renewed from now: its new expiry and the heartbeat time."""
+    now = utcnow()
+    return {"lease_expires_at": now + timedelta(seconds=lease_seconds), "heartbeat_at": now}
+
+
 def renew_lease(
     session: Session, job_id: str, owner: str, lease_seconds: float, progress: tuple[int, int] | None = None
 ) -> tuple[bool, bool]:
     """Extend the lease (and flush progress); returns (still held, cancel requested). Commits."""
-    now = utcnow()
-    values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds), "heartbeat_at": now}
+    values = lease_values(lease_seconds)
     if progress is not None:
         values["progress_done"], values["progress_total"] = progress
-    held = _update_if_held(session, job_id, owner, values)
+    held = update_if_held(session, job_id, owner, values)
     cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
     session.commit()
     return held, cancel
@@ -123,7 +128,7 @@ def finish_job(
     values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None}
     if status != "queued":
         values.update(result=result, error=error, finished_at=utcnow())
-    done = _update_if_held(session, job_id, owner, values)
+    done = update_if_held(session, job_id, owner, values)
     if done:
         message = {"queued": "released for a retry", "succeeded": "succeeded"}.get(status, status)
         level = "error" if status == "failed" else "info"

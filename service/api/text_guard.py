@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.text import text_problem
+from core.text import json_leaves, text_problem
 from service.api.errors import ApiProblem
 
 MAX_JSON_BODY = 1 << 20  # non-upload bodies are configs and id lists; uploads are multipart
@@ -29,23 +29,13 @@ def _decoded(raw: bytes) -> str | None:
 
 
 def _walk(value: Any, where: str) -> ApiProblem | None:
-    """The first string (key or value) of a decoded JSON document that cannot be stored."""
-    if isinstance(value, str):
-        if (problem := text_problem(value)) is not None:
-            return ApiProblem(422, f"{where}: {problem}", code="invalid_text", field=where)
-    elif isinstance(value, float) and not math.isfinite(value):
-        # Python's JSON reader takes NaN and Infinity, and reads 1e400 as infinity
-        return ApiProblem(422, f"{where}: must be a finite number, got {value!r}", code="invalid_number", field=where)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if (problem := text_problem(key)) is not None:
-                return ApiProblem(422, f"{where}: a key {problem}", code="invalid_text", field=where)
-            if (found := _walk(item, f"{where}.{key}")) is not None:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            if (found := _walk(item, f"{where}[{i}]")) is not None:
-                return found
+    """The first key or value of a decoded JSON document that cannot be stored."""
+    for at, leaf, is_key in json_leaves(value, where):
+        if isinstance(leaf, str) and (problem := text_problem(leaf)) is not None:
+            return ApiProblem(422, f"{at}: {'a key ' if is_key else ''}{problem}", code="invalid_text", field=at)
+        if isinstance(leaf, float) and not math.isfinite(leaf):
+            # Python's JSON reader takes NaN and Infinity, and reads 1e400 as infinity
+            return ApiProblem(422, f"{at}: must be a finite number, got {leaf!r}", code="invalid_number", field=at)
     return None
 
 

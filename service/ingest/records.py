@@ -10,7 +10,7 @@ from typing import Any
 
 from core.samples import IMAGE_TOKEN, Message
 from core.skills import skill_problem
-from core.text import text_problem
+from core.text import join_path, json_leaves, text_problem
 
 from .errors import DatasetError
 from .limits import IngestLimits
@@ -91,17 +91,9 @@ def record_skill(record: dict[str, Any], where: Where) -> str | None:
 
 def check_strings(value: Any, where: Where, path: str = "") -> None:
     """Reject NUL characters and unpaired surrogates anywhere in the record (SQL JSON cannot store them)."""
-    if isinstance(value, str):
-        if (problem := text_problem(value)) is not None:
-            raise where.error("invalid_record", problem, field=path or None)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            sub = f"{path}.{k}" if path else k
-            check_strings(k, where, sub)
-            check_strings(v, where, sub)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            check_strings(v, where, f"{path}[{i}]")
+    for at, leaf, is_key in json_leaves(value, path):
+        if isinstance(leaf, str) and (problem := text_problem(leaf)) is not None:
+            raise where.error("invalid_record", problem, field=(join_path(at, leaf) if is_key else at) or None)
 
 
 def _role(raw: Any, where: Where, field: str) -> str:

@@ -39,6 +39,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from core.engine_defaults import PROJECTION_NNZ
+
 # Bumped whenever the matrix a seed stands for changes (stored in feature fingerprints).
 VERSION = "sjlt-v1"
 # Input coordinates per generated block: the matrix depends on it (blocks are keyed by index).
@@ -68,7 +70,7 @@ class SparseJLProjector:
         device: where the projection runs; the blocks are drawn on the CPU and moved there.
     """
 
-    def __init__(self, in_dim: int, proj_dim: int, seed: int, nnz: int = 4, device: Any = "cpu") -> None:
+    def __init__(self, in_dim: int, proj_dim: int, seed: int, nnz: int = PROJECTION_NNZ, device: Any = "cpu") -> None:
         import torch
 
         if in_dim < 1 or proj_dim < 1:
