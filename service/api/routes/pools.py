@@ -15,9 +15,9 @@ from service.api.deps import OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
+from service.base_models import resolve_base_model
 from service.db.models import Pool
 from service.pool_config import PoolConfig
-from service.base_models import resolve_base_model
 from service.pool_limits import over_limits
 from service.rounds import (
     Conflict,
