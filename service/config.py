@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="Torch device for workers: auto, cpu, cuda, cuda:N.")
     allow_model_downloads: bool = Field(False, description="Let workers fetch base models from the Hub.")
     models_root: Path | None = Field(None, description="Directory under which pools may name local model directories.")
+    preset_cache: Path | None = Field(None, description="Where pretrained presets (smol-lm, smol-llava) are built "
+                                      "and cached; default data_dir/models.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI client commands send requests.")
     api_key: str | None = Field(None, description="Bearer key the CLI client commands send.")
     # Upper bounds on a pool's numbers (service/pool_limits.py): above one, creating the pool is a 422.
@@ -62,6 +64,10 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return (self.data_dir / "blobs").resolve()
+
+    @property
+    def preset_dir(self) -> Path:
+        return (self.preset_cache or self.data_dir / "models").resolve()
 
     @property
     def work_dir(self) -> Path:

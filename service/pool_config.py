@@ -260,6 +260,9 @@ class RoundParams(_Section):
     dataset_ids: list[str] = Field(min_length=1, max_length=100)
     budget: Any = Field(description="int >= 1 (samples) or float in (0, 1] (fraction of the candidates)")
     method: Annotated[str, AfterValidator(check_method)] = "adapt-inf"
+    candidates: Literal["pool", "new"] = Field(
+        "pool", description="pool: select from the whole pool plus the new data (Adapt-∞); new: from this "
+        "round's new samples only (sequential fine-tuning, a baseline). New samples join the pool either way.")
     train: bool = True
     prune: bool = True
     seed: Annotated[Any, AfterValidator(_seed)] = 0

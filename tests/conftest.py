@@ -100,3 +100,13 @@ def alice(database_url: str) -> Caller:
 @pytest.fixture
 def bob(database_url: str) -> Caller:
     return make_caller(database_url, "bob")
+
+
+@pytest.fixture(scope="session")
+def smol_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A preset cache holding the real `smol-lm` (built once per session from the installed GGUF, ~30 s)."""
+    from workers.engine.models.smol import build_smol_preset
+
+    cache = tmp_path_factory.mktemp("presets")
+    build_smol_preset("smol-lm", cache)
+    return cache

@@ -170,7 +170,7 @@ def _wait_then_show(api: Api, job_id: str, resource: str, interval: float) -> in
 @command
 def cmd_rounds_create(api: Api, args: argparse.Namespace) -> int:
     body = {"dataset_ids": args.dataset, "budget": args.budget, "method": args.method, "seed": args.seed,
-            "train": not args.no_train, "prune": not args.no_prune}
+            "candidates": args.candidates, "train": not args.no_train, "prune": not args.no_prune}
     rnd = api.create(f"/v1/pools/{args.pool_id}/rounds", body)
     if not args.wait:
         _print_json(rnd)
@@ -308,6 +308,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=_budget, required=True, help="count (500) or fraction (0.25)")
     p.add_argument("--method", default="adapt-inf", help="adapt-inf, random, score:<expert>, semdedup, full")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--candidates", choices=("pool", "new"), default="pool",
+                   help="select from the whole pool (default) or from this round's new samples only")
     p.add_argument("--no-train", action="store_true", help="select (and prune) only")
     p.add_argument("--no-prune", action="store_true", help="keep the pool unpruned")
     waitable(p)

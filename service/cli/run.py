@@ -1,4 +1,5 @@
-"""Run commands: `adaptinf serve` (embedded: API + one worker), `adaptinf worker`, `adaptinf reap`.
+"""Run commands: `adaptinf serve` (embedded: API + one worker), `adaptinf worker`, `adaptinf reap`,
+`adaptinf models build`.
 
 The embedded mode runs exactly the production code path: a real `celery worker` subprocess on the
 same broker and database as the API, never eager mode.
@@ -14,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+from core.presets import PRETRAINED
 from service.broker import QUEUES
 from service.config import Settings, get_settings
 
@@ -147,6 +149,14 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return code if code >= 0 else 128 - code  # killed by signal N: the shell's 128 + N
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    # A child process, as for `reap`: building a model is the workers' code.
+    settings = _use_data_dir(args.data_dir)
+    command = [sys.executable, "-m", "workers.engine.models.build", args.name, "--cache", str(settings.preset_dir)]
+    code = subprocess.run(command, check=False).returncode
+    return code if code >= 0 else 128 - code
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     data_dir = {"type": Path, "default": None, "help": "data directory (default: $ADAPTINF_DATA_DIR or ./adaptinf-data)"}
     p = subparsers.add_parser("serve", help="Embedded mode: migrate, then run the API and one worker for all queues.")
@@ -167,3 +177,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser("reap", help="One reaper pass: re-queue jobs of lost workers, re-send lost messages.")
     r.add_argument("--data-dir", **data_dir)
     r.set_defaults(func=cmd_reap)
+
+    m = subparsers.add_parser("models", help="Pretrained model presets.")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    b = msub.add_parser("build", help="Build a pretrained preset offline into the preset cache (a round's "
+                        "first use builds it too). Prints its directory and build report.")
+    b.add_argument("name", choices=PRETRAINED, metavar="NAME",
+                   help=f"one of: {', '.join(PRETRAINED)}")
+    b.add_argument("--data-dir", **data_dir)
+    b.set_defaults(func=cmd_models_build)

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 class Served:
     """A running `adaptinf serve`, its output collected by a thread (so the pipe never fills)."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTINF_")}
-        env["PYTHONUNBUFFERED"] = "1"
+    def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
+        extra, env = env or {}, {k: v for k, v in os.environ.items() if not k.startswith("ADAPTINF_")}
+        env |= {"PYTHONUNBUFFERED": "1", **extra}
         self.proc = subprocess.Popen(
             [str(ADAPTINF), "serve", "--port", str(port), "--data-dir", str(data_dir)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -6,10 +6,12 @@ tar), the checkpoint loaded with peft, lifelong metrics; two workers share the f
 (b) a worker SIGKILLed during the feature stage; another finishes the round after the lease
 expires, and every candidate has exactly one Score row and sits in exactly one done shard.
 (d) the embedded mode (`adaptinf serve`: SQLite + filesystem broker, one worker) runs a round.
+(e) the same on the real pretrained `smol-lm`, scored on an evaluation set.
 """
 from __future__ import annotations
 
 import io
+import json
 import signal
 import tarfile
 from pathlib import Path
@@ -226,6 +228,37 @@ def test_embedded_serve_runs_a_round(tmp_path: Path) -> None:
             assert body["result"]["selected"] == 5 and body["result"]["checkpoint_id"]
             assert api.get(f"/v1/pools/{pool['id']}").json()["rounds_completed"] == 1
             assert len(jsonl(api.get(f"/v1/rounds/{r['id']}/selection").content)) == 5
+        assert served.terminate() == 0, served.text[-3000:]
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+
+
+def test_embedded_serve_runs_a_round_on_pretrained_smol_lm(tmp_path: Path, smol_cache: Path) -> None:
+    from test_e2e_serve import Served, free_port
+
+    served = Served(tmp_path / "data", free_port(), env={"ADAPTINF_PRESET_CACHE": str(smol_cache)})
+    config = {"lora": {"r": 4, "alpha": 8, "layers": [28, 29]}, "features": {"proj_dim": 512, "batch_size": 8},
+              "selection": {"n_clusters": 2, "n_strata": 4},
+              "training": {"max_steps": 2, "batch_size": 4}, "shard_size": 64}
+    try:
+        served.wait_up()
+        key = next(line.split("=", 1)[1] for line in served.lines if line.startswith("ADAPTINF_API_KEY="))
+        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
+            ds = upload_ready(api, tmp_path / "d", list(range(0, 12)))
+            ev = upload_ready(api, tmp_path / "e", list(range(40, 44)), short_answers=True)
+            r = api.post("/v1/pools", json={"name": "smol", "base_model": "smol-lm", "model_type": "causal-lm",
+                                            "config": config, "eval_sets": [{"dataset_id": ev, "skill": "vqa"}]})
+            assert r.status_code == 201, r.text
+            pool = r.json()
+            body = wait_round(api, start_round(api, pool["id"], [ds], budget=4)["id"], 600)
+            assert body["result"]["selected"] == 4 and body["result"]["checkpoint_id"]
+            metrics = api.get(f"/v1/pools/{pool['id']}/metrics").json()
+            assert metrics["skills"] == ["vqa"] and len(metrics["accuracy"]) == 1
+            assert metrics["rounds"][0]["loss"]["vqa"] is not None and metrics["base"]["loss"]["vqa"] is not None
+            ckpt = api.get(f"/v1/checkpoints/{body['result']['checkpoint_id']}/content")
+            adapter = json.loads(tar_members(ckpt.content)["adapter_config.json"])
+            assert adapter["r"] == 4
         assert served.terminate() == 0, served.text[-3000:]
     finally:
         if served.proc.poll() is None:

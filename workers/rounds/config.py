@@ -67,4 +67,5 @@ def model_spec(base_model: str, model_type: str, settings: Settings) -> ModelSpe
         model_type=model_type,
         allow_download=settings.allow_model_downloads,
         device=settings.device,
+        preset_cache=str(settings.preset_dir),
     )

@@ -65,9 +65,10 @@ def _update_members(session: Session, ref: RoundRef, plan: CandidatePlan, decisi
              "reason": pruned[sid]["reason"] if sid in pruned else None}
             for sid in plan.new
         ])
-    # ORM bulk UPDATE by primary key (executemany): the latest cluster of every kept member
+    # ORM bulk UPDATE by primary key (executemany): the latest cluster of every kept member that
+    # was a candidate (a `candidates: "new"` round clusters only the new samples; the others keep theirs)
     kept = [{"pool_id": ref.pool_id, "sample_id": sid, "cluster": int(cluster[sid])}
-            for sid in plan.members if sid not in pruned]
+            for sid in plan.members if sid not in pruned and sid in cluster]
     if kept:
         session.execute(update(PoolMember), kept)
     gone = [{"pool_id": ref.pool_id, "sample_id": sid, "cluster": int(cluster[sid]), "status": "pruned",

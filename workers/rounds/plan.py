@@ -43,8 +43,12 @@ class CandidatePlan:
         return CandidatePlan(**json.loads(data))
 
 
-def plan_candidates(session: Session, pool_id: str, dataset_ids: list[str]) -> CandidatePlan:
-    """The candidate set of a round over `dataset_ids` for the pool as it is now."""
+def plan_candidates(session: Session, pool_id: str, dataset_ids: list[str], new_only: bool = False) -> CandidatePlan:
+    """The candidate set of a round over `dataset_ids` for the pool as it is now.
+
+    `new_only` (a round's `candidates: "new"`) keeps only the samples this round adds: plain
+    sequential fine-tuning, the baseline that forgets. They still join the pool.
+    """
     member_rows = session.execute(
         select(PoolMember.sample_id, PoolMember.status, Sample.content_hash)
         .join(Sample, Sample.id == PoolMember.sample_id)
@@ -67,7 +71,7 @@ def plan_candidates(session: Session, pool_id: str, dataset_ids: list[str]) -> C
         else:
             seen[content_hash] = sample_id
             new.append(sample_id)
-    return CandidatePlan(sorted(active + new), active, new, duplicates, pruned)
+    return CandidatePlan(sorted(new if new_only else active + new), active, new, duplicates, pruned)
 
 
 def freeze_plan(plan: CandidatePlan, blobs: BlobStore) -> str:

@@ -48,7 +48,8 @@ def run_prepare(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     ref, factory = run.ref, run.ctx.session_factory
     run.ctx.stage("prepare")
     with factory() as session:
-        plan = plan_candidates(session, ref.pool_id, list(ref.params["dataset_ids"]))
+        new_only = ref.params.get("candidates", "pool") == "new"  # rounds stored before the field: "pool"
+        plan = plan_candidates(session, ref.pool_id, list(ref.params["dataset_ids"]), new_only)
         checkpoint_id, adapter_sha = current_adapter(session, ref.pool_id)
     if not plan.candidates:
         raise EmptyRound(f"round {ref.number}: no candidates (the pool is empty and the datasets add nothing new)")

@@ -287,3 +287,27 @@ def test_reaper_leaves_a_waiting_parent_alone(round_env: RoundEnv) -> None:
         touched = reap_expired(s, env.settings, now=utcnow() + timedelta(hours=1))
         parent = s.get(Job, job_id)
         assert job_id not in touched and (parent.status, parent.stage) == ("running", "prepare")
+
+
+def test_a_new_only_round_trains_on_the_new_samples_and_keeps_the_members(round_env: RoundEnv) -> None:
+    """`candidates: "new"` (sequential fine-tuning): the earlier members are no candidates, keep their
+    clusters and stay active; the new samples join the pool."""
+    env = round_env
+    a = add_dataset(env, "a", list(range(10)))
+    b = add_dataset(env, "b", list(range(10, 16)))
+    pool_id = add_pool(env)
+    start_round(env, pool_id, [a], budget=4, method="full", prune=False)
+    env.drain()
+    before = {m[0]: m for m in pool_snapshot(env, pool_id)["members"]}
+    round_id, job_id = start_round(env, pool_id, [b], budget=4, method="full", prune=False, candidates="new")
+    env.drain()
+    with env.factory() as s:
+        rnd, parent = s.get(Round, round_id), s.get(Job, job_id)
+        assert (rnd.status, parent.status) == ("succeeded", "succeeded"), parent.error
+        new = load_plan(env.blobs, parent.result["candidates_blob"]).candidates
+        selected = sorted(x.sample_id for x in s.scalars(select(Selection).where(Selection.round_id == round_id)))
+    assert len(new) == 6 and not set(new) & set(before)
+    assert rnd.result["candidates"] == rnd.result["selected"] == 6 and selected == new
+    after = {m[0]: m for m in pool_snapshot(env, pool_id)["members"]}
+    assert all(after[sid] == before[sid] for sid in before)  # status, joined round and cluster untouched
+    assert sorted(set(after) - set(before)) == new and all(after[sid][2] == 2 for sid in new)

@@ -39,6 +39,11 @@ def test_candidates_dedup_and_keep_pruned_out(round_env: RoundEnv) -> None:
     assert plan.duplicates == [[ids_b[0], ids_a[1]], [ids_b[3], ids_b[2]]]
     assert plan.candidates == sorted(plan.members + plan.new)
 
+    with env.factory() as s:
+        sequential = plan_candidates(s, pool_id, [a, b], new_only=True)
+    assert sequential.candidates == plan.new  # members stay members, but are no candidates
+    assert (sequential.members, sequential.new, sequential.duplicates) == (plan.members, plan.new, plan.duplicates)
+
     blobs = BlobStore(env.settings.blob_dir)
     sha = freeze_plan(plan, blobs)
     assert freeze_plan(plan_candidates_again(env, pool_id, [a, b]), blobs) == sha  # canonical bytes

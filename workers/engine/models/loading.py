@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.engine.models.presets import build_preset, is_preset, preset_shape
+from workers.engine.models.smol import SMOL_PRESETS, build_smol_preset
 from workers.engine.models.specs import LoraSpec, ModelSpec
 
 
@@ -69,20 +70,25 @@ def _load_base(spec: ModelSpec, dtype: Any) -> tuple[Any, Any]:
         model, proc = build_preset(spec.base_model)
         model.config._attn_implementation = spec.attn_implementation  # noqa: SLF001 - HF's own switch
         return model.to(dtype), proc
-    kwargs = dict(local_files_only=not spec.allow_download)
+    source, kwargs = spec.base_model, dict(local_files_only=not spec.allow_download)
+    if spec.base_model in SMOL_PRESETS:
+        if SMOL_PRESETS[spec.base_model] != spec.model_type:
+            raise ValueError(f"ModelSpec.model_type {spec.model_type!r} does not match preset {spec.base_model!r} "
+                             f"({SMOL_PRESETS[spec.base_model]})")
+        source, kwargs = str(build_smol_preset(spec.base_model, spec.preset_cache)), dict(local_files_only=True)
     if spec.model_type == "llava":
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         model = LlavaForConditionalGeneration.from_pretrained(
-            spec.base_model, dtype=dtype, attn_implementation=spec.attn_implementation, **kwargs
+            source, dtype=dtype, attn_implementation=spec.attn_implementation, **kwargs
         )
-        return model, AutoProcessor.from_pretrained(spec.base_model, **kwargs)
+        return model, AutoProcessor.from_pretrained(source, **kwargs)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(
-        spec.base_model, dtype=dtype, attn_implementation=spec.attn_implementation, **kwargs
+        source, dtype=dtype, attn_implementation=spec.attn_implementation, **kwargs
     )
-    return model, AutoTokenizer.from_pretrained(spec.base_model, **kwargs)
+    return model, AutoTokenizer.from_pretrained(source, **kwargs)
 
 
 def lora_target_regex(hf_model: Any, lora: LoraSpec) -> str:

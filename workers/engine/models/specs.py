@@ -59,6 +59,8 @@ class ModelSpec:
         allow_download: False loads with `local_files_only=True`.
         dtype: `auto` is bfloat16 on CUDA and float32 on CPU.
         device: `auto` is `cuda` when available, else `cpu`; or any torch device string.
+        preset_cache: where the pretrained presets (`smol-lm`, `smol-llava`) are built and cached;
+            None is `ADAPTINF_PRESET_CACHE` or ~/.cache/adaptinf/presets.
     """
 
     base_model: str
@@ -67,6 +69,7 @@ class ModelSpec:
     dtype: str = "auto"
     device: str = "auto"
     attn_implementation: str = field(default="sdpa")
+    preset_cache: str | None = None
 
     def __post_init__(self) -> None:
         if not self.base_model or not isinstance(self.base_model, str):

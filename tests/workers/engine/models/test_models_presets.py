@@ -82,5 +82,6 @@ def test_unknown_preset_and_type_mismatch_are_rejected():
 def test_the_service_knows_every_preset_and_its_type():
     from core.presets import PRESET_TYPES
     from workers.engine.models.presets import PRESETS
+    from workers.engine.models.smol import SMOL_PRESETS
 
-    assert PRESET_TYPES == {name: shape.model_type for name, shape in PRESETS.items()}
+    assert PRESET_TYPES == {name: shape.model_type for name, shape in PRESETS.items()} | SMOL_PRESETS

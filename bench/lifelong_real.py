@@ -1,0 +1,276 @@
+"""The lifelong benchmark on a real pretrained model and real images, run through the service itself.
+
+It starts an embedded `adaptinf serve` in a temporary data directory and talks to it only over
+HTTP with the Python client: per seed it uploads the datasets of `bench/real_data.py` (five
+skills over four rounds, one rare, near-duplicates mixed in, 200 held-out items per skill), makes
+one pool per method on `smol-llava` with every skill's eval set, runs the rounds, and reads each
+pool's lifelong metrics from `GET /v1/pools/{id}/metrics` (relative gain against the seed's
+multitask pool). The statistics are `bench/lifelong.py`'s: Student-t intervals over seeds and
+differences paired by seed.
+
+Methods, as service rounds (every pool has the same config: the same warm-up, LoRA and the same
+`training.max_steps` per round):
+- `adapt-inf`: `method: adapt-inf`, pruning on;
+- `random`: uniform over the pool, no pruning;
+- `semdedup`: pruning on, then uniform selection among the survivors;
+- `score:ppl`: pruning on, one expert (log perplexity) in every cluster;
+- `sequential`: `method: full, candidates: new`: each round's new data only;
+- `multitask`: `method: full`: everything seen so far, unpruned; the relative-gain reference.
+
+    python bench/lifelong_real.py --quick     # smoke run: 1 seed, tiny sizes
+    python bench/lifelong_real.py             # 3 seeds, 200 eval items per skill
+
+The data comes from installed packages only (`make bench-data`). Prints per-round progress, the
+tables, then one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.lifelong_stats import mean_ci, paired_ci
+from bench.lifelong_tables import print_tables
+from bench.real_data import RealBenchConfig, build_real_bench
+from service.cli.api_client import Api
+
+METHODS: dict[str, dict[str, Any]] = {
+    "adapt-inf": {"method": "adapt-inf", "prune": True},
+    "random": {"method": "random", "prune": False},
+    "semdedup": {"method": "semdedup", "prune": True},
+    "score:ppl": {"method": "score:ppl", "prune": True},
+    "sequential": {"method": "full", "candidates": "new", "prune": False},
+    "multitask": {"method": "full", "prune": False},
+}
+REFERENCE = "multitask"
+SUMMARY_METRICS = ("avg_acc", "forgetting", "relative_gain", "backward_transfer", "forward_transfer", "mft", "maa")
+METRICS = SUMMARY_METRICS + ("rare_acc",)
+DONE = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class RealSettings:
+    data: RealBenchConfig
+    budget: int
+    steps: int
+    config: dict[str, Any]
+
+    @classmethod
+    def full(cls, seed: int) -> "RealSettings":
+        # LoRA r = 16 on every linear module of the decoder; features from the last layer's
+        # gradients at the service's default 8192 dimensions. 64 steps of 8 per round: two passes
+        # over a 256-sample budget.
+        return cls(
+            data=RealBenchConfig(seed=seed),
+            budget=256,
+            steps=64,
+            config={
+                "lora": {"r": 16, "alpha": 32, "seed": seed},
+                "features": {"batch_size": 16, "seed": seed},
+                "selection": {"n_clusters": 10},
+                "training": {"lr": 5e-4, "batch_size": 8, "epochs": 100, "max_steps": 64, "seed": seed},
+            },
+        )
+
+    @classmethod
+    def quick(cls, seed: int) -> "RealSettings":
+        full = cls.full(seed)
+        config = json.loads(json.dumps(full.config))
+        config["training"].update(max_steps=2, batch_size=4)
+        config["features"].update(batch_size=8, proj_dim=256)
+        config["selection"].update(n_clusters=2, n_strata=4)
+        return replace(full, data=RealBenchConfig(seed=seed, scenes_per_dataset=4, max_copies=2, eval_per_skill=4,
+                                                  rare_fraction=0.34),
+                       budget=4, steps=2, config=config)
+
+
+# ---- the service ---------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedService:
+    """`adaptinf serve` in a child process, and an API key for it."""
+
+    def __init__(self, data_dir: Path, preset_cache: Path, device: str) -> None:
+        self.cli = str(Path(sys.executable).parent / "adaptinf")
+        self.env = {**os.environ, "ADAPTINF_DATA_DIR": str(data_dir), "ADAPTINF_PRESET_CACHE": str(preset_cache),
+                    "ADAPTINF_DEVICE": device, "ADAPTINF_MODEL_CACHE_SIZE": str(len(METHODS) + 1)}
+        self.port = _free_port()
+        self.log = open(data_dir.parent / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([self.cli, "serve", "--port", str(self.port)], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_ready()
+        key = subprocess.run([self.cli, "keys", "create", "--name", "bench"], env=self.env, check=True,
+                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        self.api = Api(self.url, key, timeout=600)
+
+    def _wait_ready(self, timeout: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"adaptinf serve exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"adaptinf serve was not ready after {timeout:.0f} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def upload(api: Api, directory: Path, entry: dict[str, Any]) -> str:
+    files = {"file": (entry["file"], (directory / entry["file"]).read_bytes(), "application/json")}
+    if "images" in entry:
+        files["images"] = (entry["images"], (directory / entry["images"]).read_bytes(), "application/x-tar")
+    ds = api.call("POST", "/v1/datasets", files=files, data={"name": entry["name"], "skill": entry["skill"]},
+                  timeout=None).json()
+    return ds["id"], ds["job_id"]
+
+
+def wait_jobs(api: Api, job_ids: list[str], poll: float = 2.0) -> list[dict[str, Any]]:
+    jobs: dict[str, dict[str, Any]] = {}
+    while len(jobs) < len(job_ids):
+        for j in job_ids:
+            if j not in jobs:
+                job = api.get(f"/v1/jobs/{j}")
+                if job["status"] in DONE:
+                    jobs[j] = job
+        if len(jobs) < len(job_ids):
+            time.sleep(poll)
+    failed = [j for j in jobs.values() if j["status"] != "succeeded"]
+    if failed:
+        raise RuntimeError(f"job {failed[0]['id']} {failed[0]['status']}: {failed[0].get('error')}")
+    return [jobs[j] for j in job_ids]
+
+
+# ---- one seed ------------------------------------------------------------------------------------
+
+def run_seed(svc: EmbeddedService, seed: int, st: RealSettings, methods: list[str], workdir: Path) -> dict[str, Any]:
+    api = svc.api
+    data_dir = workdir / f"data-{seed}"
+    manifest = build_real_bench(st.data, data_dir)
+    uploads = {e["name"]: upload(api, data_dir / "eval", e) for e in manifest["eval"]}
+    for t, entries in enumerate(manifest["rounds"]):
+        uploads |= {e["name"]: upload(api, data_dir / f"round{t + 1}", e) for e in entries}
+    wait_jobs(api, [job for _, job in uploads.values()])
+    eval_sets = [{"dataset_id": uploads[e["name"]][0], "skill": e["skill"]} for e in manifest["eval"]]
+    pools = {}
+    for m in methods:
+        pools[m] = api.create("/v1/pools", {"name": f"real-{m}-s{seed}", "base_model": "smol-llava",
+                                            "model_type": "llava", "config": st.config, "eval_sets": eval_sets})["id"]
+    seconds: dict[str, float] = {m: 0.0 for m in methods}
+    for t, entries in enumerate(manifest["rounds"]):
+        dataset_ids = [uploads[e["name"]][0] for e in entries]
+        started = time.perf_counter()
+        rounds = {m: api.create(f"/v1/pools/{pools[m]}/rounds",
+                                {"dataset_ids": dataset_ids, "budget": st.budget, "seed": seed, **METHODS[m]})
+                  for m in methods}
+        # one worker runs them one after another: wait in submission order to time each
+        for m in methods:
+            wait_jobs(api, [rounds[m]["job_id"]])
+            seconds[m] += time.perf_counter() - started
+            started = time.perf_counter()
+            res = api.get(f"/v1/rounds/{rounds[m]['id']}").get("result") or {}
+            loss = (res.get("train") or {}).get("mean_loss")
+            print(f"  [seed {seed} {m}] round {t + 1}: selected {res.get('selected')} of {res.get('candidates')}, "
+                  f"pruned {res.get('pruned')}, train loss {loss if loss is None else round(loss, 3)}; "
+                  f"{seconds[m]:.0f}s so far", flush=True)
+    reference = pools.get(REFERENCE)
+    out = {}
+    for m in methods:
+        q = f"?reference_pool_id={reference}" if reference else ""
+        metrics = api.get(f"/v1/pools/{pools[m]}/metrics{q}")
+        row = dict(zip(metrics["skills"], metrics["accuracy"][-1])) if metrics["accuracy"] else {}
+        out[m] = {**{k: metrics["summary"].get(k) for k in SUMMARY_METRICS},
+                  "rare_acc": row.get(manifest["rare_skill"]), "accuracy": metrics["accuracy"],
+                  "skills": metrics["skills"], "base": (metrics.get("base") or {}).get("accuracy"),
+                  "pool_size": api.get(f"/v1/pools/{pools[m]}").get("size"), "seconds": round(seconds[m], 1)}
+    return out
+
+
+def summarize(per_seed: dict[int, dict[str, dict]], methods: list[str]) -> dict[str, Any]:
+    seeds = sorted(per_seed)
+    rows = {m: [per_seed[s][m] for s in seeds] for m in methods}
+    return {
+        "methods": {m: {k: mean_ci([r[k] for r in rows[m]]) for k in METRICS} for m in methods},
+        "paired": {f"adapt-inf-vs-{o}": {k: paired_ci([r[k] for r in rows["adapt-inf"]], [r[k] for r in rows[o]])
+                                         for k in METRICS}
+                   for o in methods if o != "adapt-inf" and "adapt-inf" in methods},
+        # fixed before any run, as in bench/lifelong.py
+        "primary": {"pair": "adapt-inf-vs-random", "metric": "avg_acc"},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke-test sizes (1 seed)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; --quick: 1)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--device", default="auto", help="the worker's device (ADAPTINF_DEVICE)")
+    p.add_argument("--preset-cache", type=Path, default=Path.home() / ".cache" / "adaptinf" / "presets",
+                   help="where smol-llava is built once and reused across runs")
+    args = p.parse_args(argv)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    started = time.perf_counter()
+    per_seed: dict[int, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="lifelong-real-") as tmp:
+        root = Path(tmp)
+        (root / "service").mkdir()
+        svc = EmbeddedService(root / "service", args.preset_cache, args.device)
+        try:
+            for seed in range(n_seeds):
+                st = RealSettings.quick(seed) if args.quick else RealSettings.full(seed)
+                per_seed[seed] = run_seed(svc, seed, st, methods, root)
+        except BaseException:
+            log = (root / "serve.log").read_text(errors="replace")[-4000:]
+            print(f"--- the service's log (last 4000 characters) ---\n{log}", file=sys.stderr)
+            raise
+        finally:
+            svc.stop()
+    st0 = RealSettings.quick(0) if args.quick else RealSettings.full(0)
+    summary = {
+        "model": "smol-llava", "seeds": list(range(n_seeds)), **summarize(per_seed, methods),
+        "skills": st0.data.skills, "rare_skill": st0.data.rare_skill, "eval_per_skill": st0.data.eval_per_skill,
+        "budget": st0.budget, "steps_per_round": st0.steps, "pool_config": st0.config, "data": asdict(st0.data),
+        "per_seed": {str(s): per_seed[s] for s in per_seed}, "quick": args.quick,
+        "total_wall_s": round(time.perf_counter() - started, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    print_tables(summary)
+    print(json.dumps(summary, allow_nan=False))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
