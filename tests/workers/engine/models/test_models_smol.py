@@ -93,6 +93,17 @@ def test_models_build_command_prints_the_directory_and_report(smol_cache: Path, 
     assert sorted(SMOL_PRESETS) == ["smol-llava", "smol-lm"]
 
 
+def test_the_build_is_deterministic(llava_dir: Path, smol_cache: Path, digit_captions: list[EngineSample],
+                                   tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(smol_cache / "smol-lm-v1", tmp_path / "smol-lm-v1")  # the same SmolLM2 build, not rebuilt
+    again = build_smol_preset("smol-llava", tmp_path, align=AlignConfig(steps=8, batch_size=4, lr=3e-3, max_eval=4),
+                              captions=digit_captions)
+    assert (again / "model.safetensors").read_bytes() == (llava_dir / "model.safetensors").read_bytes()
+    assert build_report(again) == build_report(llava_dir)
+
+
 def test_the_vision_tower_is_imagenet_efficientnet_lite0(llava_dir: Path) -> None:
     from efficientnet_lite_pytorch import EfficientNet
     from transformers import LlavaForConditionalGeneration
