@@ -121,11 +121,15 @@ class EmbeddedService:
         self.log = open(data_dir.parent / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([self.cli, "serve", "--port", str(self.port)], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._wait_ready()
-        key = subprocess.run([self.cli, "keys", "create", "--name", "bench"], env=self.env, check=True,
-                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        self.api = Api(self.url, key, timeout=600)
+        self.url, self.api = f"http://127.0.0.1:{self.port}", None
+        try:
+            self._wait_ready()
+            key = subprocess.run([self.cli, "keys", "create", "--name", "bench"], env=self.env, check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            self.api = Api(self.url, key, timeout=600)
+        except BaseException:
+            self.stop()  # never leave a server running on a deleted data directory
+            raise
 
     def _wait_ready(self, timeout: float = 120) -> None:
         import httpx
@@ -143,6 +147,8 @@ class EmbeddedService:
         raise RuntimeError(f"adaptinf serve was not ready after {timeout:.0f} s; see {self.log.name}")
 
     def stop(self) -> None:
+        if self.api is not None:
+            self.api.http.close()
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -162,9 +168,13 @@ def upload(api: Api, directory: Path, entry: dict[str, Any]) -> tuple[str, str]:
     return ds["id"], ds["job_id"]
 
 
-def wait_jobs(api: Api, job_ids: list[str], poll: float = 2.0) -> list[dict[str, Any]]:
+def wait_jobs(api: Api, job_ids: list[str], poll: float = 2.0, timeout: float = 4 * 3600) -> list[dict[str, Any]]:
+    """Wait until every job ended; raises if one did not succeed or `timeout` seconds pass."""
     jobs: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
     while len(jobs) < len(job_ids):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(job_ids) - len(jobs)} of {len(job_ids)} jobs still running after {timeout:.0f} s")
         for j in job_ids:
             if j not in jobs:
                 job = api.get(f"/v1/jobs/{j}")

@@ -10,7 +10,8 @@ Five skills, each answered in one or two words:
 
 They arrive over four rounds (`SCHEDULE`); `digit` is rare (at most `rare_fraction` of its round).
 Training datasets hold near-duplicates: an image appears 1..`max_copies` times, each copy shifted
-by a pixel or two and re-encoded as JPEG at a random quality. Eval sets are disjoint from training
+by up to two pixels (onto white) and re-encoded as JPEG at a random quality (70..95; the tar stores
+it at 95). Eval sets are disjoint from training
 images (test splits where the source has them), never duplicated. Deterministic in `RealBenchConfig`.
 
     python bench/real_data.py --out /tmp/real --seed 0        # LLaVA JSON + image tars + manifest
@@ -33,7 +34,7 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workers.engine.models.alignment import TUXPAINT_STAMPS, is_alignment_stamp, stamp_on_white, tuxpaint_stamps
+from workers.engine.models.stamps import TUXPAINT_STAMPS, is_alignment_stamp, stamp_on_white, tuxpaint_stamps
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 WORDNET = Path("/usr/share/wordnet")
@@ -150,7 +151,8 @@ def vqa_items() -> tuple[list[Item], list[Item]]:
 
 
 def define_items() -> tuple[list[Item], list[Item]]:
-    """Common single-word nouns (WordNet tag count >= 5) and the gloss of their first sense."""
+    """Common single-word nouns (WordNet tag count >= 5), each with the first gloss in `data.noun`
+    order of a synset it heads (file order, not WordNet's sense order)."""
     common = set()
     for line in _require(WORDNET / "index.noun", "define").read_text(errors="replace").splitlines():
         if line.startswith(" "):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bench.real_data import FASHION, SCHEDULE, TEXT_ONLY, WORDNET, RealBenchConfig, build_real_bench
-from workers.engine.models.alignment import TUXPAINT_STAMPS
+from workers.engine.models.stamps import TUXPAINT_STAMPS
 
 pytestmark = pytest.mark.skipif(
     not (FASHION.is_dir() and TUXPAINT_STAMPS.is_dir() and WORDNET.is_dir()),

@@ -52,7 +52,8 @@ def run_prepare(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         plan = plan_candidates(session, ref.pool_id, list(ref.params["dataset_ids"]), new_only)
         checkpoint_id, adapter_sha = current_adapter(session, ref.pool_id)
     if not plan.candidates:
-        raise EmptyRound(f"round {ref.number}: no candidates (the pool is empty and the datasets add nothing new)")
+        why = "the datasets add no new sample" if new_only else "the pool is empty and the datasets add nothing new"
+        raise EmptyRound(f"round {ref.number}: no candidates ({why})")
     sha = freeze_plan(plan, run.blobs)
     shards = shard_rows(ref.round_id, plan, run.cfg.shard_size)
     updates = {

@@ -2,20 +2,13 @@
 
 The language model and the vision tower are frozen; the projector learns to map the tower's
 grid tokens into the LM's embedding space, as LLaVA-1.5 does on CC3M captions before any
-instruction tuning. Our captions are the English first lines of Debian's Tux Paint stamp
-descriptions ("A koala."), on the stamps that `is_alignment_stamp` keeps for alignment; the
-other stamps are never seen here (the real-image benchmark draws its images from them).
+instruction tuning. The captions come from `workers/engine/models/stamps.py`.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
-CAPTION_PROMPT = "<image>\nWhat is in the picture?"
 
 
 @dataclass(frozen=True)
@@ -31,60 +24,6 @@ class AlignConfig:
     seed: int = 0
 
 
-def is_alignment_stamp(relative_path: str) -> bool:
-    """A fixed half of the stamps, by a hash of their path under the stamps directory."""
-    return hashlib.sha256(relative_path.encode()).digest()[0] % 2 == 0
-
-
-def stamp_caption(png: Path) -> str | None:
-    """The English caption beside a stamp (the first line of its .txt), or None."""
-    txt = png.with_suffix(".txt")
-    if not txt.is_file():
-        return None
-    lines = txt.read_text(encoding="utf-8", errors="replace").splitlines()
-    first = lines[0].strip() if lines else ""
-    return first if first and "=" not in first else None
-
-
-def tuxpaint_stamps(root: Path = TUXPAINT_STAMPS) -> list[tuple[Path, str, str]]:
-    """(png, caption, category) for every captioned PNG stamp, sorted by path."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"no Tux Paint stamps at {root}: apt-get install tuxpaint-stamps-default "
-                                "(make bench-data installs it)")
-    out = []
-    for png in sorted(root.rglob("*.png")):
-        caption = stamp_caption(png)
-        if caption is not None:
-            out.append((png, caption, png.relative_to(root).parts[0]))
-    return out
-
-
-def stamp_on_white(png: Path, side: int = 224) -> Any:
-    """A stamp (a cut-out with transparency) flattened onto white and fitted into a side x side square."""
-    from PIL import Image
-
-    with Image.open(png) as im:
-        im = im.convert("RGBA")
-        im.thumbnail((side, side))
-        canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
-        canvas.alpha_composite(im, ((side - im.width) // 2, (side - im.height) // 2))
-    return canvas.convert("RGB")
-
-
-def caption_samples(workdir: Path, cfg: AlignConfig, root: Path = TUXPAINT_STAMPS) -> list[Any]:
-    """The alignment stamps as image-caption `EngineSample`s (images rendered into `workdir`)."""
-    from core.samples import EngineSample, Message
-
-    samples = []
-    for i, (png, caption, _) in enumerate(tuxpaint_stamps(root)):
-        if not is_alignment_stamp(str(png.relative_to(root))):
-            continue
-        image = workdir / f"{i}.png"
-        stamp_on_white(png).save(image)
-        samples.append(EngineSample(i, (Message("user", CAPTION_PROMPT), Message("assistant", caption)), (image,)))
-    return samples
-
-
 def _mean_loss(model: Any, batches: list[Any]) -> float:
     import torch
 
@@ -98,10 +37,11 @@ def _mean_loss(model: Any, batches: list[Any]) -> float:
 
 
 def align_projector(model: Any, processor: Any, samples: list[Any], cfg: AlignConfig,
-                    source: str = "Tux Paint stamps (English first lines)") -> dict[str, Any]:
+                    source: str = "Tux Paint stamps (English first lines)", device: str = "cpu") -> dict[str, Any]:
     """Train `model.multi_modal_projector` on `samples` (image, caption); everything else frozen.
 
-    Returns the recipe and the held-out caption loss (nats per token) before and after.
+    Runs on `device` and leaves the model there. Returns the recipe and the held-out caption loss
+    (nats per token) before and after.
     """
     import numpy as np
     import torch
@@ -115,7 +55,8 @@ def align_projector(model: Any, processor: Any, samples: list[Any], cfg: AlignCo
 
     if len(samples) < 2:
         raise ValueError(f"stage-1 alignment needs at least 2 captioned images, got {len(samples)}")
-    view = LoadedModel(model, processor.tokenizer, processor, torch.device("cpu"), torch.float32, "llava",
+    model.to(device)
+    view = LoadedModel(model, processor.tokenizer, processor, torch.device(device), torch.float32, "llava",
                        ModelSpec("smol-llava"))
     encoded = [encode_sample(view, s) for s in samples]
     rng = np.random.default_rng(cfg.seed)
@@ -123,7 +64,8 @@ def align_projector(model: Any, processor: Any, samples: list[Any], cfg: AlignCo
     n_eval = min(cfg.max_eval, max(1, int(len(encoded) * cfg.eval_fraction)))
     held, train = [encoded[i] for i in order[:n_eval]], [encoded[i] for i in order[n_eval:]]
     pad = processor.tokenizer.pad_token_id
-    eval_batches = [collate(held[i:i + cfg.batch_size], pad) for i in range(0, len(held), cfg.batch_size)]
+    eval_batches = [collate(held[i:i + cfg.batch_size], pad).to(device, torch.float32)
+                    for i in range(0, len(held), cfg.batch_size)]
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -140,7 +82,7 @@ def align_projector(model: Any, processor: Any, samples: list[Any], cfg: AlignCo
         if len(epoch) < cfg.batch_size:
             epoch += rng.permutation(len(train)).tolist()
         picks, epoch = epoch[:cfg.batch_size], epoch[cfg.batch_size:]
-        batch = collate([train[i] for i in picks], pad)
+        batch = collate([train[i] for i in picks], pad).to(device, torch.float32)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
         loss.backward()
         optimizer.step()
@@ -151,7 +93,7 @@ def align_projector(model: Any, processor: Any, samples: list[Any], cfg: AlignCo
     for p in params:
         p.requires_grad_(False)
     after = _mean_loss(model, eval_batches)
-    return {"captions": source, "train_samples": len(train),
+    return {"captions": source, "device": str(device), "train_samples": len(train),
             "eval_samples": len(held), "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
             "eval_loss_before": round(before, 4), "eval_loss_after": round(after, 4),
             "train_loss_first_10": round(float(np.mean(losses[:10])), 4),

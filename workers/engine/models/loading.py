@@ -59,7 +59,7 @@ def resolve_device_dtype(spec: ModelSpec) -> tuple[Any, Any]:
     return device, dtype
 
 
-def _load_base(spec: ModelSpec, dtype: Any) -> tuple[Any, Any]:
+def _load_base(spec: ModelSpec, device: Any, dtype: Any) -> tuple[Any, Any]:
     """Returns (hf_model, processor_or_tokenizer)."""
     if is_preset(spec.base_model):
         if preset_shape(spec.base_model).model_type != spec.model_type:
@@ -75,9 +75,13 @@ def _load_base(spec: ModelSpec, dtype: Any) -> tuple[Any, Any]:
         if SMOL_PRESETS[spec.base_model] != spec.model_type:
             raise ValueError(f"ModelSpec.model_type {spec.model_type!r} does not match preset {spec.base_model!r} "
                              f"({SMOL_PRESETS[spec.base_model]})")
-        source, kwargs = str(build_smol_preset(spec.base_model, spec.preset_cache)), dict(local_files_only=True)
+        built = build_smol_preset(spec.base_model, spec.preset_cache, device=str(device))
+        source, kwargs = str(built), dict(local_files_only=True)
     if spec.model_type == "llava":
         from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        # registers smol-llava's EfficientNet-Lite tower with the Auto classes (any local copy of it too)
+        import workers.engine.models.efficientnet_tower  # noqa: F401
 
         model = LlavaForConditionalGeneration.from_pretrained(
             source, dtype=dtype, attn_implementation=spec.attn_implementation, **kwargs
@@ -135,7 +139,7 @@ def load_model(spec: ModelSpec, adapter_dir: str | Path | None = None, lora: Lor
     from peft import PeftModel
 
     device, dtype = resolve_device_dtype(spec)
-    hf_model, proc = _load_base(spec, dtype)
+    hf_model, proc = _load_base(spec, device, dtype)
     hf_model.to(device)
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)

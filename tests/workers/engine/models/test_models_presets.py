@@ -80,8 +80,9 @@ def test_unknown_preset_and_type_mismatch_are_rejected():
 
 
 def test_the_service_knows_every_preset_and_its_type():
-    from core.presets import PRESET_TYPES
+    from core.presets import PRESET_TYPES, PRETRAINED
     from workers.engine.models.presets import PRESETS
     from workers.engine.models.smol import SMOL_PRESETS
 
     assert PRESET_TYPES == {name: shape.model_type for name, shape in PRESETS.items()} | SMOL_PRESETS
+    assert PRETRAINED == tuple(SMOL_PRESETS)

@@ -18,8 +18,9 @@ import torch
 
 from core.samples import EngineSample, Message
 from workers.engine.models import LoraSpec, ModelSpec, load_model
-from workers.engine.models.alignment import CAPTION_PROMPT, AlignConfig
-from workers.engine.models.smol import SMOL_PRESETS, build_report, build_smol_preset, packaged_file
+from workers.engine.models.alignment import AlignConfig
+from workers.engine.models.stamps import CAPTION_PROMPT
+from workers.engine.models.smol import build_report, build_smol_preset, packaged_file
 
 pytestmark = pytest.mark.slow
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -90,7 +91,6 @@ def test_models_build_command_prints_the_directory_and_report(smol_cache: Path, 
                           "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True, check=True).stdout
     directory, report = out.strip().splitlines()[-2:]
     assert Path(directory) == smol_cache / "smol-lm-v1" and json.loads(report)["preset"] == "smol-lm"
-    assert sorted(SMOL_PRESETS) == ["smol-llava", "smol-lm"]
 
 
 def test_the_build_is_deterministic(llava_dir: Path, smol_cache: Path, digit_captions: list[EngineSample],
@@ -101,7 +101,22 @@ def test_the_build_is_deterministic(llava_dir: Path, smol_cache: Path, digit_cap
     again = build_smol_preset("smol-llava", tmp_path, align=AlignConfig(steps=8, batch_size=4, lr=3e-3, max_eval=4),
                               captions=digit_captions)
     assert (again / "model.safetensors").read_bytes() == (llava_dir / "model.safetensors").read_bytes()
-    assert build_report(again) == build_report(llava_dir)
+    assert build_report(again) == build_report(llava_dir) and build_report(again)["recipe"]["align"]["steps"] == 8
+
+
+def test_the_language_model_is_smol_lm(llava_dir: Path, smol_cache: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(llava_dir / "model.safetensors", "pt") as llava, \
+            safe_open(smol_cache / "smol-lm-v1" / "model.safetensors", "pt") as lm:
+        lm_keys = [k for k in lm.keys() if k.startswith("model.layers.")]
+        assert len(lm_keys) == 30 * 9  # q, k, v, o, gate, up, down and two norms per layer
+        for key in lm_keys:
+            # LLaVA saves its language model under the checkpoint names of llava-hf ("language_model.model.")
+            assert torch.equal(llava.get_tensor(f"language_model.{key}"), lm.get_tensor(key))
+        embed = lm.get_tensor("model.embed_tokens.weight")
+        grown = llava.get_tensor("language_model.model.embed_tokens.weight")
+        assert torch.equal(grown[:-1], embed) and grown.shape[0] == embed.shape[0] + 1  # + the <image> token
 
 
 def test_the_vision_tower_is_imagenet_efficientnet_lite0(llava_dir: Path) -> None:
