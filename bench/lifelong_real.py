@@ -228,8 +228,9 @@ def run_seed(svc: EmbeddedService, seed: int, st: RealSettings, methods: list[st
         q = f"?reference_pool_id={reference}" if reference else ""
         metrics = api.get(f"/v1/pools/{pools[m]}/metrics{q}")
         row = dict(zip(metrics["skills"], metrics["accuracy"][-1])) if metrics["accuracy"] else {}
+        status, rare = {p["skill"]: p["status"] for p in metrics["per_skill"]}, manifest["rare_skill"]
         out[m] = {**{k: metrics["summary"].get(k) for k in SUMMARY_METRICS},
-                  "rare_acc": row.get(manifest["rare_skill"]), "accuracy": metrics["accuracy"],
+                  "rare_acc": row.get(rare) if status.get(rare) == "arrived" else None, "accuracy": metrics["accuracy"],
                   "skills": metrics["skills"], "base": (metrics.get("base") or {}).get("accuracy"),
                   "pool_size": api.get(f"/v1/pools/{pools[m]}").get("size"), "round_wall_s": round_wall_s}
     return out
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--budget", type=int, help="samples selected per round (default 256)")
     p.add_argument("--steps", type=int, help="optimizer steps per round, every method (default 64)")
     p.add_argument("--batch-size", type=int, help="training batch size (default 8)")
+    p.add_argument("--rounds", type=int, choices=range(1, len(SCHEDULE) + 1), metavar="N",
+                   help=f"run the first N rounds of the schedule (default {len(SCHEDULE)}; --quick: 2)")
     p.add_argument("--methods", default=None,
                    help=f"comma-separated (default: all, {','.join(METHODS)}; --quick: {','.join(QUICK_METHODS)})")
     p.add_argument("--device", default="auto", help="the worker's device (ADAPTINF_DEVICE)")
@@ -273,11 +276,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         st = RealSettings.quick(seed) if args.quick else RealSettings.full(seed)
         data = replace(st.data, **{k: v for k, v in (("eval_per_skill", args.eval_per_skill),
                                                     ("scenes_per_dataset", args.scenes)) if v is not None})
-        sizes = (("budget", args.budget), ("steps", args.steps), ("batch_size", args.batch_size))
+        sizes = (("budget", args.budget), ("steps", args.steps), ("batch_size", args.batch_size), ("rounds", args.rounds))
         return replace(st, data=data, **{k: v for k, v in sizes if v is not None})
 
     started = time.perf_counter()
     per_seed: dict[int, dict[str, dict]] = {}
+    # SIGTERM unwinds like Ctrl-C, so the embedded service is stopped and its directory removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="lifelong-real-") as tmp:
         root = Path(tmp)
         (root / "service").mkdir()
@@ -285,6 +290,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             for seed in range(n_seeds):
                 per_seed[seed] = run_seed(svc, seed, settings(seed), methods, root)
+                # each seed's figures as soon as they exist: a long run stopped early keeps them
+                print(json.dumps({"seed": seed, "methods": per_seed[seed]}, allow_nan=False), flush=True)
         except BaseException:
             log = (root / "serve.log").read_text(errors="replace")[-4000:]
             print(f"--- the service's log (last 4000 characters) ---\n{log}", file=sys.stderr)

@@ -82,8 +82,8 @@ def test_pools_and_rounds(cli, alice, database_url):
                          "--seed", "3", "--no-prune")
     assert code == 0, err
     rnd = json.loads(out)
-    assert rnd["params"] == {"dataset_ids": [new], "budget": 0.5, "method": "random", "train": True,
-                             "prune": False, "seed": 3}
+    assert rnd["params"] == {"dataset_ids": [new], "budget": 0.5, "method": "random", "candidates": "pool",
+                             "train": True, "prune": False, "seed": 3}
     code, out, _ = cli("rounds", "show", rnd["id"])
     assert code == 0 and json.loads(out)["job_id"] == rnd["job_id"]
 

@@ -50,8 +50,8 @@ def test_create_round(client, alice, pool, ready, database_url, select_queue):
     rnd = r.json()
     assert r.headers["location"] == f"/v1/rounds/{rnd['id']}"
     assert (rnd["object"], rnd["pool_id"], rnd["number"], rnd["status"]) == ("round", pool["id"], 1, "queued")
-    assert rnd["params"] == {"dataset_ids": [ready], "budget": 0.5, "method": "score:el2n", "train": True,
-                             "prune": True, "seed": 7}
+    assert rnd["params"] == {"dataset_ids": [ready], "budget": 0.5, "method": "score:el2n", "candidates": "pool",
+                             "train": True, "prune": True, "seed": 7}
     assert rnd["result"] is None and rnd["job"]["status"] == "queued"
 
     job = client.get(f"/v1/jobs/{rnd['job_id']}", headers=alice.headers).json()
@@ -216,3 +216,10 @@ def test_a_pool_whose_stored_config_no_longer_validates_gets_a_409(client, alice
     r = start(client, alice, pool["id"], dataset_ids=[ready], budget=2)
     assert r.status_code == 409 and r.json()["code"] == "invalid_pool_config", r.text
     assert "projection_nnz must divide proj_dim (1022)" in r.json()["detail"]
+
+
+def test_candidates_is_pool_or_new(client, alice, pool, ready):
+    r = start(client, alice, pool["id"], dataset_ids=[ready], budget=2, candidates="everything")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.candidates", r.text
+    r = start(client, alice, pool["id"], dataset_ids=[ready], budget=2, candidates="new")
+    assert r.status_code == 202 and r.json()["params"]["candidates"] == "new"
