@@ -6,3 +6,9 @@ from __future__ import annotations
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Non-zeros per gradient coordinate in the sparse JL feature projection.
 PROJECTION_NNZ = 4
+# The pool cap a new pool gets: the pool is bounded by default. Every round recomputes the
+# gradient features of the whole pool, so the pool's size is each round's cost; one million is the
+# largest pool whose select + prune has a measured target here (about 20 s and 3.2 GB on two CPU
+# cores, `bench/selection.py`) and its features fit a worker's disk (8192 float16 values per
+# sample: 16 GB). Set it lower (or use `budget_multiple`) when the feature pass is the bottleneck.
+MAX_POOL_SIZE = 1_000_000

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from core.engine_defaults import ALL_LINEAR, PROJECTION_NNZ
+from core.engine_defaults import ALL_LINEAR, MAX_POOL_SIZE, PROJECTION_NNZ
 from core.registry import METHODS
 
 MODEL_TYPES = ("llava", "causal-lm")
@@ -181,13 +181,25 @@ class PruningSection(_Section):
 
     preset: Annotated[Any, AfterValidator(_one_of("default", "lite"))] = Field("default", description='"default" or "lite"')
     eps: float | None = Field(None, description="null = the preset's (default 0.05, lite 0.15)")
-    max_pool_size: OptNonNegInt = None
+    max_pool_size: OptNonNegInt = Field(MAX_POOL_SIZE, description="the pool's cap after each round's pruning "
+                                        "(most redundant pruned first, water-filled across clusters); null = none")
+    budget_multiple: float | None = Field(None, description="a cap relative to the round: at most "
+                                          "ceil(budget_multiple × the round's budget) samples stay; null = none")
+    keep_per_cluster: OptPosInt = Field(None, description="at most this many per cluster after dedup "
+                                        "(the released code's rule); null = none")
 
     @field_validator("eps", mode="before")
     @classmethod
     def _eps(cls, v: Any) -> Any:
         if v is not None and (not _is_number(v) or not 0.0 <= v <= 2.0):
             raise ValueError(f"must be null or a number in [0, 2], got {v!r}")
+        return v
+
+    @field_validator("budget_multiple", mode="before")
+    @classmethod
+    def _budget_multiple(cls, v: Any) -> Any:
+        if v is not None and (not _is_number(v) or not 1.0 <= v < float("inf")):
+            raise ValueError(f"must be null or a finite number >= 1, got {v!r}")
         return v
 
 

@@ -28,6 +28,7 @@ def test_create_fills_defaults_and_reads_back(client, alice):
     expected["pruning"]["preset"] = "lite"
     assert pool["config"] == expected
     assert pool["config"]["features"]["proj_dim"] == 8192 and pool["config"]["features"]["projection_nnz"] == 4
+    assert pool["config"]["pruning"]["max_pool_size"] == 1_000_000  # the pool is bounded by default
     lora = pool["config"]["lora"]
     assert lora["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert (lora["r"], lora["alpha"], lora["train_projector"]) == (64, 128, False)
@@ -47,6 +48,9 @@ def test_create_fills_defaults_and_reads_back(client, alice):
         ({"features": {"proj_dim": 10, "projection_nnz": 4}}, "body.config.features", "divide proj_dim (10), got 4"),
         ({"lora": {"train_projector": "yes"}}, "body.config.lora.train_projector", "bool"),
         ({"pruning": {"preset": "huge"}}, "body.config.pruning.preset", "huge"),
+        ({"pruning": {"budget_multiple": 0.5}}, "body.config.pruning.budget_multiple", "finite number >= 1, got 0.5"),
+        ({"pruning": {"keep_per_cluster": 0}}, "body.config.pruning.keep_per_cluster", "got 0"),
+        ({"pruning": {"max_pool_size": -5}}, "body.config.pruning.max_pool_size", "got -5"),
         ({"warmup_fraction": 1.5}, "body.config.warmup_fraction", "got 1.5"),
         ({"selection": {"n_cluster": 5}}, "body.config.selection.n_cluster", ""),
     ],

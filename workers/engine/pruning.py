@@ -16,10 +16,13 @@ survivors. Pairs outside each other's probed cells are the only approximation;
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+
+from core.engine_defaults import MAX_POOL_SIZE
 
 # ε per preset; "lite" (the paper's LITE variant) prunes more aggressively.
 PRESET_EPS = {"default": 0.05, "lite": 0.15}
@@ -32,7 +35,11 @@ class PruneConfig:
     Args:
         eps: cosine > 1 − eps to a kept sample means redundant; None takes the preset's value.
         max_pool_size: after dedup, prune the most redundant samples (largest clusters first)
-            until the pool has at most this many; None = no cap.
+            until the pool has at most this many; None = no absolute cap.
+        budget_multiple: a cap relative to the round: at most ceil(budget_multiple × the round's
+            budget) samples stay (the smaller of the two caps binds); None = none.
+        keep_per_cluster: the released code's rule: after dedup every cluster keeps at most this
+            many, its most redundant pruned first; None = none. Applied before the pool caps.
         preset: "default" (eps 0.05) or "lite" (eps 0.15).
         exact_max: clusters up to this size are searched exhaustively (exact).
         cell_size: rows per sub-cluster cell in larger clusters.
@@ -44,7 +51,9 @@ class PruneConfig:
     """
 
     eps: float | None = None
-    max_pool_size: int | None = None
+    max_pool_size: int | None = MAX_POOL_SIZE
+    budget_multiple: float | None = None
+    keep_per_cluster: int | None = None
     preset: Literal["default", "lite"] = "default"
     exact_max: int = 1024
     cell_size: int = 128
@@ -62,6 +71,11 @@ class PruneConfig:
             raise ValueError(f"PruneConfig.eps must be a number in [0, 2], got {self.eps!r}")
         if self.max_pool_size is not None and (isinstance(self.max_pool_size, bool) or not isinstance(self.max_pool_size, int) or self.max_pool_size < 0):
             raise ValueError(f"PruneConfig.max_pool_size must be None or an int >= 0, got {self.max_pool_size!r}")
+        if self.keep_per_cluster is not None and (isinstance(self.keep_per_cluster, bool) or not isinstance(self.keep_per_cluster, int) or self.keep_per_cluster < 1):
+            raise ValueError(f"PruneConfig.keep_per_cluster must be None or an int >= 1, got {self.keep_per_cluster!r}")
+        if self.budget_multiple is not None and (isinstance(self.budget_multiple, bool) or not isinstance(self.budget_multiple, (int, float))
+                                                 or not 1.0 <= self.budget_multiple < math.inf):
+            raise ValueError(f"PruneConfig.budget_multiple must be None or a finite number >= 1, got {self.budget_multiple!r}")
         for name in ("exact_max", "cell_size", "nprobe", "max_neighbors"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -72,6 +86,18 @@ class PruneConfig:
     @property
     def threshold(self) -> float:
         return 1.0 - float(self.eps)
+
+    def pool_cap(self, budget: int | None) -> int | None:
+        """The pool size a round with this (resolved) budget prunes down to: the smaller of
+        `max_pool_size` and ceil(budget_multiple × budget); None when neither applies."""
+        caps = [] if self.max_pool_size is None else [self.max_pool_size]
+        if self.budget_multiple is not None and budget is not None:
+            caps.append(math.ceil(self.budget_multiple * budget))
+        return min(caps) if caps else None
+
+    def dedup_only(self) -> "PruneConfig":
+        """The same dedup with no cap of any kind (semdedup's set-aside)."""
+        return replace(self, max_pool_size=None, budget_multiple=None, keep_per_cluster=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +158,18 @@ def _dedup_and_redundancy(x: np.ndarray, cells, found, threshold: float):
     return kept, rep, sim
 
 
-def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConfig) -> list[PrunedSample]:
+def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConfig,
+               budget: int | None = None) -> list[PrunedSample]:
     """Samples to mark pruned: near-duplicates inside each cluster, then (with a cap) the most
-    redundant survivors, clusters cut down to a common level (water-filling) largest first.
+    redundant survivors: every cluster cut to `keep_per_cluster`, then clusters cut down to a
+    common level (water-filling) largest first until the pool fits `cfg.pool_cap(budget)`.
 
     Args:
         ids: int64[n] SQL sample ids, unique.
         features: [n, d] float16 or float32 (array or memmap), normalised here per cluster.
         clustering: the round's `Clustering` (assign int64[n]).
         cfg: PruneConfig.
+        budget: the round's resolved budget (for `budget_multiple`); None ignores that cap.
     Returns:
         PrunedSample per pruned sample, by cluster then sample id.
     """
@@ -168,20 +197,22 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
     with single_threaded_kernels():
         per_cluster = sorted(map_parallel(one_cluster, work, cfg.threads), key=lambda r: r[0])
     out: list[PrunedSample] = []
-    quotas = None
-    if cfg.max_pool_size is not None and n > cfg.max_pool_size:
-        survivors = [int(kept.sum()) for _, _, kept, *_ in per_cluster]
-        quotas = allocate_budget(survivors, cfg.max_pool_size)
+    quotas = [int(kept.sum()) for _, _, kept, *_ in per_cluster]
+    if cfg.keep_per_cluster is not None:
+        quotas = [min(q, cfg.keep_per_cluster) for q in quotas]
+    cap = cfg.pool_cap(budget)
+    if cap is not None and sum(quotas) > cap:
+        quotas = allocate_budget(quotas, cap)
     for slot, (c, rows, kept, rep, sim) in enumerate(per_cluster):
         capped = np.zeros(len(rows), dtype=bool)
-        if quotas is not None:
-            alive = np.flatnonzero(kept)
+        alive = np.flatnonzero(kept)
+        if quotas[slot] < len(alive):
             # Most redundant first; among equals the later sample goes first.
             capped[alive[np.lexsort((-alive, -sim[alive]))][: len(alive) - quotas[slot]]] = True
         gone = np.flatnonzero(~kept | capped)  # positions ascend with sample ids
         has = rep[gone] >= 0
         dup_of = np.where(has, ids[rows[np.maximum(rep[gone], 0)]], -1)
-        for sid, cap, h, v, of in zip(ids[rows[gone]].tolist(), capped[gone].tolist(), has.tolist(),
-                                      sim[gone].tolist(), dup_of.tolist()):
-            out.append(PrunedSample(sid, c, "pool_cap" if cap else "near_duplicate", v if h else None, of if h else None))
+        for sid, by_cap, h, v, of in zip(ids[rows[gone]].tolist(), capped[gone].tolist(), has.tolist(),
+                                         sim[gone].tolist(), dup_of.tolist()):
+            out.append(PrunedSample(sid, c, "pool_cap" if by_cap else "near_duplicate", v if h else None, of if h else None))
     return out

@@ -98,7 +98,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         result = select_samples(ids, features, scores, params.get("method", "adapt-inf"), params["budget"],
                                 run.cfg.selection, seed)
         run.watch.check(force=True)
-        pruned = prune_pool(ids, features, result.clustering, run.cfg.pruning) if params.get("prune", True) else []
+        pruned = prune_pool(ids, features, result.clustering, run.cfg.pruning, result.budget) if params.get("prune", True) else []
         index = write_pool_index(run, ids, features, {p.sample_id for p in pruned}, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -10,7 +10,7 @@ from workers.engine.selection.budget import allocate_budget
 from workers.engine.selection.clustering import Clustering
 
 
-def brute_force(ids, x, assign, eps, cap=None):
+def brute_force(ids, x, assign, eps, cap=None, keep=None):
     """The definition, with the full float64 similarity matrix of every cluster. Returns
     sample id → (reason, similarity, acceptable duplicate_of ids): the most similar earlier kept
     sample, any of them when several tie (identical vectors)."""
@@ -38,8 +38,10 @@ def brute_force(ids, x, assign, eps, cap=None):
             else:
                 kept.append(i)
         survivors.append((c, rows, kept, s))
-    if cap is not None and len(ids) > cap:
-        quotas = allocate_budget([len(k) for _, _, k, _ in survivors], cap)
+    quotas = [len(k) if keep is None else min(len(k), keep) for _, _, k, _ in survivors]
+    if cap is not None and sum(quotas) > cap:
+        quotas = allocate_budget(quotas, cap)
+    if cap is not None or keep is not None:
         for (c, rows, kept, s), q in zip(survivors, quotas):
             red = {i: best_kept(s, i, kept, rows) for i in kept}
             ranked = sorted(kept, key=lambda i: (-red[i][0], -i))
@@ -127,6 +129,40 @@ def test_pool_cap_equals_brute_force(seed, n_random, groups, noise, eps, chains,
     assert_same(as_dict(got), brute_force(ids, x, assign, eps, cap)[0])
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**pool_st, keep=st.integers(1, 40), cap_frac=st.one_of(st.none(), st.floats(0.0, 1.0)))
+def test_keep_per_cluster_equals_brute_force(seed, n_random, groups, noise, eps, chains, keep, cap_frac):
+    ids, x, assign = planted_pool(seed, n_random, groups, noise, n_clusters=3, chains=chains, eps=eps)
+    assume(len(ids) > 0 and no_near_ties(x, assign, eps))
+    s = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = s @ s.T
+    assume(len(np.unique(np.round(s, 6))) == len(np.unique(np.round(s, 9))))  # no tied redundancies
+    cap = None if cap_frac is None else int(cap_frac * len(ids))
+    got = prune_pool(ids, x.astype(np.float32), clustering_of(assign, 16),
+                     PruneConfig(eps=eps, max_pool_size=cap, keep_per_cluster=keep))
+    left = np.bincount(assign, minlength=3) - np.bincount([p.cluster for p in got], minlength=3)
+    assert left.max() <= keep and (cap is None or left.sum() <= cap)
+    assert_same(as_dict(got), brute_force(ids, x, assign, eps, cap, keep)[0])
+
+
+def test_budget_multiple_caps_relative_to_the_round_and_the_smaller_cap_binds():
+    ids, x, assign = planted_pool(7, 300, [4, 6], 0.05, d=24, n_clusters=3, chains=[], eps=0.05)
+    clustering = clustering_of(assign, 24)
+    cfg = PruneConfig(max_pool_size=200, budget_multiple=2.5)
+    assert (cfg.pool_cap(40), cfg.pool_cap(100), cfg.pool_cap(None)) == (100, 200, 200)
+    assert PruneConfig(max_pool_size=None, budget_multiple=1.5).pool_cap(7) == 11  # ceil(10.5)
+    assert PruneConfig(max_pool_size=None).pool_cap(7) is None
+    got = prune_pool(ids, x.astype(np.float32), clustering, cfg, budget=40)
+    assert len(ids) - len(got) == 100
+    # without the round's budget only the absolute cap applies
+    assert len(ids) - len(prune_pool(ids, x.astype(np.float32), clustering, cfg)) == 200
+    assert cfg.dedup_only().pool_cap(40) is None and cfg.dedup_only().keep_per_cluster is None
+
+
+def test_the_default_pool_is_bounded():
+    assert PruneConfig().max_pool_size == 1_000_000 and PruneConfig().pool_cap(None) == 1_000_000
+
+
 def test_planted_duplicate_groups_keep_exactly_one_survivor_each():
     rng = np.random.default_rng(5)
     d, groups = 64, [1, 2, 5, 17, 40]
@@ -187,6 +223,12 @@ def test_config_validation_names_the_field():
         PruneConfig(max_pool_size=-1)
     with pytest.raises(ValueError, match="nprobe"):
         PruneConfig(nprobe=0)
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="keep_per_cluster"):
+            PruneConfig(keep_per_cluster=bad)
+    for bad in (0.5, float("nan"), float("inf"), "2"):
+        with pytest.raises(ValueError, match="budget_multiple"):
+            PruneConfig(budget_multiple=bad)
 
 
 def test_result_does_not_depend_on_threads_and_lite_prunes_more():

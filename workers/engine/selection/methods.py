@@ -108,7 +108,7 @@ def select_samples(
         from workers.engine.pruning import prune_pool
 
         pos = {int(i): p for p, i in enumerate(ids)}
-        for s in prune_pool(ids, features, clustering, cfg.prune):
+        for s in prune_pool(ids, features, clustering, cfg.prune.dedup_only()):  # duplicates only, no cap
             set_aside[pos[s.sample_id]] = True
     members = clustering.members()
     entropies, experts = [], []
