@@ -6,6 +6,7 @@ import tarfile
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -311,3 +312,22 @@ def test_a_new_only_round_trains_on_the_new_samples_and_keeps_the_members(round_
     after = {m[0]: m for m in pool_snapshot(env, pool_id)["members"]}
     assert all(after[sid] == before[sid] for sid in before)  # status, joined round and cluster untouched
     assert sorted(set(after) - set(before)) == new and all(after[sid][2] == 2 for sid in new)
+
+
+def test_budget_multiple_caps_the_pool_relative_to_the_round(round_env: RoundEnv) -> None:
+    from tests.workers.rounds.rounds_helpers import POOL_CONFIG
+
+    env = round_env
+    a = add_dataset(env, "a", list(range(20)))
+    config = {**POOL_CONFIG, "pruning": {"max_pool_size": None, "budget_multiple": 1.5, "keep_per_cluster": 5}}
+    pool_id = add_pool(env, config=config)
+    round_id, _ = start_round(env, pool_id, [a], budget=6, train=False)
+    env.drain()
+    with env.factory() as s:
+        res = s.get(Round, round_id).result
+        members = s.scalars(select(PoolMember).where(PoolMember.pool_id == pool_id)).all()
+    active = [m for m in members if m.status == "active"]
+    # keep_per_cluster (5 in each of 3 clusters: at most 15) then ceil(1.5 × 6) = 9
+    assert res["pool_size"] == len(active) == 9 and len(members) == 20
+    assert all(n <= 5 for n in np.bincount([m.cluster for m in active]))
+    assert {m.reason for m in members if m.status == "pruned"} <= {"near_duplicate", "pool_cap"}
