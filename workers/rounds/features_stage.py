@@ -71,10 +71,16 @@ def run_shard(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     with factory() as session:
         samples = load_engine_samples(session, ids, run.blobs)
     loaded = get_model(run.settings, run.blobs, run.spec, ref.state.get("adapter_sha"), run.cfg.lora)
-    batch = compute_features(loaded, samples, run.cfg.features)
+
+    def on_batch(done: int, total: int) -> None:
+        # Inside the shard: progress, and a cancel (the round's or this job's) is honoured within
+        # about a second of the next batch ending rather than at the end of the shard.
+        ctx.progress(done, total)
+        run.watch.check()
+
+    batch = compute_features(loaded, samples, run.cfg.features, on_batch=on_batch)
     if batch.ids.tolist() != ids:
         raise ShardMismatch(f"shard {k}: features came back for other samples than planned")
-    ctx.progress(len(ids), len(ids))
     run.watch.check(force=True)
     meta = {"config": run.cfg.features.fingerprint(), "round_id": ref.round_id, "shard": k,
             "adapter_sha": ref.state.get("adapter_sha")}

@@ -331,3 +331,61 @@ def test_budget_multiple_caps_the_pool_relative_to_the_round(round_env: RoundEnv
     assert res["pool_size"] == len(active) == 9 and len(members) == 20
     assert all(n <= 5 for n in np.bincount([m.cluster for m in active]))
     assert {m.reason for m in members if m.status == "pruned"} <= {"near_duplicate", "pool_cap"}
+
+
+def _cancel_after_first_call(env: RoundEnv, job_id: str, calls: list, pause: float = 1.1):
+    """A hook that asks to cancel the round during its first call and makes every call last longer
+    than the stage's once-a-second cancel check."""
+    import time
+
+    def hook() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            with env.factory() as s:
+                request_cancel(s, s.get(Job, job_id))
+                s.commit()
+        time.sleep(pause)
+
+    return hook
+
+
+def test_cancel_is_honoured_inside_a_feature_shard(round_env: RoundEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.engine.features.compute import FeatureEngine
+
+    env = round_env
+    ds = add_dataset(env, "a", list(range(8)))
+    pool_id = add_pool(env, {**_fast(), "features": {"proj_dim": 32, "batch_size": 2}, "shard_size": 8})
+    round_id, job_id = start_round(env, pool_id, [ds], budget=3)
+    env.drain(until_kind="round.features")
+    calls: list = []
+    hook = _cancel_after_first_call(env, job_id, calls)
+    real = FeatureEngine.run_batch
+    monkeypatch.setattr(FeatureEngine, "run_batch", lambda self, samples: (hook(), real(self, samples))[1])
+    env.drain()
+    assert len(calls) == 1  # the shard has 4 batches; it stopped at the one during which cancel came
+    with env.factory() as s:
+        assert (s.get(Job, job_id).status, s.get(Round, round_id).status) == ("cancelled", "cancelled")
+        shard = s.execute(select(FeatureShard.status)).scalars().all()
+        assert shard == ["pending"] and count(env, select(func.count()).select_from(Score)) == 0
+
+
+def test_cancel_is_honoured_between_training_steps(round_env: RoundEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.rounds import runner
+
+    env = round_env
+    ds = add_dataset(env, "a", list(range(12)))
+    config = {**_fast(), "training": {"batch_size": 1, "max_steps": 6, "epochs": 1}, "warmup_fraction": 1.0}
+    pool_id = add_pool(env, config)
+    round_id, job_id = start_round(env, pool_id, [ds], budget=6)
+    env.drain(until_kind="round.warmup")
+    calls: list = []
+    hook = _cancel_after_first_call(env, job_id, calls)
+    real = runner.ParentWatch.on_step
+    totals: list = []
+    monkeypatch.setattr(runner.ParentWatch, "on_step",
+                        lambda self, step, total, loss: (totals.append(total), hook(), real(self, step, total, loss)))
+    env.drain()
+    assert totals == [6]  # the warm-up's epoch has 6 steps; it stopped at the one during which cancel came
+    with env.factory() as s:
+        assert (s.get(Job, job_id).status, s.get(Round, round_id).status) == ("cancelled", "cancelled")
+        assert s.scalars(select(Checkpoint.id)).all() == []

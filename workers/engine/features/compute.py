@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -14,6 +14,8 @@ from workers.engine.features.scores import gather_response, per_sample_mean, tok
 from workers.engine.models.batching import collate
 from workers.engine.models.encoding import IGNORE_INDEX, EncodedSample, encode_sample
 from workers.engine.models.loading import LoadedModel
+
+OnBatch = Callable[[int, int], None]
 
 
 class FeatureEngine:
@@ -94,15 +96,16 @@ class FeatureEngine:
             scores={k: scores[k].float().cpu().numpy() for k in SCORE_NAMES},
         )
 
-    def run(self, samples: Sequence[EngineSample]) -> FeatureBatch:
+    def run(self, samples: Sequence[EngineSample], on_batch: OnBatch | None = None) -> FeatureBatch:
         """All samples, batched by `cfg.batch_size` (by similar length if configured), in input order."""
         order = list(range(len(samples)))
         if self.cfg.sort_by_length:
             order.sort(key=lambda i: _approx_length(samples[i]))
-        parts = [
-            self.run_batch([samples[i] for i in order[k: k + self.cfg.batch_size]])
-            for k in range(0, len(order), self.cfg.batch_size)
-        ]
+        parts = []
+        for k in range(0, len(order), self.cfg.batch_size):
+            parts.append(self.run_batch([samples[i] for i in order[k: k + self.cfg.batch_size]]))
+            if on_batch is not None:
+                on_batch(min(k + self.cfg.batch_size, len(order)), len(order))
         merged = FeatureBatch.concat(parts)
         inverse = np.argsort(np.array(order))
         return FeatureBatch(merged.ids[inverse], merged.features[inverse], {k: v[inverse] for k, v in merged.scores.items()})
@@ -124,14 +127,17 @@ def _match_response(text: EncodedSample, full: EncodedSample) -> EncodedSample:
     return EncodedSample(text.id, text.input_ids, labels, None)
 
 
-def compute_features(loaded: LoadedModel, samples: Sequence[EngineSample], cfg: FeatureConfig) -> FeatureBatch:
+def compute_features(loaded: LoadedModel, samples: Sequence[EngineSample], cfg: FeatureConfig,
+                     on_batch: OnBatch | None = None) -> FeatureBatch:
     """Gradient features and scores of `samples` with the current adapter of `loaded`.
 
     Args:
         samples: n samples; text-only samples (and every sample of a causal-lm) get ig = NaN.
+        on_batch: called after every batch with (samples done, n): progress, and the place a
+            caller stops the pass by raising (a cancelled job).
     Returns:
         FeatureBatch with ids int64[n], features float16[n, proj_dim], scores float32[n] each.
     """
     if not samples:
         raise ValueError("compute_features needs at least one sample")
-    return FeatureEngine(loaded, cfg).run(samples)
+    return FeatureEngine(loaded, cfg).run(samples, on_batch)
