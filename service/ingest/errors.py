@@ -13,6 +13,7 @@ ERROR_STATUS: dict[str, int] = {
     "unsupported_format": 400,
     "dataset_too_large": 413,
     "too_many_samples": 413,
+    "record_too_large": 413,
     "invalid_record": 422,
     "invalid_sample_id": 422,
     "missing_conversations": 422,

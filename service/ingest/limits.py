@@ -15,8 +15,11 @@ class IngestLimits:
     images are at most a few MB each (COCO/GQA/OCR-VQA), while a hostile upload stays bounded.
     """
 
-    max_dataset_bytes: int = 2 * _GiB  # a JSON array is parsed whole, so this bounds memory
+    max_dataset_bytes: int = 2 * _GiB
     max_samples: int = 2_000_000
+    # One sample's JSON text: the streaming readers hold one sample at a time, so this bounds
+    # their memory (a LLaVA sample is a few KB; a whole book in one answer is ~1 MB).
+    max_record_bytes: int = 16 * _MiB
     max_sample_id_chars: int = 300  # the samples.key column is String(300)
     max_images_per_sample: int = 32
     max_members: int = 200_000

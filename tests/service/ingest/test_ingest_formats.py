@@ -265,3 +265,72 @@ def test_nul_and_lone_surrogates_rejected_but_escaped_pairs_accepted(tmp_path):
     assert (err.code, err.field) == ("invalid_record", "conversations[0].value")
     nul_key = '{"id": "n", "x\\u0000": 1, "conversations": [{"from": "gpt", "value": "a"}]}'
     assert _error(tmp_path, nul_key).code == "invalid_record"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    records=st.lists(st.dictionaries(st.text(max_size=4), _values, max_size=3), max_size=6),
+    indent=st.sampled_from([None, 0, 2]),
+    chunk=st.sampled_from([1, 2, 3, 5, 64]),
+)
+def test_streaming_array_reader_is_unchanged_by_chunk_boundaries(tmp_path_factory, records, indent, chunk):
+    """Tiny read chunks cut numbers, literals, escapes and multi-byte characters: the records and
+    their lines must be what a whole-file read gives."""
+    import service.ingest.formats as formats
+
+    text = json.dumps(records, indent=indent, ensure_ascii=False)
+    path = tmp_path_factory.mktemp("c") / "d.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    whole = list(iter_records(path))
+    old, formats._READ_CHUNK = formats._READ_CHUNK, chunk
+    try:
+        assert list(iter_records(path)) == whole
+    finally:
+        formats._READ_CHUNK = old
+    assert [v for _, _, v in whole] == json.loads(text)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
+def test_array_errors_name_the_same_place_at_any_chunk_size(tmp_path, monkeypatch, chunk):
+    import service.ingest.formats as formats
+
+    monkeypatch.setattr(formats, "_READ_CHUNK", chunk)
+    err = _error(tmp_path, '[\n {"id": 1, "conversations": []},\n {"id": 2 "conversations": []}\n]')
+    assert (err.code, err.line) == ("malformed_json", 3) and "line 3, column 11" in err.detail
+    err = _error(tmp_path, '[{"a": 12345}, {"a": 678} {"b": 2}]')
+    assert (err.code, err.line) == ("malformed_json", 1) and "column 27: invalid JSON: expected ','" in err.detail
+    err = _error(tmp_path, '[{"a": "é\u00e9x"},\n {"a": 1},\n  {"b" 2}]')
+    assert "line 3, column 8" in err.detail
+    err = _error(tmp_path, b'[{"a": 1},\n{"a": "\xff"}]')
+    assert (err.code, err.line) == ("bad_encoding", 2)
+    # a syntax error after a bad record still outranks it (the whole array is checked first)
+    err = _error(tmp_path, '[{"id": 1, "conversations": 5},\n{"a": 1} x]')
+    assert (err.code, err.line) == ("malformed_json", 2)
+
+
+def test_one_sample_over_the_record_limit_is_refused_in_both_formats(tmp_path):
+    big = llava_record("big", "q", "x" * 5000)
+    small = llava_record("s", "q", "a")
+    limits = IngestLimits(max_record_bytes=2000)
+    for text, line in ((json.dumps([small, big, small], indent=1), None), (f"{json.dumps(small)}\n{json.dumps(big)}\n", 2)):
+        err = _error(tmp_path, text, limits)
+        assert (err.code, err.status) == ("record_too_large", 413) and "sample #2" in err.detail
+        assert line is None or err.line == line
+    assert len(parse_dataset(_write(tmp_path, json.dumps([small, big])), IngestLimits())) == 2
+
+
+def test_a_large_json_array_is_parsed_in_memory_of_one_sample(tmp_path):
+    import tracemalloc
+
+    records = [llava_record(str(i), f"question {i} " * 20, f"answer {i} " * 40) for i in range(30_000)]
+    path = _write(tmp_path, json.dumps(records))
+    del records
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        n = sum(1 for _ in iter_records(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == 30_000 and size > 20 * 2**20
+    assert peak < 8 * 2**20, (peak, size)  # a 1 MiB read chunk and its window, not the file
