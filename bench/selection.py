@@ -11,6 +11,12 @@ a shared machine only adds time; the growth exponent rests on the 1M figure).
 
     python bench/selection.py                 # full run (minutes; 1M rows needs ~3 GB of disk)
     python bench/selection.py --quick         # small sizes, for a smoke test
+    python bench/selection.py --one-cluster   # also recall in ONE cluster of 300k rows (+25 min)
+
+Dedup recall (`dedup_recall_100k`, `dedup_recall_300k`) is the share of the near-duplicates an
+exhaustive search prunes that ours prunes too, on the pools of 100k and 300k rows (10 clusters of
+about 10k and 30k rows); `--one-cluster` adds `dedup_recall_300k_one_cluster`, with every row of
+the 300k pool in one cluster (its exhaustive search alone takes about 23 minutes here).
 """
 from __future__ import annotations
 
@@ -97,7 +103,7 @@ def peak_rss_gb() -> float:
     return kb / 2**20
 
 
-def child_ours(directory: Path, n: int, threads: int, exact: bool) -> dict:
+def child_ours(directory: Path, n: int, threads: int, exact: bool, one_cluster: bool = False) -> dict:
     from workers.engine.pruning import PruneConfig, prune_pool
     from workers.engine.selection import SelectionConfig, cluster_features, select_samples
 
@@ -112,6 +118,8 @@ def child_ours(directory: Path, n: int, threads: int, exact: bool) -> dict:
     cfg = SelectionConfig(n_clusters=10, threads=threads)
     t0 = time.perf_counter()
     clustering = cluster_features(x, 10, seed=0, threads=threads)
+    if one_cluster:  # every row in one cluster (k-means still runs, so selection is unchanged)
+        clustering = type(clustering)(np.zeros(n, dtype=np.int64), clustering.centroids[:1])
     t1 = time.perf_counter()
     result = select_samples(ids, x, scores, "adapt-inf", 0.10, cfg, seed=0, clustering=clustering)
     t2 = time.perf_counter()
@@ -120,13 +128,14 @@ def child_ours(directory: Path, n: int, threads: int, exact: bool) -> dict:
     t3 = time.perf_counter()
     dups = sorted(p.sample_id for p in pruned if p.reason == "near_duplicate")
     if exact:
-        np.save(directory / f"exact_dups_{n}.npy", np.asarray(dups, dtype=np.int64))
+        np.save(directory / f"exact_dups_{n}{'_one' if one_cluster else ''}.npy", np.asarray(dups, dtype=np.int64))
     return {
         "seconds": t3 - t0, "cluster_s": t1 - t0, "select_s": t2 - t1, "prune_s": t3 - t2,
         "peak_rss_gb": peak_rss_gb(),
         "selected_per_cluster": [c.selected for c in result.clusters],
         "pruned_near_duplicate": len(dups), "pruned_pool_cap": len(pruned) - len(dups),
-        "kept_per_cluster": (clustering.sizes() - np.bincount([p.cluster for p in pruned], minlength=10)).tolist(),
+        "kept_per_cluster": (clustering.sizes() - np.bincount([p.cluster for p in pruned],
+                                                              minlength=clustering.n_clusters)).tolist(),
         "dups": dups if not exact else None,
     }
 
@@ -164,6 +173,13 @@ def best_of(repeats: int, *args: str) -> dict:
     return dict(best, peak_rss_gb=max(r["peak_rss_gb"] for r in runs), runs_seconds=[round(r["seconds"], 2) for r in runs])
 
 
+def recall(directory: Path, n: int, ours: list[int], kind: str = "exact") -> tuple[float, int]:
+    """Share of the exhaustive search's near-duplicates that ours pruned too, and their count."""
+    in_child(kind, str(directory), str(n))
+    exact = set(np.load(directory / f"exact_dups_{n}{'_one' if kind.endswith('one') else ''}.npy").tolist())
+    return round(len(exact & set(ours)) / max(1, len(exact)), 5), len(exact)
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -173,11 +189,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--one-cluster", action="store_true", help="also measure recall in one cluster of 300k rows")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, directory, n = args.child[0], Path(args.child[1]), int(args.child[2])
-        out = child_reference(directory, n) if kind == "reference" else child_ours(directory, n, args.threads, kind == "exact")
+        out = (child_reference(directory, n) if kind == "reference" else
+               child_ours(directory, n, args.threads, kind.startswith("exact"), kind.endswith("one")))
         print(json.dumps(out))
         return
 
@@ -207,12 +225,15 @@ def main() -> None:
 
         times, rss = [], []
         for n in scale:
+            key = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}m"
             ours = best_of(2, "ours", str(directory), str(n))
-            if n == scale[0]:  # recall of our cell search against the exhaustive (exact) one
-                in_child("exact", str(directory), str(n))
-                exact = set(np.load(directory / f"exact_dups_{n}.npy").tolist())
-                report[f"dedup_recall_{n}"] = round(len(exact & set(ours["dups"])) / max(1, len(exact)), 5)
-                report[f"dedup_exact_count_{n}"] = len(exact)
+            if n != scale[-1]:  # recall of our cell search against the exhaustive (exact) one
+                report[f"dedup_recall_{key}"], report[f"dedup_exact_count_{key}"] = recall(directory, n, ours["dups"])
+            if n == scale[1] and args.one_cluster:
+                one = in_child("ours-one", str(directory), str(n))
+                report[f"dedup_recall_{key}_one_cluster"], report[f"dedup_exact_count_{key}_one_cluster"] = recall(
+                    directory, n, one["dups"], "exact-one")
+                report[f"prune_s_{key}_one_cluster"] = round(one["prune_s"], 2)
             log(f"{n}: ours {ours['seconds']:.1f}s rss {ours['peak_rss_gb']:.2f} GB")
             times.append(ours["seconds"])
             rss.append(ours["peak_rss_gb"])

@@ -57,7 +57,10 @@ class PruneConfig:
     preset: Literal["default", "lite"] = "default"
     exact_max: int = 1024
     cell_size: int = 128
-    nprobe: int = 2
+    # 3 probes: dedup recall against the exhaustive search at 300k rows, in 10 clusters and in one
+    # cluster of 300k, 0.9876 / 0.9878 with 2 probes, 0.9976 / 0.9981 with 3, 0.9986 / 0.9998 with
+    # 4; pruning 300k rows (10 clusters) took 4.6 s with 2, 5.9 s with 3, 6.6 s with 4.
+    nprobe: int = 3
     max_neighbors: int = 16
     seed: int = 0
     threads: int | None = None

@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -89,19 +90,26 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     plan = load_plan(run.blobs, ref.state["candidates_blob"])
     run.settings.work_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"select-{ref.round_id}-", dir=run.settings.work_dir))
+    clock = {"read": time.perf_counter()}
     try:
         ids, features, scores = read_features(run, workdir)
         if ids.tolist() != plan.candidates:
             raise ShardBlobError(f"round {ref.round_id}: the shards do not hold exactly the frozen candidates")
         run.watch.check(force=True)
         seed = int(params.get("seed", 0))
+        clock["select"] = time.perf_counter()
         result = select_samples(ids, features, scores, params.get("method", "adapt-inf"), params["budget"],
                                 run.cfg.selection, seed)
         run.watch.check(force=True)
+        clock["prune"] = time.perf_counter()
         pruned = prune_pool(ids, features, result.clustering, run.cfg.pruning, result.budget) if params.get("prune", True) else []
+        clock["index"] = time.perf_counter()
         index = write_pool_index(run, ids, features, {p.sample_id for p in pruned}, workdir)
+        clock["end"] = time.perf_counter()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    marks = list(clock.values())
+    seconds = {f"{name}_s": round(b - a, 3) for name, a, b in zip(clock, marks, marks[1:])}
     decision = {"assign": result.clustering.assign.tolist(), "pruned": [asdict(p) for p in pruned]}
     decision_blob = run.blobs.put_bytes(json.dumps(json_safe(decision), separators=(",", ":")).encode())
     pruned_per_cluster = np.bincount([p.cluster for p in pruned], minlength=result.clustering.n_clusters)
@@ -122,7 +130,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         session.execute(delete(Selection).where(Selection.round_id == ref.round_id))  # none: a commit advances
         session.execute(insert(Selection), rows)
         out = enter_stage(session, parent, ref, run.settings, next_stage("select", updates, params), updates)
-    return out, {"selected": len(rows), "pruned": len(pruned), "clusters": len(clusters)}
+    return out, {"selected": len(rows), "pruned": len(pruned), "clusters": len(clusters), "seconds": seconds}
 
 
 def write_pool_index(run: StageRun, ids: np.ndarray, features: np.ndarray, pruned: set[int],
