@@ -40,6 +40,19 @@ def _stop_reaper(**_: object) -> None:
 def _fresh_db_connections(**_: object) -> None:
     # A prefork child must not reuse pooled connections inherited from its parent's sockets.
     get_engine(get_settings().resolved_database_url).dispose(close=False)
+    _limit_torch_threads()
+
+
+@signals.worker_init.connect
+def _limit_torch_threads(**_: object) -> None:
+    """ADAPTINF_TORCH_THREADS, in the process that runs the tasks (the solo pool's main process,
+    or each prefork child)."""
+    threads = get_settings().torch_threads
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+        log.info("torch uses %d CPU threads", threads)
 
 
 # Task modules last: they import `app` from here.
