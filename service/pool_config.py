@@ -187,6 +187,9 @@ class PruningSection(_Section):
                                           "ceil(budget_multiple × the round's budget) samples stay; null = none")
     keep_per_cluster: OptPosInt = Field(None, description="at most this many per cluster after dedup "
                                         "(the released code's rule); null = none")
+    embedding: Annotated[Any, AfterValidator(_one_of("gradient", "hidden"))] = Field(
+        "gradient", description='"gradient": dedup on the gradient features; "hidden": on mean-pooled last '
+        "hidden states, computed in the same feature pass")
 
     @field_validator("eps", mode="before")
     @classmethod

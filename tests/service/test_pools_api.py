@@ -50,6 +50,7 @@ def test_create_fills_defaults_and_reads_back(client, alice):
         ({"pruning": {"preset": "huge"}}, "body.config.pruning.preset", "huge"),
         ({"pruning": {"budget_multiple": 0.5}}, "body.config.pruning.budget_multiple", "finite number >= 1, got 0.5"),
         ({"pruning": {"keep_per_cluster": 0}}, "body.config.pruning.keep_per_cluster", "got 0"),
+        ({"pruning": {"embedding": "clip"}}, "body.config.pruning.embedding", "got 'clip'"),
         ({"pruning": {"max_pool_size": -5}}, "body.config.pruning.max_pool_size", "got -5"),
         ({"warmup_fraction": 1.5}, "body.config.warmup_fraction", "got 1.5"),
         ({"selection": {"n_cluster": 5}}, "body.config.selection.n_cluster", ""),

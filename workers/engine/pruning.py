@@ -40,6 +40,9 @@ class PruneConfig:
             budget) samples stay (the smaller of the two caps binds); None = none.
         keep_per_cluster: the released code's rule: after dedup every cluster keeps at most this
             many, its most redundant pruned first; None = none. Applied before the pool caps.
+        embedding: what similarity is measured on: "gradient" (the projected gradient features the
+            clusters come from) or "hidden" (mean-pooled last hidden states, computed in the same
+            feature pass). The round passes the matching array to `prune_pool`.
         preset: "default" (eps 0.05) or "lite" (eps 0.15).
         exact_max: clusters up to this size are searched exhaustively (exact).
         cell_size: rows per sub-cluster cell in larger clusters.
@@ -54,6 +57,7 @@ class PruneConfig:
     max_pool_size: int | None = MAX_POOL_SIZE
     budget_multiple: float | None = None
     keep_per_cluster: int | None = None
+    embedding: Literal["gradient", "hidden"] = "gradient"
     preset: Literal["default", "lite"] = "default"
     exact_max: int = 1024
     cell_size: int = 128
@@ -74,6 +78,8 @@ class PruneConfig:
             raise ValueError(f"PruneConfig.eps must be a number in [0, 2], got {self.eps!r}")
         if self.max_pool_size is not None and (isinstance(self.max_pool_size, bool) or not isinstance(self.max_pool_size, int) or self.max_pool_size < 0):
             raise ValueError(f"PruneConfig.max_pool_size must be None or an int >= 0, got {self.max_pool_size!r}")
+        if self.embedding not in ("gradient", "hidden"):
+            raise ValueError(f"PruneConfig.embedding must be 'gradient' or 'hidden', got {self.embedding!r}")
         if self.keep_per_cluster is not None and (isinstance(self.keep_per_cluster, bool) or not isinstance(self.keep_per_cluster, int) or self.keep_per_cluster < 1):
             raise ValueError(f"PruneConfig.keep_per_cluster must be None or an int >= 1, got {self.keep_per_cluster!r}")
         if self.budget_multiple is not None and (isinstance(self.budget_multiple, bool) or not isinstance(self.budget_multiple, (int, float))

@@ -50,7 +50,8 @@ def engine_config(raw: dict[str, Any] | None) -> RoundEngineConfig:
     pruning = PruneConfig(**cfg["pruning"])
     return RoundEngineConfig(
         lora=LoraSpec(**_tuples(cfg["lora"], "target_modules", "layers")),
-        features=FeatureConfig(**_tuples(cfg["features"], "layers")),
+        # the pruning embedding is computed in the feature pass
+        features=FeatureConfig(**_tuples(cfg["features"], "layers"), hidden_embedding=pruning.embedding == "hidden"),
         # the `semdedup` method sets samples aside with the pool's own dedup settings
         selection=SelectionConfig(**_tuples(cfg["selection"], "tails"), prune=pruning),
         pruning=pruning,

@@ -47,8 +47,9 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(ids int64[n], features float16[n, d] memmap, scores float32[n] per expert) in candidate order."""
+def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    """(ids int64[n], features float16[n, d] memmap, scores float32[n] per expert, hidden float16[n, h]
+    memmap or None) in candidate order."""
     with run.ctx.session_factory() as session:
         shards = session.scalars(
             select(FeatureShard).where(FeatureShard.round_id == run.ref.round_id).order_by(FeatureShard.shard)
@@ -58,7 +59,7 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, np.ndarray,
     n = sum(s.rows for s in shards)
     ids = np.empty(n, dtype=np.int64)
     scores = {k: np.empty(n, dtype=np.float32) for k in SCORE_NAMES}
-    features = None
+    features = hidden = None
     pos = 0
     expected = run.cfg.features.fingerprint()
     for k, shard in enumerate(shards):
@@ -75,13 +76,20 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, np.ndarray,
         if features is None:
             features = np.lib.format.open_memmap(workdir / "features.npy", mode="w+", dtype=np.float16,
                                                  shape=(n, batch.features.shape[1]))
+            if batch.hidden is not None:
+                hidden = np.lib.format.open_memmap(workdir / "hidden.npy", mode="w+", dtype=np.float16,
+                                                   shape=(n, batch.hidden.shape[1]))
+        if (hidden is None) != (batch.hidden is None):
+            raise ShardBlobError(f"feature shard {shard.shard}: hidden embeddings in some shards only")
         features[pos : pos + m] = batch.features
+        if hidden is not None:
+            hidden[pos : pos + m] = batch.hidden
         ids[pos : pos + m] = batch.ids
         for name in SCORE_NAMES:
             scores[name][pos : pos + m] = batch.scores[name]
         pos += m
         run.watch.report(k + 1, len(shards))
-    return ids, features, scores
+    return ids, features, scores, hidden
 
 
 def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
@@ -92,7 +100,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     workdir = Path(tempfile.mkdtemp(prefix=f"select-{ref.round_id}-", dir=run.settings.work_dir))
     clock = {"read": time.perf_counter()}
     try:
-        ids, features, scores = read_features(run, workdir)
+        ids, features, scores, hidden = read_features(run, workdir)
         if ids.tolist() != plan.candidates:
             raise ShardBlobError(f"round {ref.round_id}: the shards do not hold exactly the frozen candidates")
         run.watch.check(force=True)
@@ -102,7 +110,10 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
                                 run.cfg.selection, seed)
         run.watch.check(force=True)
         clock["prune"] = time.perf_counter()
-        pruned = prune_pool(ids, features, result.clustering, run.cfg.pruning, result.budget) if params.get("prune", True) else []
+        by = hidden if run.cfg.pruning.embedding == "hidden" else features
+        if by is None:
+            raise ShardBlobError(f"round {ref.round_id}: pruning on hidden states, but the shards hold none")
+        pruned = prune_pool(ids, by, result.clustering, run.cfg.pruning, result.budget) if params.get("prune", True) else []
         clock["index"] = time.perf_counter()
         index = write_pool_index(run, ids, features, {p.sample_id for p in pruned}, workdir)
         clock["end"] = time.perf_counter()

@@ -389,3 +389,33 @@ def test_cancel_is_honoured_between_training_steps(round_env: RoundEnv, monkeypa
     with env.factory() as s:
         assert (s.get(Job, job_id).status, s.get(Round, round_id).status) == ("cancelled", "cancelled")
         assert s.scalars(select(Checkpoint.id)).all() == []
+
+
+def test_pruning_on_hidden_states_dedups_on_the_shards_hidden_embeddings(round_env: RoundEnv) -> None:
+    from workers.engine.features import read_shard
+    from workers.engine.pruning import PruneConfig, prune_pool
+    from workers.engine.selection.clustering import Clustering
+
+    env = round_env
+    a = add_dataset(env, "a", list(range(16)))
+    config = {**_fast(), "pruning": {"embedding": "hidden", "eps": 0.3, "max_pool_size": 12}, "shard_size": 7}
+    pool_id = add_pool(env, config)
+    round_id, _ = start_round(env, pool_id, [a], budget=4, train=False)
+    env.drain()
+    with env.factory() as s:
+        assert s.get(Round, round_id).status == "succeeded"
+        members = {m.sample_id: m for m in s.scalars(select(PoolMember).where(PoolMember.pool_id == pool_id))}
+        blobs = s.scalars(select(FeatureShard.blob).where(FeatureShard.round_id == round_id)
+                          .order_by(FeatureShard.shard)).all()
+    shards = [read_shard(env.blobs.path(b)) for b in blobs]
+    assert all(sh.hidden is not None and sh.hidden.shape[1] == 64 for sh in shards)
+    ids = np.concatenate([sh.ids for sh in shards])
+    hidden = np.concatenate([sh.hidden for sh in shards])
+    assign = np.array([members[i].cluster for i in ids.tolist()], dtype=np.int64)
+    clustering = Clustering(assign, np.zeros((int(assign.max()) + 1, 1), dtype=np.float32))
+    want = prune_pool(ids, hidden, clustering, PruneConfig(embedding="hidden", eps=0.3, max_pool_size=12), 4)
+    got = sorted((m.sample_id, m.reason) for m in members.values() if m.status == "pruned")
+    assert got == sorted((p.sample_id, p.reason) for p in want)
+    # the check discriminates: on the gradient features the same rule prunes other samples
+    on_grads = prune_pool(ids, np.concatenate([sh.features for sh in shards]), clustering, PruneConfig(eps=0.3, max_pool_size=12), 4)
+    assert want and {p.sample_id for p in on_grads} != {p.sample_id for p in want}

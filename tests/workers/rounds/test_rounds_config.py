@@ -12,7 +12,8 @@ FULL = {
     "features": {"layers": [-1, -2], "proj_dim": 128, "projection_nnz": 2, "batch_size": 3, "max_length": 512,
                  "seed": 6},
     "selection": {"n_clusters": "auto", "tails": [10, 90], "n_strata": 20},
-    "pruning": {"preset": "lite", "eps": 0.2, "max_pool_size": 1000, "budget_multiple": 3.5, "keep_per_cluster": 40},
+    "pruning": {"preset": "lite", "eps": 0.2, "max_pool_size": 1000, "budget_multiple": 3.5, "keep_per_cluster": 40,
+                "embedding": "hidden"},
     "training": {"epochs": 2, "lr": 0.001, "batch_size": 2, "max_steps": 50, "seed": 7, "projector_lr": 2e-5},
     "shard_size": 64,
     "warmup_fraction": 0.1,
@@ -37,6 +38,8 @@ def test_every_key_converts() -> None:
     assert (cfg.selection.n_clusters, cfg.selection.tails, cfg.selection.n_strata) == ("auto", (10.0, 90.0), 20)
     assert (cfg.pruning.preset, cfg.pruning.eps, cfg.pruning.max_pool_size) == ("lite", 0.2, 1000)
     assert (cfg.pruning.budget_multiple, cfg.pruning.keep_per_cluster) == (3.5, 40)
+    assert cfg.pruning.embedding == "hidden" and cfg.features.hidden_embedding  # computed in the feature pass
+    assert not engine_config(None).features.hidden_embedding
     assert cfg.selection.prune == cfg.pruning  # the semdedup method dedups with the pool's settings
     t = cfg.training
     assert (t.epochs, t.lr, t.batch_size, t.max_steps, t.seed, t.projector_lr) == (2, 0.001, 2, 50, 7, 2e-5)

@@ -49,6 +49,7 @@ class FeatureEngine:
             grads = self.capture.per_sample_grads(mean_nll.sum(), batch.attention_mask.bool())
         return {
             "grads": grads,
+            "hidden": _mean_pool(hidden.detach(), batch.attention_mask) if self.cfg.hidden_embedding else None,
             "nll": mean_nll.detach(),
             "el2n": per_sample_mean(per_token["el2n"].detach(), tokens),
             "entropy": per_sample_mean(per_token["entropy"].detach(), tokens),
@@ -94,6 +95,7 @@ class FeatureEngine:
             ids=np.array([s.id for s in samples], dtype=np.int64),
             features=features.cpu().numpy(),
             scores={k: scores[k].float().cpu().numpy() for k in SCORE_NAMES},
+            hidden=None if out["hidden"] is None else out["hidden"].to(torch.float16).cpu().numpy(),
         )
 
     def run(self, samples: Sequence[EngineSample], on_batch: OnBatch | None = None) -> FeatureBatch:
@@ -108,7 +110,15 @@ class FeatureEngine:
                 on_batch(min(k + self.cfg.batch_size, len(order)), len(order))
         merged = FeatureBatch.concat(parts)
         inverse = np.argsort(np.array(order))
-        return FeatureBatch(merged.ids[inverse], merged.features[inverse], {k: v[inverse] for k, v in merged.scores.items()})
+        return FeatureBatch(merged.ids[inverse], merged.features[inverse], {k: v[inverse] for k, v in merged.scores.items()},
+                            None if merged.hidden is None else merged.hidden[inverse])
+
+
+def _mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Mean of each sample's last hidden states over its attended tokens (image tokens included),
+    float32[n, d]: padding does not change it."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float()
 
 
 def _approx_length(sample: EngineSample) -> tuple[int, int]:

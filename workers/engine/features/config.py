@@ -29,6 +29,9 @@ class FeatureConfig:
         padding_side: "right" or "left"; results do not depend on it.
         sort_by_length: batch samples of similar length together (less padding); output order
             is always the input order.
+        hidden_embedding: also return each sample's mean-pooled last hidden state (over its
+            tokens, from the same forward pass): the embedding the paper's released code can
+            deduplicate on instead of the gradients (`pruning.embedding: "hidden"`).
     """
 
     layers: str | tuple[int, ...] = "last"
@@ -39,6 +42,7 @@ class FeatureConfig:
     max_length: int | None = 4096
     padding_side: str = "right"
     sort_by_length: bool = True
+    hidden_embedding: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str):
@@ -59,6 +63,8 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.batch_size must be a positive int, got {self.batch_size!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise ValueError(f"FeatureConfig.max_length must be None or an int >= 2, got {self.max_length!r}")
+        if not isinstance(self.hidden_embedding, bool):
+            raise ValueError(f"FeatureConfig.hidden_embedding must be a bool, got {self.hidden_embedding!r}")
         if self.padding_side not in ("right", "left"):
             raise ValueError(f"FeatureConfig.padding_side must be 'right' or 'left', got {self.padding_side!r}")
 
@@ -73,10 +79,13 @@ class FeatureConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two feature sets comparable (stored in shards, checked on resume)."""
-        return {"layers": self.layers if isinstance(self.layers, str) else list(self.layers),
-                "proj_dim": self.proj_dim, "projection": f"{VERSION}/{BLOCK_COORDS}",
-                "projection_nnz": self.projection_nnz,
-                "seed": self.seed, "max_length": self.max_length}
+        out = {"layers": self.layers if isinstance(self.layers, str) else list(self.layers),
+               "proj_dim": self.proj_dim, "projection": f"{VERSION}/{BLOCK_COORDS}",
+               "projection_nnz": self.projection_nnz,
+               "seed": self.seed, "max_length": self.max_length}
+        if self.hidden_embedding:  # only when on: shards of configs without it keep their fingerprint
+            out["hidden_embedding"] = True
+        return out
 
 
 @dataclass
@@ -87,11 +96,13 @@ class FeatureBatch:
         ids: int64[n] sample ids.
         features: float16[n, proj_dim] projected gradients.
         scores: float32[n] per name in SCORE_NAMES; `ig` is NaN where it is null (text-only).
+        hidden: float16[n, hidden size] mean-pooled last hidden states, or None.
     """
 
     ids: np.ndarray
     features: np.ndarray
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    hidden: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -101,6 +112,8 @@ class FeatureBatch:
             raise ValueError(f"FeatureBatch.scores must have keys {SCORE_NAMES}, got {sorted(self.scores)}")
         if any(v.shape != (n,) for v in self.scores.values()):
             raise ValueError(f"FeatureBatch.scores must be [n={n}] arrays")
+        if self.hidden is not None and (self.hidden.ndim != 2 or self.hidden.shape[0] != n):
+            raise ValueError(f"FeatureBatch.hidden must be None or [n={n}, hidden size], got {self.hidden.shape}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -109,8 +122,12 @@ class FeatureBatch:
     def concat(parts: list["FeatureBatch"]) -> "FeatureBatch":
         if not parts:
             raise ValueError("FeatureBatch.concat needs at least one part")
+        with_hidden = {p.hidden is not None for p in parts}
+        if len(with_hidden) != 1:
+            raise ValueError("FeatureBatch.concat: some parts have hidden embeddings and some do not")
         return FeatureBatch(
             ids=np.concatenate([p.ids for p in parts]),
             features=np.concatenate([p.features for p in parts]),
             scores={k: np.concatenate([p.scores[k] for p in parts]) for k in SCORE_NAMES},
+            hidden=np.concatenate([p.hidden for p in parts]) if with_hidden == {True} else None,
         )

@@ -40,6 +40,8 @@ def write_shard(path: str | Path, batch: FeatureBatch, meta: dict[str, Any] | No
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     arrays = {f"score_{k}": batch.scores[k].astype(np.float32) for k in SCORE_NAMES}
+    if batch.hidden is not None:
+        arrays["hidden"] = batch.hidden.astype(np.float16)
     header = json.dumps({"format": SHARD_FORMAT, **(meta or {})}, sort_keys=True)
     np.savez(buf, ids=batch.ids.astype(np.int64), features=batch.features.astype(np.float16), meta=np.array(header), **arrays)
     data = buf.getvalue()
@@ -57,7 +59,8 @@ def read_shard(path: str | Path) -> FeatureBatch:
     try:
         with np.load(path, allow_pickle=False) as z:
             return FeatureBatch(
-                ids=z["ids"], features=z["features"], scores={k: z[f"score_{k}"] for k in SCORE_NAMES}
+                ids=z["ids"], features=z["features"], scores={k: z[f"score_{k}"] for k in SCORE_NAMES},
+                hidden=z["hidden"] if "hidden" in z.files else None,
             )
     except (KeyError, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):
