@@ -30,8 +30,6 @@ import argparse
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 from bench.lifelong_stats import mean_ci, paired_ci
 from bench.lifelong_tables import print_tables
 from bench.real_data import SCHEDULE, RealBenchConfig, build_real_bench
+from bench.service_procs import EmbeddedService
 from service.cli.api_client import Api
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -102,60 +101,12 @@ class RealSettings:
         }
 
 
-# ---- the service ---------------------------------------------------------------------------------
+# ---- the service ----------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EmbeddedService:
-    """`adaptinf serve` in a child process, and an API key for it."""
-
-    def __init__(self, data_dir: Path, preset_cache: Path, device: str) -> None:
-        self.cli = str(Path(sys.executable).parent / "adaptinf")
-        self.env = {**os.environ, "ADAPTINF_DATA_DIR": str(data_dir), "ADAPTINF_PRESET_CACHE": str(preset_cache),
-                    "ADAPTINF_DEVICE": device, "ADAPTINF_MODEL_CACHE_SIZE": str(len(METHODS) + 1)}
-        self.port = _free_port()
-        self.log = open(data_dir.parent / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([self.cli, "serve", "--port", str(self.port)], env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.url, self.api = f"http://127.0.0.1:{self.port}", None
-        try:
-            self._wait_ready()
-            key = subprocess.run([self.cli, "keys", "create", "--name", "bench"], env=self.env, check=True,
-                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            self.api = Api(self.url, key, timeout=600)
-        except BaseException:
-            self.stop()  # never leave a server running on a deleted data directory
-            raise
-
-    def _wait_ready(self, timeout: float = 120) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"adaptinf serve exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"adaptinf serve was not ready after {timeout:.0f} s; see {self.log.name}")
-
-    def stop(self) -> None:
-        if self.api is not None:
-            self.api.http.close()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
+def start_service(data_dir: Path, preset_cache: Path, device: str) -> EmbeddedService:
+    """`adaptinf serve` with the presets' cache, the device, and a model cache holding every pool's model."""
+    return EmbeddedService(data_dir, env={"ADAPTINF_PRESET_CACHE": str(preset_cache), "ADAPTINF_DEVICE": device,
+                                          "ADAPTINF_MODEL_CACHE_SIZE": str(len(METHODS) + 1)})
 
 
 def upload(api: Api, directory: Path, entry: dict[str, Any]) -> tuple[str, str]:
@@ -285,15 +236,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="lifelong-real-") as tmp:
         root = Path(tmp)
-        (root / "service").mkdir()
-        svc = EmbeddedService(root / "service", args.preset_cache, args.device)
+        svc = start_service(root / "service", args.preset_cache, args.device)
         try:
             for seed in range(n_seeds):
                 per_seed[seed] = run_seed(svc, seed, settings(seed), methods, root)
                 # each seed's figures as soon as they exist: a long run stopped early keeps them
                 print(json.dumps({"seed": seed, "methods": per_seed[seed]}, allow_nan=False), flush=True)
         except BaseException:
-            log = (root / "serve.log").read_text(errors="replace")[-4000:]
+            log = svc.log_path.read_text(errors="replace")[-4000:]
             print(f"--- the service's log (last 4000 characters) ---\n{log}", file=sys.stderr)
             raise
         finally:
