@@ -22,6 +22,7 @@ import httpx
 from service.cli.api_client import Api
 
 ADAPTINF = str(Path(sys.executable).parent / "adaptinf")
+_DEPLOYMENT = ("ADAPTINF_DATA_DIR", "ADAPTINF_DATABASE_URL", "ADAPTINF_BROKER_URL", "ADAPTINF_API_URL", "ADAPTINF_API_KEY")
 
 
 def free_port() -> int:
@@ -45,7 +46,8 @@ class _Service:
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("ADAPTINF_")},
+        # The caller's settings pass through, except those that say which service this is.
+        self.env = {**{k: v for k, v in os.environ.items() if k not in _DEPLOYMENT},
                     "ADAPTINF_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **env}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

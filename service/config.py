@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir.")
     broker_url: str | None = Field(None, description="Celery broker URL; default: kombu filesystem transport in data_dir.")
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="Largest accepted upload, per file.")
+    max_record_bytes: int = Field(16 * 1024**2, gt=0, description="Largest sample (its JSON text) in a dataset "
+                                  "file; the upload readers hold one sample at a time, so this bounds their memory.")
     lease_seconds: float = Field(60.0, gt=0, description="How long a job's lease lasts without a heartbeat.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running job renews its lease.")
     reaper_interval_seconds: float = Field(15.0, gt=0, description="How often expired leases are looked for.")

@@ -40,18 +40,22 @@ def _stop_reaper(**_: object) -> None:
 def _fresh_db_connections(**_: object) -> None:
     # A prefork child must not reuse pooled connections inherited from its parent's sockets.
     get_engine(get_settings().resolved_database_url).dispose(close=False)
-    _limit_torch_threads()
 
 
-@signals.worker_init.connect
+_threads_set = False
+
+
+@signals.task_prerun.connect
 def _limit_torch_threads(**_: object) -> None:
-    """ADAPTINF_TORCH_THREADS, in the process that runs the tasks (the solo pool's main process,
-    or each prefork child)."""
+    """ADAPTINF_TORCH_THREADS, once, in the process that runs tasks (the solo pool's process or
+    each prefork child; a prefork parent never imports torch for it)."""
+    global _threads_set
     threads = get_settings().torch_threads
-    if threads is not None:
+    if threads is not None and not _threads_set:
         import torch
 
         torch.set_num_threads(threads)
+        _threads_set = True
         log.info("torch uses %d CPU threads", threads)
 
 

@@ -112,8 +112,13 @@ def _iter_raw(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[tu
         # So a first streaming pass checks the syntax and the second yields: twice the decoding
         # (measured: 0.8 s a pass for a 134 MB array, as long as json.loads of the whole file),
         # for memory that holds one sample and a read chunk instead of the whole file.
-        for _ in _iter_json_array(path, limits):
-            pass
+        try:
+            for _ in _iter_json_array(path, limits):
+                pass
+        except DatasetError as e:
+            if e.code != "bad_encoding":
+                _check_utf8(path)  # invalid UTF-8 anywhere outranks the first syntax error, as before
+            raise
         yield from _iter_json_array(path, limits)
     elif fmt == "jsonl":
         yield from _iter_jsonl(path, limits)
@@ -206,11 +211,22 @@ def _reject_constant(name: str) -> Any:
 # Bytes read at a time by the streaming array reader (a module constant so tests can shrink it
 # and put chunk boundaries everywhere).
 _READ_CHUNK = 1 << 20
+# How close to the window's end an error (or a number's end) must be to mean "cut by the window":
+# the longest token a cut can leave undecided, a `\uXXXX\uXXXX` pair, is 12 characters.
+_CUT_MARGIN = 12
 
 
 def _too_large(index: int, line: int, limit: int) -> DatasetError:
     return DatasetError("record_too_large", f"line {line}: sample #{index} is over the limit of {limit} bytes "
                         "for one sample", line=line)
+
+
+def _check_utf8(path: str | os.PathLike[str]) -> None:
+    """Raise bad_encoding (with its line) if the file is not UTF-8; reads it a chunk at a time."""
+    with open(path, "rb") as f:
+        w = _Window(f)
+        while not w.eof:
+            w.more(len(w.text))
 
 
 def _over(text: str, limit: int) -> bool:
@@ -219,7 +235,7 @@ def _over(text: str, limit: int) -> bool:
 
 
 class _Window:
-    """The undecoded text of a file, read a chunk at a time (UTF-8 checked incrementally).
+    """A file's text read so far and not yet parsed, a chunk at a time (UTF-8 checked incrementally).
 
     `text[line_pos]` is on line `line`; `col0` is the column offset of text[0] in its line. Text
     before the current element is dropped only when more is read, so the cost stays linear.
@@ -297,17 +313,21 @@ def _iter_json_array(path: str | os.PathLike[str], limits: IngestLimits) -> Iter
             while True:
                 try:
                     value, end = decoder.raw_decode(w.text, pos)
-                    if end < len(w.text) or w.eof:
-                        break
-                    error = None
                 except json.JSONDecodeError as e:
-                    error = e
+                    # Only an error at the window's end, or an unterminated string, can come from a
+                    # sample the window cut; any other is the file's own however much is read.
+                    if w.eof or not (e.pos >= len(w.text) - _CUT_MARGIN or e.msg.startswith("Unterminated string")):
+                        raise _malformed(*w.where(e.pos), e.msg) from None
                 except ValueError as e:  # NaN / Infinity, from _reject_constant
                     raise _malformed(*w.where(pos), f"sample #{index + 1}: {e}") from None
                 except RecursionError:
                     raise _malformed(*w.where(pos), f"sample #{index + 1} is nested too deeply") from None
-                if w.eof:
-                    raise _malformed(*w.where(error.pos), error.msg) from None
+                else:
+                    # An object, array, string or literal ends with its last character; a number
+                    # cut by the window ("1." of "1.5", "1e" of "1e5") still decodes, shorter.
+                    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                    if w.eof or end < len(w.text) - (_CUT_MARGIN if number else 0):
+                        break
                 if _over(w.text[pos:], limits.max_record_bytes):  # the rest of the window is this sample
                     raise _too_large(index + 1, line, limits.max_record_bytes)
                 # Incomplete, or cut at the window's end: read more, doubling, so a large sample is
@@ -335,13 +355,15 @@ def _iter_json_array(path: str | os.PathLike[str], limits: IngestLimits) -> Iter
 
 def _iter_jsonl(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[tuple[int, int, Any, bool]]:
     index = 0
-    cap = limits.max_record_bytes + len(_UTF8_BOM) + 2  # a line may end in a BOM-less "\r\n"
+    # A line's record is its bytes without a BOM and the line's end: read at most the limit plus
+    # those 5 bytes plus one, and a longer line shows as a record over the limit.
+    read = limits.max_record_bytes + len(_UTF8_BOM) + 3
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(iter(lambda: f.readline(cap + 1), b""), 1):
-            if len(raw) > cap or (len(raw) == cap + 1 and not raw.endswith(b"\n")):
-                raise _too_large(index + 1, lineno, limits.max_record_bytes)
+        for lineno, raw in enumerate(iter(lambda: f.readline(read), b""), 1):
             if lineno == 1 and raw.startswith(_UTF8_BOM):
                 raw = raw[len(_UTF8_BOM):]
+            if len(raw.rstrip(b"\r\n")) > limits.max_record_bytes:
+                raise _too_large(index + 1, lineno, limits.max_record_bytes)
             if not raw.strip():
                 continue
             text = _utf8(raw, lineno).rstrip()

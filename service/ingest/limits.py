@@ -36,7 +36,8 @@ class IngestLimits:
                 raise ValueError(f"IngestLimits.{f.name} must be a positive int, got {value!r}")
 
 
-def limits_for(max_upload_bytes: int) -> IngestLimits:
+def limits_for(max_upload_bytes: int, max_record_bytes: int = IngestLimits.max_record_bytes) -> IngestLimits:
     """The limits the API and the ingest worker both apply: the dataset file may be as large as
-    the upload limit (ADAPTINF_MAX_UPLOAD_BYTES), so what the API accepts the worker accepts."""
-    return IngestLimits(max_dataset_bytes=max_upload_bytes)
+    the upload limit (ADAPTINF_MAX_UPLOAD_BYTES) and one sample as large as
+    ADAPTINF_MAX_RECORD_BYTES, so what the API accepts the worker accepts."""
+    return IngestLimits(max_dataset_bytes=max_upload_bytes, max_record_bytes=max_record_bytes)

@@ -16,17 +16,20 @@ def restore_threads():
 
 
 def test_torch_threads_setting_limits_the_task_process(monkeypatch, restore_threads) -> None:
-    from workers.celery_app import _limit_torch_threads
+    import workers.celery_app as app
 
+    monkeypatch.setattr(app, "_threads_set", False)
+    monkeypatch.delenv("ADAPTINF_TORCH_THREADS", raising=False)
+    get_settings.cache_clear()
     torch.set_num_threads(2)
+    app._limit_torch_threads()  # unset: torch keeps its own
+    assert torch.get_num_threads() == 2
     monkeypatch.setenv("ADAPTINF_TORCH_THREADS", "1")
     get_settings.cache_clear()
-    _limit_torch_threads()
+    app._limit_torch_threads()  # the first task of the process sets it
     assert torch.get_num_threads() == 1
-    monkeypatch.delenv("ADAPTINF_TORCH_THREADS")
-    get_settings.cache_clear()
     torch.set_num_threads(2)
-    _limit_torch_threads()  # unset: torch keeps its own
+    app._limit_torch_threads()  # and later tasks leave it alone
     assert torch.get_num_threads() == 2
 
 

@@ -1,4 +1,4 @@
-"""Permanent pruning: cluster-wise semantic deduplication with an optional pool cap.
+"""Permanent pruning: cluster-wise semantic deduplication, then the pool's caps.
 
 Inside each cluster, samples are visited in ascending sample id (older pool members represent
 their group, so the pool does not churn across rounds). A sample is redundant when its cosine
@@ -42,7 +42,8 @@ class PruneConfig:
             many, its most redundant pruned first; None = none. Applied before the pool caps.
         embedding: what similarity is measured on: "gradient" (the projected gradient features the
             clusters come from) or "hidden" (mean-pooled last hidden states, computed in the same
-            feature pass). The round passes the matching array to `prune_pool`.
+            feature pass). The round passes the matching array to `prune_pool`; the `semdedup`
+            selection method's set-aside always compares gradient features.
         preset: "default" (eps 0.05) or "lite" (eps 0.15).
         exact_max: clusters up to this size are searched exhaustively (exact).
         cell_size: rows per sub-cluster cell in larger clusters.
@@ -168,7 +169,7 @@ def _dedup_and_redundancy(x: np.ndarray, cells, found, threshold: float):
 
 
 def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConfig,
-               budget: int | None = None) -> list[PrunedSample]:
+               budget: int | None = None, others: int = 0) -> list[PrunedSample]:
     """Samples to mark pruned: near-duplicates inside each cluster, then (with a cap) the most
     redundant survivors: every cluster cut to `keep_per_cluster`, then clusters cut down to a
     common level (water-filling) largest first until the pool fits `cfg.pool_cap(budget)`.
@@ -179,6 +180,8 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
         clustering: the round's `Clustering` (assign int64[n]).
         cfg: PruneConfig.
         budget: the round's resolved budget (for `budget_multiple`); None ignores that cap.
+        others: pool members outside `ids` that stay (a round over its new samples only): the
+            cap leaves room for them.
     Returns:
         PrunedSample per pruned sample, by cluster then sample id.
     """
@@ -210,6 +213,8 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
     if cfg.keep_per_cluster is not None:
         quotas = [min(q, cfg.keep_per_cluster) for q in quotas]
     cap = cfg.pool_cap(budget)
+    if cap is not None:
+        cap = max(0, cap - others)
     if cap is not None and sum(quotas) > cap:
         quotas = allocate_budget(quotas, cap)
     for slot, (c, rows, kept, rep, sim) in enumerate(per_cluster):

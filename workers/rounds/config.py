@@ -52,7 +52,7 @@ def engine_config(raw: dict[str, Any] | None) -> RoundEngineConfig:
         lora=LoraSpec(**_tuples(cfg["lora"], "target_modules", "layers")),
         # the pruning embedding is computed in the feature pass
         features=FeatureConfig(**_tuples(cfg["features"], "layers"), hidden_embedding=pruning.embedding == "hidden"),
-        # the `semdedup` method sets samples aside with the pool's own dedup settings
+        # the `semdedup` method sets samples aside with the pool's own dedup settings (on the gradients)
         selection=SelectionConfig(**_tuples(cfg["selection"], "tails"), prune=pruning),
         pruning=pruning,
         training=TrainConfig(**cfg["training"]),

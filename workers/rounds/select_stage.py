@@ -110,10 +110,14 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
                                 run.cfg.selection, seed)
         run.watch.check(force=True)
         clock["prune"] = time.perf_counter()
-        by = hidden if run.cfg.pruning.embedding == "hidden" else features
-        if by is None:
-            raise ShardBlobError(f"round {ref.round_id}: pruning on hidden states, but the shards hold none")
-        pruned = prune_pool(ids, by, result.clustering, run.cfg.pruning, result.budget) if params.get("prune", True) else []
+        pruned = []
+        if params.get("prune", True):
+            by = hidden if run.cfg.pruning.embedding == "hidden" else features
+            if by is None:
+                raise ShardBlobError(f"round {ref.round_id}: pruning on hidden states, but the shards hold none")
+            # a new-only round prunes its new samples; the members it leaves alone count against the cap
+            others = len(set(plan.members) - set(plan.candidates))
+            pruned = prune_pool(ids, by, result.clustering, run.cfg.pruning, result.budget, others)
         clock["index"] = time.perf_counter()
         index = write_pool_index(run, ids, features, {p.sample_id for p in pruned}, workdir)
         clock["end"] = time.perf_counter()

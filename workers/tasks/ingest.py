@@ -67,7 +67,7 @@ def ingest_dataset(
         try:
             archive = blobs.path(archive_blob) if archive_blob else None
             validated = validate_upload(
-                blobs.path(file_blob), archive, workdir, limits_for(settings.max_upload_bytes), image_mode="keep"
+                blobs.path(file_blob), archive, workdir, limits_for(settings.max_upload_bytes, settings.max_record_bytes), image_mode="keep"
             )
         except IngestError as exc:
             _mark_failed(session_factory, dataset_id, exc.to_dict())

@@ -100,7 +100,7 @@ def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: A
             form.files["file"].path,
             archive.path if archive else None,
             workdir,
-            limits_for(settings.max_upload_bytes),
+            limits_for(settings.max_upload_bytes, settings.max_record_bytes),
             image_mode="check",  # decode-check each image, keep none: the worker stores them
         )
     except IngestError as exc:

@@ -267,27 +267,39 @@ def test_nul_and_lone_surrogates_rejected_but_escaped_pairs_accepted(tmp_path):
     assert _error(tmp_path, nul_key).code == "invalid_record"
 
 
-@settings(max_examples=60, deadline=None)
+def _element_lines(text: str, n: int) -> list[int]:
+    """An independent oracle: each top-level element's start line, by re-decoding the prefix."""
+    decoder, pos, lines = json.JSONDecoder(), text.index("[") + 1, []
+    for _ in range(n):
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        lines.append(text.count("\n", 0, pos) + 1)
+        pos = decoder.raw_decode(text, pos)[1]
+    return lines
+
+
+@settings(max_examples=80, deadline=None)
 @given(
-    records=st.lists(st.dictionaries(st.text(max_size=4), _values, max_size=3), max_size=6),
+    records=st.lists(st.dictionaries(st.text(max_size=4), _values, max_size=3) | _values
+                     | st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10**30, 10**30), max_size=6),
     indent=st.sampled_from([None, 0, 2]),
     chunk=st.sampled_from([1, 2, 3, 5, 64]),
 )
 def test_streaming_array_reader_is_unchanged_by_chunk_boundaries(tmp_path_factory, records, indent, chunk):
-    """Tiny read chunks cut numbers, literals, escapes and multi-byte characters: the records and
-    their lines must be what a whole-file read gives."""
+    """Tiny read chunks cut numbers ("1." of "1.5e-07"), literals, escapes and multi-byte
+    characters: the values are json.loads' and the lines an independent oracle's."""
     import service.ingest.formats as formats
 
     text = json.dumps(records, indent=indent, ensure_ascii=False)
     path = tmp_path_factory.mktemp("c") / "d.json"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    whole = list(iter_records(path))
     old, formats._READ_CHUNK = formats._READ_CHUNK, chunk
     try:
-        assert list(iter_records(path)) == whole
+        got = list(iter_records(path))
     finally:
         formats._READ_CHUNK = old
-    assert [v for _, _, v in whole] == json.loads(text)
+    assert [v for _, _, v in got] == json.loads(text)
+    assert [line for _, line, _ in got] == _element_lines(text, len(records))
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
@@ -306,6 +318,21 @@ def test_array_errors_name_the_same_place_at_any_chunk_size(tmp_path, monkeypatc
     # a syntax error after a bad record still outranks it (the whole array is checked first)
     err = _error(tmp_path, '[{"id": 1, "conversations": 5},\n{"a": 1} x]')
     assert (err.code, err.line) == ("malformed_json", 2)
+    # and invalid UTF-8 anywhere outranks a syntax error before it, as a whole-file read did
+    err = _error(tmp_path, b'[{"a": 1} x,\n' + b'{"b": 2},\n' * 50 + b'{"c": "\xff"}]')
+    assert (err.code, err.line) == ("bad_encoding", 52)
+
+
+def test_a_syntax_error_in_a_large_array_is_named_not_taken_for_a_large_sample(tmp_path):
+    """The reader reads more only when the window may have cut the sample: a real syntax error
+    with megabytes after it is still a 400 at its own line and column."""
+    good = json.dumps(llava_record("g", "q", "a"))
+    text = "[" + good + ",\n" + '{"id": "bad" "x": 1},\n' + ",\n".join([good] * 3000) + "]"
+    err = _error(tmp_path, text, IngestLimits(max_record_bytes=200))
+    with pytest.raises(json.JSONDecodeError) as want:
+        json.loads(text)
+    assert (err.code, err.line) == ("malformed_json", want.value.lineno == 2 and 2)
+    assert f"line 2, column {want.value.colno}: invalid JSON: {want.value.msg}" in err.detail
 
 
 def test_one_sample_over_the_record_limit_is_refused_in_both_formats(tmp_path):
@@ -317,6 +344,15 @@ def test_one_sample_over_the_record_limit_is_refused_in_both_formats(tmp_path):
         assert (err.code, err.status) == ("record_too_large", 413) and "sample #2" in err.detail
         assert line is None or err.line == line
     assert len(parse_dataset(_write(tmp_path, json.dumps([small, big])), IngestLimits())) == 2
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_record_limit_is_exact(tmp_path, fmt):
+    rec = json.dumps(llava_record("a", "q", "answer"))
+    text = (lambda r: f"[{r}]") if fmt == "json" else (lambda r: f"\ufeff{r}\r\n{r}\n")
+    assert parse_dataset(_write(tmp_path, text(rec)), IngestLimits(max_record_bytes=len(rec)))
+    err = _error(tmp_path, text(rec), IngestLimits(max_record_bytes=len(rec) - 1))
+    assert err.code == "record_too_large" and err.line == 1
 
 
 def test_a_large_json_array_is_parsed_in_memory_of_one_sample(tmp_path):

@@ -156,6 +156,8 @@ def test_budget_multiple_caps_relative_to_the_round_and_the_smaller_cap_binds():
     assert len(ids) - len(got) == 100
     # without the round's budget only the absolute cap applies
     assert len(ids) - len(prune_pool(ids, x.astype(np.float32), clustering, cfg)) == 200
+    # members outside this pruning (a new-only round's) take their room under the cap
+    assert len(ids) - len(prune_pool(ids, x.astype(np.float32), clustering, cfg, budget=40, others=30)) == 70
     assert cfg.dedup_only().pool_cap(40) is None and cfg.dedup_only().keep_per_cluster is None
 
 

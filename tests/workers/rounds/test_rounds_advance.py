@@ -314,23 +314,39 @@ def test_a_new_only_round_trains_on_the_new_samples_and_keeps_the_members(round_
     assert sorted(set(after) - set(before)) == new and all(after[sid][2] == 2 for sid in new)
 
 
-def test_budget_multiple_caps_the_pool_relative_to_the_round(round_env: RoundEnv) -> None:
+def test_pool_caps_in_a_round_keep_per_cluster_then_budget_multiple_and_new_only_rounds(round_env: RoundEnv) -> None:
     from tests.workers.rounds.rounds_helpers import POOL_CONFIG
 
     env = round_env
+
+    def active_by_cluster(pool_id: str) -> tuple[dict[int, int], dict[int, int]]:
+        with env.factory() as s:
+            members = s.scalars(select(PoolMember).where(PoolMember.pool_id == pool_id)).all()
+        active = np.bincount([m.cluster for m in members if m.status == "active"], minlength=3)
+        # what dedup alone leaves per cluster: every member but the near-duplicates
+        undup = np.bincount([m.cluster for m in members if m.reason != "near_duplicate"], minlength=3)
+        return active, undup
+
+    # keep_per_cluster binds (at most 2 of each cluster: 6 < the budget cap of 100 × 6)
     a = add_dataset(env, "a", list(range(20)))
-    config = {**POOL_CONFIG, "pruning": {"max_pool_size": None, "budget_multiple": 1.5, "keep_per_cluster": 5}}
-    pool_id = add_pool(env, config=config)
-    round_id, _ = start_round(env, pool_id, [a], budget=6, train=False)
+    keep = add_pool(env, {**POOL_CONFIG, "pruning": {"max_pool_size": None, "budget_multiple": 100, "keep_per_cluster": 2}})
+    start_round(env, keep, [a], budget=6, train=False)
+    env.drain()
+    active, undup = active_by_cluster(keep)
+    assert active.tolist() == np.minimum(undup, 2).tolist() and active.sum() < 20
+
+    # budget_multiple binds: ceil(1.5 × 6) = 9, water-filled across the clusters
+    capped = add_pool(env, {**POOL_CONFIG, "pruning": {"max_pool_size": None, "budget_multiple": 1.5}})
+    start_round(env, capped, [a], budget=6, train=False)
+    env.drain()
+    assert active_by_cluster(capped)[0].sum() == 9
+
+    # a round over its new samples only still keeps the whole pool under the cap
+    b = add_dataset(env, "b", list(range(20, 40)))
+    round_id, _ = start_round(env, capped, [b], budget=6, train=False, candidates="new")
     env.drain()
     with env.factory() as s:
-        res = s.get(Round, round_id).result
-        members = s.scalars(select(PoolMember).where(PoolMember.pool_id == pool_id)).all()
-    active = [m for m in members if m.status == "active"]
-    # keep_per_cluster (5 in each of 3 clusters: at most 15) then ceil(1.5 × 6) = 9
-    assert res["pool_size"] == len(active) == 9 and len(members) == 20
-    assert all(n <= 5 for n in np.bincount([m.cluster for m in active]))
-    assert {m.reason for m in members if m.status == "pruned"} <= {"near_duplicate", "pool_cap"}
+        assert s.get(Round, round_id).result["pool_size"] == active_by_cluster(capped)[0].sum() == 9
 
 
 def _cancel_after_first_call(env: RoundEnv, job_id: str, calls: list, pause: float = 1.1):

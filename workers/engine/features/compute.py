@@ -117,8 +117,9 @@ class FeatureEngine:
 def _mean_pool(hidden: Any, attention_mask: Any) -> Any:
     """Mean of each sample's last hidden states over its attended tokens (image tokens included),
     float32[n, d]: padding does not change it."""
+    hidden = hidden.float()  # sum in float32, not in a bfloat16 model's dtype
     mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float()
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 def _approx_length(sample: EngineSample) -> tuple[int, int]:

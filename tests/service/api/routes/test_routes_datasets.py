@@ -344,3 +344,20 @@ def test_patch_declares_a_skill_where_records_name_none(client, alice, bob, data
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", body
     assert client.patch(url, json={"skill": "x"}, headers=bob.headers).status_code == 404
     assert client.get(url, headers=alice.headers).json()["skills"] == {"ocr": 1}  # the refusals changed nothing
+
+
+def test_a_sample_over_the_record_limit_is_413_and_the_limit_is_a_setting(settings, alice, tmp_path, database_url):
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    rec = dg.llava_record("long", "q", "a" * 3000)
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(dg.llava_record("ok", "q", "a")) + "\n" + json.dumps(rec) + "\n")
+    with TestClient(create_app(settings.model_copy(update={"max_record_bytes": 2000}))) as strict:
+        r = post_dataset(strict, alice, path)
+        assert r.status_code == 413 and r.json()["code"] == "record_too_large", r.text
+        assert "line 2: sample #2 is over the limit of 2000 bytes" in r.json()["detail"]
+    assert count_rows(database_url, Dataset) == 0 and blob_files(settings) == []
+    with TestClient(create_app(settings)) as default:
+        assert post_dataset(default, alice, path).status_code == 202
