@@ -92,10 +92,21 @@ def write_dataset(path: Path, n: int, seed: int, answer_words: tuple[int, int] =
     return path.stat().st_size
 
 
-def write_dataset_of_size(path: Path, nbytes: int, seed: int) -> int:
-    """A JSON Lines file of about `nbytes` (records of ~1 KB, under the 2M-sample limit)."""
+def write_dataset_of_size(path: Path, nbytes: int, seed: int, fmt: str = "jsonl") -> int:
+    """A file of about `nbytes` (records of ~1 KB, under the 2M-sample limit), JSON Lines or a
+    JSON array (the same records, `[`, `,` and `]` around them)."""
     per = 1000
-    return write_dataset(path, max(1, nbytes // per), seed, answer_words=(140, 160))
+    size = write_dataset(path, max(1, nbytes // per), seed, answer_words=(140, 160))
+    if fmt == "json":
+        tmp = path.with_suffix(".tmp")
+        with open(path) as src, open(tmp, "w") as dst:
+            dst.write("[\n")
+            for i, line in enumerate(src):
+                dst.write(("," if i else "") + line)
+            dst.write("]\n")
+        tmp.replace(path)
+        size = path.stat().st_size
+    return size
 
 
 # ---- measuring -----------------------------------------------------------------------------------
@@ -278,14 +289,15 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
             sizes["checkpoint"] = download(api, f"/v1/checkpoints/{ckpt}/content", work / "ckpt.tar.gz")
         put("download", t0, time.time(), "api", bytes=sizes)
 
-        big_growth = None
+        big_growth = big_status = None
         if big is not None:
             base = rss_bytes(svc.api_pid)
             t0 = time.time()
             with open(big, "rb") as f:
-                r = api.http.post("/v1/datasets", files={"file": ("big.jsonl", f, "application/x-ndjson")},
+                r = api.http.post("/v1/datasets", files={"file": (big.name, f, "application/octet-stream")},
                                   data={"name": "big"}, timeout=None)
             t1 = time.time()
+            big_status = r.status_code
             peak = max([s[1] for s in rss.samples if t0 <= s[0] <= t1 + rss.interval] + [rss_bytes(svc.api_pid)])
             big_growth = round((peak - base) / 2**20, 1)
             if r.status_code < 300:
@@ -306,6 +318,7 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
         "api_peak_rss_gb": round(max((s[1] for s in rss.samples), default=0) / GB, 3),
         "upload_1gb_api_rss_growth_mb": big_growth,
         "upload_big_bytes": big.stat().st_size if big is not None else None,
+        "upload_big_status": big_status,
         "poll": polls, "poll_p99_ms": polls["p99_ms"],
         "round": {k: result.get(k) for k in ("candidates", "new_samples", "duplicates", "budget", "selected", "pruned",
                                              "pool_size")},
@@ -321,6 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--budget", type=float, default=0.05, help="the round's budget, a fraction of the candidates")
     ap.add_argument("--modes", default="embedded,postgres", help="comma-separated: embedded, postgres")
     ap.add_argument("--upload-gb", type=float, default=1.0, help="size of the API-memory upload; 0 skips it")
+    ap.add_argument("--upload-format", choices=("jsonl", "json"), default="jsonl", help="that upload's format")
     ap.add_argument("--poll-rps", type=float, default=100.0, help="job polls per second while the round runs")
     ap.add_argument("--max-steps", type=int, default=500, help="optimizer steps of the warm-up and of training")
     ap.add_argument("--torch-threads", type=int, default=1, help="ADAPTINF_TORCH_THREADS of every worker")
@@ -344,8 +358,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_dataset(data, args.n, args.seed)
         big = None
         if args.upload_gb > 0:
-            big = root / "big.jsonl"
-            write_dataset_of_size(big, int(args.upload_gb * GB), args.seed + 1)
+            big = root / f"big.{args.upload_format}"
+            write_dataset_of_size(big, int(args.upload_gb * GB), args.seed + 1, args.upload_format)
         for mode in modes:
             log(f"mode {mode}")
             cls = EmbeddedService if mode == "embedded" else DistributedService

@@ -8,13 +8,15 @@ import pytest
 
 from bench.service_scale import LINEAR_STAGES, stage_spans, write_dataset
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_small_run_in_both_modes_reports_every_stage(tmp_path):
-    argv = ["--n", "400", "--budget", "0.05", "--upload-gb", "0.002", "--poll-rps", "10", "--max-steps", "2",
-            "--workdir", str(tmp_path)]
+    argv = ["--n", "400", "--budget", "0.05", "--upload-gb", "0.002", "--upload-format", "json", "--poll-rps", "10",
+            "--max-steps", "2", "--workdir", str(tmp_path)]
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "service_scale.py"), *argv],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -29,7 +31,7 @@ def test_small_run_in_both_modes_reports_every_stage(tmp_path):
         assert mode["round"]["candidates"] == 400 - mode["round"]["duplicates"]
         assert all(size > 0 for size in stages["download"]["bytes"].values())
         assert mode["poll"]["errors"] == 0 and mode["poll"]["requests"] > 10
-        assert mode["upload_1gb_api_rss_growth_mb"] is not None
+        assert mode["upload_1gb_api_rss_growth_mb"] is not None and mode["upload_big_status"] == 202
     assert report["poll_p99_ms"] == max(m["poll_p99_ms"] for m in report["modes"].values())
     assert list(tmp_path.iterdir()) == []  # the service directories are removed
 
@@ -45,6 +47,17 @@ def test_stage_spans_cover_every_job_of_a_stage():
              "finished_at": "2026-01-01T00:00:24Z"}]
     spans = stage_spans(jobs)
     assert spans["features"][1] - spans["features"][0] == 15 and spans["select"][1] - spans["select"][0] == 3
+
+
+def test_the_big_upload_is_valid_in_both_formats(tmp_path):
+    from bench.service_scale import write_dataset_of_size
+    from service.ingest.formats import iter_records
+
+    for fmt in ("jsonl", "json"):
+        path = tmp_path / f"big.{fmt}"
+        size = write_dataset_of_size(path, 200_000, seed=1, fmt=fmt)
+        records = [v for _, _, v in iter_records(path)]
+        assert 150_000 < size < 260_000 and len(records) == 200 and all("conversations" in r for r in records)
 
 
 def test_dataset_has_its_planted_copies(tmp_path):
