@@ -102,6 +102,7 @@ def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: A
             workdir,
             limits_for(settings.max_upload_bytes, settings.max_record_bytes),
             image_mode="check",  # decode-check each image, keep none: the worker stores them
+            keep_samples=False,  # memory of one sample, not of the file: the worker parses again to store
         )
     except IngestError as exc:
         where = {k: v for k in ("line", "sample_id", "field", "member") if (v := getattr(exc, k, None)) is not None}

@@ -136,17 +136,42 @@ def test_corrupt_image_names_sample_and_image(tmp_path, bad):
     assert err.detail.startswith("sample 's0001' (line ")
 
 
-def test_duplicate_ids_name_both_occurrences(tmp_path):
-    records = [llava_record("a", "q", "x"), llava_record("b", "q", "y"), llava_record("a", "q", "z")]
-    err = _err(write_records(tmp_path / "d.jsonl", records, "jsonl"), None, tmp_path / "w")
+@pytest.mark.parametrize("keep", [True, False])
+def test_duplicate_ids_name_both_occurrences(tmp_path, keep):
+    records = [llava_record("a", "q", "x"), llava_record("b", "q", "y"), llava_record("a", "q", "z"),
+               llava_record("b", "q", "w")]
+    err = _err(write_records(tmp_path / "d.jsonl", records, "jsonl"), None, tmp_path / "w", keep_samples=keep)
     assert (err.code, err.status, err.sample_id, err.line) == ("duplicate_sample_id", 422, "a", 3)
     assert "(line 1)" in err.detail and "(line 3)" in err.detail
 
 
-def test_int_id_and_position_key_collide(tmp_path):
+@pytest.mark.parametrize("keep", [True, False])
+def test_int_id_and_position_key_collide(tmp_path, keep):
     records = [llava_record(2, "q", "x"), {k: v for k, v in llava_record(0, "q", "y").items() if k != "id"}]
-    err = _err(write_records(tmp_path / "d.json", records), None, tmp_path / "w")
+    err = _err(write_records(tmp_path / "d.json", records), None, tmp_path / "w", keep_samples=keep)
     assert err.code == "duplicate_sample_id" and "keyed by its position" in err.detail
+
+
+def test_without_samples_the_same_checks_pass_and_count_in_memory_of_one_sample(tmp_path):
+    import tracemalloc
+
+    dataset, arch = write_llava_dataset(tmp_path / "in", 8, multi_image=True, text_only=True)
+    kept = validate_upload(dataset, arch, tmp_path / "w1", image_mode="check")
+    lean = validate_upload(dataset, arch, tmp_path / "w2", image_mode="check", keep_samples=False)
+    assert (lean.samples, lean.content_hashes) == ([], {}) and lean.num_samples == kept.num_samples == 8
+    assert lean.num_images == kept.num_images and lean.image_refs == kept.image_refs
+    big = write_records(tmp_path / "big.jsonl", [llava_record(f"s{i}", "q " * 50, f"answer {i} " * 50)
+                                                 for i in range(20_000)], "jsonl")
+    tracemalloc.start()
+    try:
+        assert validate_upload(big, None, tmp_path / "w3", keep_samples=False).num_samples == 20_000
+        lean_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        validate_upload(big, None, tmp_path / "w4")
+        kept_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert big.stat().st_size > 15 * 2**20 and lean_peak < 2 * 2**20 < 10 * lean_peak < kept_peak, (lean_peak, kept_peak)
 
 
 @pytest.mark.parametrize("text", ["", "  \n", "[]", "[\n]\n", "\n\n"])
