@@ -12,10 +12,11 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.skill_scores import pool_by_skill
+from service.db.bulk import bulk_insert
 from service.db.models import Checkpoint, EvalResult, IndexVersion, Pool, PoolMember, Round
 from workers.rounds.advance import Outgoing, RoundRef, claim_stage, finish_round
 from workers.rounds.plan import CandidatePlan, load_plan
@@ -58,7 +59,7 @@ def _update_members(session: Session, ref: RoundRef, plan: CandidatePlan, decisi
     cluster = dict(zip(plan.candidates, decision["assign"]))
     pruned = {p["sample_id"]: p for p in decision["pruned"]}
     if plan.new:
-        session.execute(insert(PoolMember), [
+        bulk_insert(session, PoolMember, [
             {"pool_id": ref.pool_id, "sample_id": sid, "joined_round": ref.number, "cluster": int(cluster[sid]),
              "status": "pruned" if sid in pruned else "active",
              "pruned_round": ref.number if sid in pruned else None,

@@ -13,10 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
+from service.db.bulk import bulk_insert
 from service.db.models import Dataset, Job, Sample, utcnow
 from service.ingest import IngestError, ValidatedDataset, limits_for, validate_upload
 from service.storage import BlobStore
@@ -130,7 +131,7 @@ def _write_samples(
             return False
         ctx.fence(session)  # a worker that lost its lease must not commit
         session.execute(delete(Sample).where(Sample.dataset_id == dataset_id))  # nothing, unless hand-edited
-        session.execute(insert(Sample), rows)
+        bulk_insert(session, Sample, rows)
         dataset.status, dataset.error = "ready", None
         dataset.num_samples, dataset.num_images = validated.num_samples, validated.num_images
         dataset.skill_counts = skill_counts
