@@ -71,8 +71,8 @@ def validate_upload(
     """Parse and check everything; raise the first IngestError. The caller deletes `workdir`.
 
     keep_samples=False checks the same and raises the same errors, but keeps no sample (and no
-    content hash): memory holds one sample, 8 bytes per sample id and the first user of each
-    image, not the file. The API validates an upload this way; the worker keeps them.
+    content hash): memory holds one sample, 8 bytes per sample id, and each distinct image
+    reference with its first user's id and line, not the file. The API validates an upload this way; the worker keeps them.
     """
     if image_mode not in ("keep", "check", "list"):
         raise ValueError(f"image_mode must be 'keep', 'check' or 'list', got {image_mode!r}")
@@ -108,9 +108,21 @@ def validate_upload(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class _User:
+    """What an error about an image needs of the first sample using it (not the whole record)."""
+
+    key: str
+    line: int
+    label: str
+
+    def describe(self) -> str:
+        return self.label
+
+
 def _parse_unique(
     dataset_path: str | os.PathLike[str], limits: IngestLimits, keep: bool
-) -> tuple[list[ParsedSample], int, dict[str, ParsedSample]]:
+) -> tuple[list[ParsedSample], int, dict[str, _User]]:
     """(the samples, or [] unless `keep`; their count; each image reference's first user).
 
     Duplicate ids: with `keep`, found as they come; without, every id's 64-bit hash is kept and a
@@ -118,7 +130,7 @@ def _parse_unique(
     exactly as the first way does (its records' own errors then come first, in file order)."""
     samples: list[ParsedSample] = []
     first_at: dict[str, ParsedSample] = {}
-    users: dict[str, ParsedSample] = {}
+    users: dict[str, _User] = {}
     skills: set[str] = set()
     hashes = array("q")
     count = 0
@@ -133,8 +145,10 @@ def _parse_unique(
                     line=sample.line, sample_id=sample.key, field="skill",
                 )
         count += 1
-        for ref in sample.image_names:
-            users.setdefault(ref, sample)
+        if sample.image_names:
+            user = _User(sample.key, sample.line, sample.describe())
+            for ref in sample.image_names:
+                users.setdefault(ref, user)
         if keep:
             _check_unique(first_at, sample)
             samples.append(sample)
@@ -164,7 +178,7 @@ def _check_unique(first_at: dict[str, ParsedSample], sample: ParsedSample) -> No
         )
 
 
-def _resolve(users: dict[str, ParsedSample], index: MemberIndex) -> dict[str, str]:
+def _resolve(users: dict[str, _User], index: MemberIndex) -> dict[str, str]:
     refs = {}
     for ref, sample in users.items():
         found = index.lookup(ref)
@@ -184,7 +198,7 @@ def _resolve(users: dict[str, ParsedSample], index: MemberIndex) -> dict[str, st
     return refs
 
 
-def _missing(sample: ParsedSample, ref: str, why: str) -> ImageError:
+def _missing(sample: _User, ref: str, why: str) -> ImageError:
     return ImageError(
         "missing_image",
         f"{sample.describe()} references image {ref!r}, {why}",
