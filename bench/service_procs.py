@@ -168,10 +168,12 @@ class DistributedService(_Service):
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of one process (VmRSS), 0 once it is gone."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of one process, 0 once it is gone. `VmRSS` is all of it, file pages it has
+    mapped included (a memmapped feature matrix counts in full once touched); `RssAnon` is its
+    own memory (heap, arrays), what the machine cannot simply drop and re-read."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
     except (FileNotFoundError, ProcessLookupError, StopIteration):
         return 0

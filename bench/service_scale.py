@@ -17,8 +17,10 @@ Every worker runs with ADAPTINF_TORCH_THREADS=1 (`--torch-threads`): on two core
 the API and, in postgres mode, a second worker, more threads only wait on each other.
 
 Stage times come from the service's own job records (each stage is a job with start and end
-times; select and prune are split by the select job's timings); resident memory (VmRSS, which
-counts the memmapped features a stage touches) is sampled four times a second.
+times; select and prune are split by the select job's timings); resident memory is sampled four
+times a second: VmRSS (`peak_rss_gb`, which counts the memmapped features a stage touches, file
+pages the kernel can drop and re-read) and, for workers, RssAnon (`peak_anon_gb`: the process's
+own memory).
 
     python bench/service_scale.py                         # 200k records, both modes (about an hour)
     python bench/service_scale.py --n 20000 --modes embedded --upload-gb 0.1   # a smaller run
@@ -117,17 +119,19 @@ class RssSampler(threading.Thread):
     def __init__(self, svc: Any, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.svc, self.interval = svc, interval
-        self.samples: list[tuple[float, int, int]] = []  # (unix time, api bytes, largest worker bytes)
+        # (unix time, API VmRSS, largest worker VmRSS, largest worker RssAnon), bytes
+        self.samples: list[tuple[float, int, int, int]] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.is_set():
-            workers = [rss_bytes(p) for p in self.svc.worker_pids()]
-            self.samples.append((time.time(), rss_bytes(self.svc.api_pid), max(workers, default=0)))
+            pids = self.svc.worker_pids()
+            self.samples.append((time.time(), rss_bytes(self.svc.api_pid), max(map(rss_bytes, pids), default=0),
+                                 max((rss_bytes(p, "RssAnon") for p in pids), default=0)))
             self.halt.wait(self.interval)
 
     def peak(self, start: float, end: float, process: str) -> float:
-        col = 1 if process == "api" else 2
+        col = {"api": 1, "worker": 2, "worker_anon": 3}[process]
         inside = [s[col] for s in self.samples if start - self.interval <= s[0] <= end + self.interval]
         return round(max(inside, default=0) / GB, 3)
 
@@ -246,6 +250,8 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
         def put(name: str, start: float, end: float, process: str, **extra: Any) -> None:
             stages[name] = {"seconds": round(end - start, 2), "peak_rss_gb": rss.peak(start, end, process),
                             "process": process, **extra}
+            if process == "worker":
+                stages[name]["peak_anon_gb"] = rss.peak(start, end, "worker_anon")
 
         t0 = time.time()
         with open(data, "rb") as f:
@@ -315,6 +321,7 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
                            "features_scores": round(n / max(stages["features"]["seconds"], 1e-9)),
                            "finalize_members": round(members / max(stages["finalize"]["seconds"], 1e-9))},
         "worker_peak_rss_gb": round(max((s[2] for s in rss.samples), default=0) / GB, 3),
+        "worker_peak_anon_gb": round(max((s[3] for s in rss.samples), default=0) / GB, 3),
         "api_peak_rss_gb": round(max((s[1] for s in rss.samples), default=0) / GB, 3),
         "upload_1gb_api_rss_growth_mb": big_growth,
         "upload_big_bytes": big.stat().st_size if big is not None else None,

@@ -26,6 +26,7 @@ def test_small_run_in_both_modes_reports_every_stage(tmp_path):
         stages = mode["stages"]
         assert set(LINEAR_STAGES) | {"warmup", "features", "train"} <= set(stages)
         assert all(st["seconds"] >= 0 and st["peak_rss_gb"] > 0 for st in stages.values()), stages
+        assert all(0 < st["peak_anon_gb"] <= st["peak_rss_gb"] for st in stages.values() if st["process"] == "worker")
         assert mode["num_samples"] == 400 and mode["round"]["selected"] == mode["round"]["budget"] > 0
         assert mode["round"]["duplicates"] > 0  # the 5% exact copies
         assert mode["round"]["candidates"] == 400 - mode["round"]["duplicates"]
