@@ -21,6 +21,7 @@ def bulk_insert(session: Session, model: type, rows: Sequence[dict[str, Any]]) -
     it needs except database-generated ones (an autoincrement id)."""
     if not rows:
         return 0
+    session.flush()  # pending ORM rows (a parent the new rows refer to) go first, as autoflush would
     conn = session.connection()
     if conn.dialect.name != "postgresql":
         session.execute(insert(model), rows)
@@ -30,10 +31,11 @@ def bulk_insert(session: Session, model: type, rows: Sequence[dict[str, Any]]) -
 
     table = model.__table__
     columns = list(rows[0])
-    as_json = [isinstance(table.c[c].type, JSON) for c in columns]
+    # as SQLAlchemy's JSON type writes them: None is JSON null unless the column says none_as_null
+    as_json = [isinstance(table.c[c].type, JSON) and not table.c[c].type.none_as_null for c in columns]
     stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table.name),
                                                      sql.SQL(", ").join(map(sql.Identifier, columns)))
     with conn.connection.driver_connection.cursor() as cur, cur.copy(stmt) as copy:
         for row in rows:
-            copy.write_row([Json(row[c]) if j and row[c] is not None else row[c] for c, j in zip(columns, as_json)])
+            copy.write_row([Json(row[c]) if j else row[c] for c, j in zip(columns, as_json)])
     return len(rows)

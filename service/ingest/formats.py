@@ -360,9 +360,10 @@ def _iter_jsonl(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[
     read = limits.max_record_bytes + len(_UTF8_BOM) + 3
     with open(path, "rb") as f:
         for lineno, raw in enumerate(iter(lambda: f.readline(read), b""), 1):
+            cut = len(raw) == read and not raw.endswith(b"\n")  # the line goes on past what was read
             if lineno == 1 and raw.startswith(_UTF8_BOM):
                 raw = raw[len(_UTF8_BOM):]
-            if len(raw.rstrip(b"\r\n")) > limits.max_record_bytes:
+            if cut or len(raw.rstrip(b"\r\n")) > limits.max_record_bytes:
                 raise _too_large(index + 1, lineno, limits.max_record_bytes)
             if not raw.strip():
                 continue

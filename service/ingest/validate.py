@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from .archives import iter_extract, list_archive
-from .errors import DatasetError, ImageError
+from .errors import DatasetError, ImageError, IngestError
 from .formats import ParsedSample, content_hash, iter_samples
 from .images import ImageInfo, check_image
 from .limits import IngestLimits
@@ -70,9 +70,9 @@ def validate_upload(
 ) -> ValidatedDataset:
     """Parse and check everything; raise the first IngestError. The caller deletes `workdir`.
 
-    keep_samples=False checks the same and raises the same errors, but keeps no sample (and no
-    content hash): memory holds one sample, 8 bytes per sample id, and each distinct image
-    reference with its first user's id and line, not the file. The API validates an upload this way; the worker keeps them.
+    keep_samples=False checks the same and raises the same first error, but keeps no sample (and
+    no content hash): memory holds one sample, 8 bytes per sample id (16 while they are sorted),
+    and each distinct image reference with its first user's id, line and label, not the file. The API validates an upload this way; the worker keeps them.
     """
     if image_mode not in ("keep", "check", "list"):
         raise ValueError(f"image_mode must be 'keep', 'check' or 'list', got {image_mode!r}")
@@ -126,44 +126,58 @@ def _parse_unique(
     """(the samples, or [] unless `keep`; their count; each image reference's first user).
 
     Duplicate ids: with `keep`, found as they come; without, every id's 64-bit hash is kept and a
-    second pass over the file runs only when two hashes collide, to name the first duplicate
-    exactly as the first way does (its records' own errors then come first, in file order)."""
+    second pass over the file (up to a failing record, if any) runs only when two hashes collide,
+    to name the first duplicate exactly as the first way does."""
     samples: list[ParsedSample] = []
     first_at: dict[str, ParsedSample] = {}
     users: dict[str, _User] = {}
     skills: set[str] = set()
     hashes = array("q")
     count = 0
-    for sample in iter_samples(dataset_path, limits):
-        if sample.skill is not None and sample.skill not in skills:
-            skills.add(sample.skill)
-            if len(skills) > limits.max_skills:
-                raise DatasetError(
-                    "too_many_skills",
-                    f"{sample.describe()} declares skill {sample.skill!r}: the dataset has more "
-                    f"than {limits.max_skills} distinct skills",
-                    line=sample.line, sample_id=sample.key, field="skill",
-                )
-        count += 1
-        if sample.image_names:
-            user = _User(sample.key, sample.line, sample.describe())
-            for ref in sample.image_names:
-                users.setdefault(ref, user)
-        if keep:
-            _check_unique(first_at, sample)
-            samples.append(sample)
-        else:
-            hashes.append(hash(sample.key))
+    try:
+        for sample in iter_samples(dataset_path, limits):
+            if sample.skill is not None and sample.skill not in skills:
+                skills.add(sample.skill)
+                if len(skills) > limits.max_skills:
+                    raise DatasetError(
+                        "too_many_skills",
+                        f"{sample.describe()} declares skill {sample.skill!r}: the dataset has more "
+                        f"than {limits.max_skills} distinct skills",
+                        line=sample.line, sample_id=sample.key, field="skill",
+                    )
+            count += 1
+            if sample.image_names:
+                user = _User(sample.key, sample.line, sample.describe())
+                for ref in sample.image_names:
+                    users.setdefault(ref, user)
+            if keep:
+                _check_unique(first_at, sample)
+                samples.append(sample)
+            else:
+                hashes.append(hash(sample.key))
+    except IngestError:
+        if not keep:  # a duplicate id before the failing record came first: name it, as `keep` does
+            _first_duplicate(dataset_path, limits, hashes, count)
+        raise
     if not count:
         raise DatasetError("empty_dataset", "the dataset file contains no samples")
     if not keep:
-        ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
-        if (ordered[1:] == ordered[:-1]).any():
-            suspects = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
-            for sample in iter_samples(dataset_path, limits):
-                if hash(sample.key) in suspects:
-                    _check_unique(first_at, sample)
+        _first_duplicate(dataset_path, limits, hashes, count)
     return samples, count, users
+
+
+def _first_duplicate(dataset_path: str | os.PathLike[str], limits: IngestLimits, hashes: array, upto: int) -> None:
+    """Raise the first duplicate id among the first `upto` samples, if their id hashes collide."""
+    ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return
+    suspects, first_at = set(ordered[1:][same].tolist()), {}
+    for k, sample in enumerate(iter_samples(dataset_path, limits)):
+        if k >= upto:
+            return
+        if hash(sample.key) in suspects:
+            _check_unique(first_at, sample)
 
 
 def _check_unique(first_at: dict[str, ParsedSample], sample: ParsedSample) -> None:

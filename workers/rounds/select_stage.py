@@ -89,6 +89,7 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, np.ndarray,
             scores[name][pos : pos + m] = batch.scores[name]
         pos += m
         run.watch.report(k + 1, len(shards))
+        run.watch.check()  # cancel honoured between shard reads (at most once a second)
     return ids, features, scores, hidden
 
 
@@ -118,6 +119,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
             # a new-only round prunes its new samples; the members it leaves alone count against the cap
             others = len(set(plan.members) - set(plan.candidates))
             pruned = prune_pool(ids, by, result.clustering, run.cfg.pruning, result.budget, others)
+        run.watch.check(force=True)
         clock["index"] = time.perf_counter()
         index = write_pool_index(run, ids, features, {p.sample_id for p in pruned}, workdir)
         clock["end"] = time.perf_counter()

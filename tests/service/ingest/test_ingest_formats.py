@@ -331,7 +331,7 @@ def test_a_syntax_error_in_a_large_array_is_named_not_taken_for_a_large_sample(t
     err = _error(tmp_path, text, IngestLimits(max_record_bytes=200))
     with pytest.raises(json.JSONDecodeError) as want:
         json.loads(text)
-    assert (err.code, err.line) == ("malformed_json", want.value.lineno == 2 and 2)
+    assert (err.code, err.line, want.value.lineno) == ("malformed_json", 2, 2)
     assert f"line 2, column {want.value.colno}: invalid JSON: {want.value.msg}" in err.detail
 
 
@@ -353,6 +353,13 @@ def test_record_limit_is_exact(tmp_path, fmt):
     assert parse_dataset(_write(tmp_path, text(rec)), IngestLimits(max_record_bytes=len(rec)))
     err = _error(tmp_path, text(rec), IngestLimits(max_record_bytes=len(rec) - 1))
     assert err.code == "record_too_large" and err.line == 1
+
+
+def test_a_jsonl_line_cut_by_the_read_is_too_large_even_if_it_ends_in_carriage_returns(tmp_path):
+    rec = json.dumps(llava_record("a", "q", "answer"))
+    limit = len(rec) + 2
+    err = _error(tmp_path, rec + "\r" * 8 + '{"id": 2}\n', IngestLimits(max_record_bytes=limit))
+    assert (err.code, err.line) == ("record_too_large", 1)
 
 
 def test_a_large_json_array_is_parsed_in_memory_of_one_sample(tmp_path):

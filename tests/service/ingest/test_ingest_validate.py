@@ -146,6 +146,18 @@ def test_duplicate_ids_name_both_occurrences(tmp_path, keep):
 
 
 @pytest.mark.parametrize("keep", [True, False])
+def test_a_duplicate_outranks_a_later_bad_record_either_way(tmp_path, keep):
+    good = [llava_record("a", "q", "x"), llava_record("b", "q", "y"), llava_record("a", "q", "z")]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in good) + '\n{"id": "c", "conversations": 5}\n{"id": \n')
+    err = _err(path, None, tmp_path / "w", keep_samples=keep)
+    assert (err.code, err.sample_id, err.line) == ("duplicate_sample_id", "a", 3)
+    # with no duplicate before it, the bad record is the first error
+    path.write_text("\n".join(json.dumps(r) for r in good[:2]) + '\n{"id": "c", "conversations": 5}\n')
+    assert _err(path, None, tmp_path / "w2", keep_samples=keep).code == "invalid_conversations"
+
+
+@pytest.mark.parametrize("keep", [True, False])
 def test_int_id_and_position_key_collide(tmp_path, keep):
     records = [llava_record(2, "q", "x"), {k: v for k, v in llava_record(0, "q", "y").items() if k != "id"}]
     err = _err(write_records(tmp_path / "d.json", records), None, tmp_path / "w", keep_samples=keep)

@@ -341,12 +341,19 @@ def test_pool_caps_in_a_round_keep_per_cluster_then_budget_multiple_and_new_only
     env.drain()
     assert active_by_cluster(capped)[0].sum() == 9
 
-    # a round over its new samples only still keeps the whole pool under the cap
+    # a round over its new samples only still keeps the whole pool under the cap: the pool is
+    # full, so the new samples are all pruned and the old members stay
+    with env.factory() as s:
+        before = set(s.scalars(select(PoolMember.sample_id).where(PoolMember.pool_id == capped,
+                                                                  PoolMember.status == "active")))
     b = add_dataset(env, "b", list(range(20, 40)))
     round_id, _ = start_round(env, capped, [b], budget=6, train=False, candidates="new")
     env.drain()
     with env.factory() as s:
         assert s.get(Round, round_id).result["pool_size"] == active_by_cluster(capped)[0].sum() == 9
+        members = s.scalars(select(PoolMember).where(PoolMember.pool_id == capped)).all()
+    assert {m.sample_id for m in members if m.status == "active"} == before
+    assert all(m.status == "pruned" and m.reason in ("near_duplicate", "pool_cap") for m in members if m.joined_round == 2)
 
 
 def _cancel_after_first_call(env: RoundEnv, job_id: str, calls: list, pause: float = 1.1):

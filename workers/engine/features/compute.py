@@ -117,9 +117,11 @@ class FeatureEngine:
 def _mean_pool(hidden: Any, attention_mask: Any) -> Any:
     """Mean of each sample's last hidden states over its attended tokens (image tokens included),
     float32[n, d]: padding does not change it."""
-    hidden = hidden.float()  # sum in float32, not in a bfloat16 model's dtype
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    import torch
+
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # 0/1: the product is exact in any dtype
+    summed = (hidden * mask).sum(dim=1, dtype=torch.float32)  # summed in float32, not in bfloat16
+    return summed / attention_mask.sum(dim=1, keepdim=True).clamp(min=1).float()
 
 
 def _approx_length(sample: EngineSample) -> tuple[int, int]:
