@@ -63,7 +63,7 @@ class PruneConfig:
     exact_max: int = 1024
     cell_size: int = 128
     # 3 probes: dedup recall against the exhaustive search at 300k rows, in 10 clusters and in one
-    # cluster of 300k, 0.9876 / 0.9878 with 2 probes, 0.9976 / 0.9981 with 3, 0.9986 / 0.9998 with
+    # cluster of 300k, 0.9872 / 0.9878 with 2 probes, 0.9976 / 0.9981 with 3, 0.9986 / 0.9998 with
     # 4; pruning 300k rows (10 clusters) took 4.6 s with 2, 5.9 s with 3, 6.6 s with 4.
     nprobe: int = 3
     max_neighbors: int = 16
