@@ -247,9 +247,10 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
     rss.start()
     stages: dict[str, dict[str, Any]] = {}
     try:
-        def put(name: str, start: float, end: float, process: str, **extra: Any) -> None:
-            stages[name] = {"seconds": round(end - start, 2), "peak_rss_gb": rss.peak(start, end, process),
-                            "process": process, **extra}
+        def put(name: str, start: float, end: float, process: str, seconds: float | None = None, **extra: Any) -> None:
+            """A stage's figures; memory is its peak over [start, end], time `seconds` or end − start."""
+            stages[name] = {"seconds": round(end - start if seconds is None else seconds, 2),
+                            "peak_rss_gb": rss.peak(start, end, process), "process": process, **extra}
             if process == "worker":
                 stages[name]["peak_anon_gb"] = rss.peak(start, end, "worker_anon")
 
@@ -280,8 +281,7 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
         for kind in ("prepare", "warmup", "features"):
             if kind in spans:
                 put(kind, *spans[kind], "worker")
-        put("select", s0, s1, "worker", without_prune_s=round(s1 - s0 - secs["prune_s"], 2), timings=secs)
-        stages["select"]["seconds"] = stages["select"].pop("without_prune_s")
+        put("select", s0, s1, "worker", seconds=s1 - s0 - secs["prune_s"], timings=secs)  # pruning is its own row
         put("prune", prune_start, prune_start + secs["prune_s"], "worker")
         put("train", *spans["train"], "worker")
         put("finalize", *spans["finalize"], "worker")
