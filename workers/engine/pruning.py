@@ -189,7 +189,7 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
     from workers.engine.selection.cells import split_cells
     from workers.engine.selection.neighbours import earlier_matches
     from workers.engine.selection.parallel import map_parallel, single_threaded_kernels
-    from workers.engine.selection.vectors import gather_normalized
+    from workers.engine.selection.vectors import UnitRows
 
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
@@ -199,7 +199,7 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
     def one_cluster(item: tuple[int, np.ndarray]):
         c, rows = item
         rows = rows[np.argsort(ids[rows], kind="stable")]
-        x = gather_normalized(features, rows)  # the only float32 copy: this cluster's rows
+        x = UnitRows.gather(features, rows)  # this cluster's rows, float32 unit rows on access
         cells = split_cells(x, exact_max=cfg.exact_max, cell_size=cfg.cell_size, nprobe=cfg.nprobe, seed=cfg.seed)
         found = earlier_matches(x, cells, cfg.threshold, cfg.max_neighbors)
         return (c, rows, *_dedup_and_redundancy(x, cells, found, cfg.threshold))

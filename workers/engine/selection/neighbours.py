@@ -18,6 +18,10 @@ from workers.engine.selection.cells import Cells
 # Block of the similarity computation: 4M float32 entries = 16 MB, whatever the cell sizes.
 BLOCK_ENTRIES = 4_000_000
 
+# Query rows gathered at once (float32): a cell that many rows probe (a hub) must not become a
+# copy of most of its cluster (20k queries × 8,192 dimensions would be 655 MB).
+QUERY_BLOCK_BYTES = 64 << 20
+
 # Members per tile. Rows and members are both in row order, so a tile of consecutive members
 # is only compared with the queries after its first member: about half of the cell's
 # query × member products, where whole-cell blocks computed them all (measured at 50k rows:
@@ -38,6 +42,7 @@ def scan_earlier_blocks(
     Args:
         queries_mask, members_mask: bool[m]; when given, only these rows query / are searched.
     """
+    q_rows = max(1, QUERY_BLOCK_BYTES // (4 * x.shape[1]))
     for members, queries in zip(cells.members(), cells.queries()):
         if members_mask is not None:
             members = members[members_mask[members]]
@@ -45,24 +50,26 @@ def scan_earlier_blocks(
             queries = queries[queries_mask[queries]]
         if len(members) == 0 or len(queries) == 0:
             continue
-        xq = x[queries]
-        for start in range(0, len(members), MEMBER_TILE):
-            tile = members[start : start + MEMBER_TILE]
-            first = int(np.searchsorted(queries, tile[0], side="right"))
-            if first == len(queries):
-                break  # later tiles start even later
-            xt = x[tile]
-            step = max(1, BLOCK_ENTRIES // len(tile))
-            for q0 in range(first, len(queries), step):
-                q = queries[q0 : q0 + step]
-                s = xq[q0 : q0 + step] @ xt.T
-                # Only queries up to the tile's last member can see a member that is not earlier
-                # (queries and members ascend): mask that band, leave the rest untouched.
-                band = int(np.searchsorted(q, tile[-1], side="right"))
-                if band:
-                    before = np.searchsorted(tile, q[:band])
-                    s[:band][np.arange(len(tile))[None, :] >= before[:, None]] = -np.inf
-                yield q, tile, s
+        for q_start in range(0, len(queries), q_rows):
+            qs = queries[q_start : q_start + q_rows]
+            xq = x[qs]
+            for start in range(0, len(members), MEMBER_TILE):
+                tile = members[start : start + MEMBER_TILE]
+                first = int(np.searchsorted(qs, tile[0], side="right"))
+                if first == len(qs):
+                    break  # later tiles start even later
+                xt = x[tile]
+                step = max(1, BLOCK_ENTRIES // len(tile))
+                for q0 in range(first, len(qs), step):
+                    q = qs[q0 : q0 + step]
+                    s = xq[q0 : q0 + step] @ xt.T
+                    # Only queries up to the tile's last member can see a member that is not
+                    # earlier (queries and members ascend): mask that band, leave the rest untouched.
+                    band = int(np.searchsorted(q, tile[-1], side="right"))
+                    if band:
+                        before = np.searchsorted(tile, q[:band])
+                        s[:band][np.arange(len(tile))[None, :] >= before[:, None]] = -np.inf
+                    yield q, tile, s
 
 
 @dataclass
@@ -120,7 +127,7 @@ def earlier_matches(x: np.ndarray, cells: Cells, threshold: float, max_edges: in
     `max_edges` most similar ones (the result is the same whenever that happens).
 
     Args:
-        x: [m, d] float32 unit rows, in the order that defines "earlier".
+        x: [m, d] float32 unit rows (or `UnitRows`), in the order that defines "earlier".
         cells: from `split_cells`.
         threshold: similarity above which a candidate is listed.
         max_edges: listed candidates kept per row.

@@ -1,5 +1,6 @@
 """Blocked normalisation and gathering, and the engine's thread pool."""
 import numpy as np
+import pytest
 
 import workers.engine.selection.vectors as vec
 from workers.engine.selection.parallel import map_parallel
@@ -40,3 +41,62 @@ def test_pool_threads_inherit_single_threaded_faiss():
 
     with single_threaded_kernels():
         assert list(map_parallel(lambda _: faiss.omp_get_max_threads(), range(4), 2)) == [1] * 4
+
+
+def test_unit_rows_give_exactly_the_gathered_unit_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(vec, "GATHER_ROWS", 7)
+    rng = np.random.default_rng(1)
+    for dtype, on_file in ((np.float16, False), (np.float32, False), (np.float16, True)):
+        x = rng.normal(size=(60, 33)).astype(dtype)
+        x[5] = 0
+        rows = rng.permutation(60)[:41]
+        want = vec.gather_normalized(x, rows)
+        if on_file:
+            np.save(tmp_path / "x.npy", x)
+            got = vec.UnitRows.gather(vec.FileRows(tmp_path / "x.npy"), rows)
+            assert isinstance(got.source, vec.FileRows)  # nothing copied but the norms
+        else:
+            got = vec.UnitRows.gather(x, rows)
+        assert np.array_equal(got.raw, x[rows]) and got.raw.dtype == dtype
+        assert got.shape == want.shape and len(got) == 41
+        # bit for bit: pruning decides on thresholds, so the copy's values must not move
+        np.testing.assert_array_equal(got[np.arange(41)], want)
+        np.testing.assert_array_equal(got[3:17], want[3:17])
+        np.testing.assert_array_equal(got[np.array([40, 2, 2])], want[[40, 2, 2]])
+        np.testing.assert_array_equal(got[9], want[9])
+        centroids = rng.normal(size=(4, 33)).astype(np.float32)
+        np.testing.assert_allclose(got.matmul_t(centroids, block_rows=8), want @ centroids.T, rtol=1e-6, atol=1e-6)
+
+
+def _mapped_rss(path) -> int:
+    """Resident bytes of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
+                inside = len(head) >= 6 and head[-1] == str(path)
+            elif inside and head[0] == "Rss:":
+                total += int(head[1]) * 1024
+    return total
+
+
+def test_file_rows_read_any_rows_without_mapping_the_file(tmp_path):
+    x = np.random.default_rng(2).normal(size=(4096, 1024)).astype(np.float16)  # 8 MiB
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    plain = np.load(path, mmap_mode="r")
+    assert np.array_equal(plain[np.arange(0, 4096, 64)], x[::64])
+    assert _mapped_rss(path) >= 1 << 20  # 128 KB read through a memmap, far more mapped: the check can fail
+    del plain
+    rows = vec.FileRows(path)
+    assert (rows.shape, rows.dtype, rows.ndim, len(rows)) == (x.shape, np.float16, 2, 4096)
+    assert np.array_equal(np.concatenate([rows[s : s + 300] for s in range(0, 4096, 300)]), x)
+    for idx in (np.array([4095, 0, 7, 8, 9, 7, -1]), np.arange(0, 4096, 64), np.zeros(0, dtype=np.int64)):
+        assert np.array_equal(rows[idx], x[idx])
+    assert np.array_equal(rows[5], x[5]) and np.array_equal(rows[-2], x[-2]) and rows[10:10].shape == (0, 1024)
+    assert _mapped_rss(path) == 0
+    for bad in (4096, np.array([1, 4096])):
+        with pytest.raises(IndexError):
+            rows[bad]
+    rows.close()
