@@ -28,6 +28,7 @@ class RoundEngineConfig:
     training: TrainConfig
     shard_size: int
     warmup_fraction: float
+    pool_index: bool = False
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
@@ -58,6 +59,7 @@ def engine_config(raw: dict[str, Any] | None) -> RoundEngineConfig:
         training=TrainConfig(**cfg["training"]),
         shard_size=int(cfg["shard_size"]),
         warmup_fraction=float(cfg["warmup_fraction"]),
+        pool_index=bool(cfg["pool_index"]),
     )
 
 

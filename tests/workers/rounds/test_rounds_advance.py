@@ -15,7 +15,7 @@ from service.db.models import (
     Checkpoint, EvalResult, FeatureShard, IndexVersion, Job, Pool, PoolMember, Round, Score, Selection,
 )
 from service.jobs import request_cancel
-from tests.workers.rounds.rounds_helpers import RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
+from tests.workers.rounds.rounds_helpers import POOL_CONFIG, RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
 from workers.rounds.plan import load_plan
 
 
@@ -40,7 +40,7 @@ def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
     a = add_dataset(env, "a", list(range(14)))
     b = add_dataset(env, "b", [0, 1] + list(range(14, 22)))  # 0 and 1 repeat dataset a: exact duplicates
     ev = add_dataset(env, "eval", list(range(40, 44)))
-    pool_id = add_pool(env, eval_sets=((ev, "vqa"),))
+    pool_id = add_pool(env, {**POOL_CONFIG, "pool_index": True}, eval_sets=((ev, "vqa"),))
     round_id, job_id = start_round(env, pool_id, [a, b], budget=8, seed=3)
 
     # Every message delivered twice: the second delivery of a finished job must change nothing.
@@ -315,8 +315,6 @@ def test_a_new_only_round_trains_on_the_new_samples_and_keeps_the_members(round_
 
 
 def test_pool_caps_in_a_round_keep_per_cluster_then_budget_multiple_and_new_only_rounds(round_env: RoundEnv) -> None:
-    from tests.workers.rounds.rounds_helpers import POOL_CONFIG
-
     env = round_env
 
     def active_by_cluster(pool_id: str) -> tuple[dict[int, int], dict[int, int]]:
@@ -340,6 +338,9 @@ def test_pool_caps_in_a_round_keep_per_cluster_then_budget_multiple_and_new_only
     start_round(env, capped, [a], budget=6, train=False)
     env.drain()
     assert active_by_cluster(capped)[0].sum() == 9
+    # no FAISS index unless the pool asks for one (`pool_index`, off by default)
+    assert count(env, select(func.count()).select_from(IndexVersion)) == 0
+    assert not (env.settings.data_dir / "indexes").exists()
 
     # a round over its new samples only still keeps the whole pool under the cap: the pool is
     # full, so the new samples are all pruned and the old members stay
