@@ -83,7 +83,7 @@ def build_index(ids: np.ndarray, features: np.ndarray, seed: int = 0):
     """An in-memory FAISS index of the normalised features with `ids` as its ids.
 
     Args:
-        ids: int64[n] SQL sample ids. features: [n, d] float16/float32 (array or memmap).
+        ids: int64[n] SQL sample ids. features: [n, d] float16/float32 (array, memmap or `FileRows`).
     """
     import faiss
 
@@ -139,7 +139,7 @@ def write_index_version(directory: Path | str, round_no: int, ids: np.ndarray, f
         directory: the pool's index directory.
         round_no: the round this version belongs to.
         ids: int64[n] SQL sample ids (the pool's active members).
-        features: [n, d] float16 features (array or memmap of concatenated shards).
+        features: [n, d] float16 features (array, memmap or `FileRows` over the concatenated shards).
         seed: seeds the IVF training subsample and k-means.
         path: write here instead of the round's default file name (used by rebuilds).
         lock_timeout_s: how long to wait for another writer before IndexBusyError.

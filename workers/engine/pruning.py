@@ -176,7 +176,7 @@ def prune_pool(ids: np.ndarray, features: np.ndarray, clustering, cfg: PruneConf
 
     Args:
         ids: int64[n] SQL sample ids, unique.
-        features: [n, d] float16 or float32 (array or memmap), normalised here per cluster.
+        features: [n, d] float16 or float32 (array, memmap or `FileRows`), normalised here per cluster.
         clustering: the round's `Clustering` (assign int64[n]).
         cfg: PruneConfig.
         budget: the round's resolved budget (for `budget_multiple`); None ignores that cap.

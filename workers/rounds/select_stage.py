@@ -9,6 +9,7 @@ decision and cluster assignment go to a blob, and (when the pool config asks for
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -78,15 +79,21 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
                                      f"{run.ref.state.get('adapter_sha')}: features of different projections cannot mix")
             batch = read_shard(run.blobs.path(shard.blob))
             m = len(batch)
+            if m != shard.rows:
+                raise ShardBlobError(f"feature shard {shard.shard} holds {m} rows, its SQL row says {shard.rows}")
             if k == 0:
-                files["features"] = _npy_writer(workdir / "features.npy", (n, batch.features.shape[1]))
+                files["features"] = _NpyWriter(workdir / "features.npy", (n, batch.features.shape[1]))
                 if batch.hidden is not None:
-                    files["hidden"] = _npy_writer(workdir / "hidden.npy", (n, batch.hidden.shape[1]))
+                    files["hidden"] = _NpyWriter(workdir / "hidden.npy", (n, batch.hidden.shape[1]))
             if ("hidden" in files) != (batch.hidden is not None):
                 raise ShardBlobError(f"feature shard {shard.shard}: hidden embeddings in some shards only")
-            files["features"].write(np.ascontiguousarray(batch.features, dtype=np.float16).tobytes())
+            for name, arr in (("features", batch.features), ("hidden", batch.hidden)):
+                if arr is not None and arr.shape != (m, files[name].width):
+                    raise ShardBlobError(f"feature shard {shard.shard}: {name} of shape {arr.shape}, expected "
+                                         f"({m}, {files[name].width}) like the round's first shard")
+            files["features"].write(batch.features)
             if batch.hidden is not None:
-                files["hidden"].write(np.ascontiguousarray(batch.hidden, dtype=np.float16).tobytes())
+                files["hidden"].write(batch.hidden)
             ids[pos : pos + m] = batch.ids
             for name in SCORE_NAMES:
                 scores[name][pos : pos + m] = batch.scores[name]
@@ -96,16 +103,27 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
     finally:
         for f in files.values():
             f.close()
-    hidden = FileRows(workdir / "hidden.npy") if "hidden" in files else None
-    return ids, FileRows(workdir / "features.npy"), scores, hidden
+    with contextlib.ExitStack() as opened:  # closes what was opened if a later open fails
+        features = opened.enter_context(FileRows(workdir / "features.npy"))
+        hidden = opened.enter_context(FileRows(workdir / "hidden.npy")) if "hidden" in files else None
+        opened.pop_all()
+    return ids, features, scores, hidden
 
 
-def _npy_writer(path: Path, shape: tuple[int, int]):
-    """An open file positioned after the header of a float16 .npy of `shape`."""
-    f = open(path, "wb")
-    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
-                                            "fortran_order": False, "shape": shape})
-    return f
+class _NpyWriter:
+    """A float16 .npy of a known shape, written front to back with plain writes."""
+
+    def __init__(self, path: Path, shape: tuple[int, int]) -> None:
+        self.width = shape[1]
+        self._file = open(path, "wb")
+        np.lib.format.write_array_header_1_0(self._file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                          "fortran_order": False, "shape": shape})
+
+    def write(self, rows: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(rows, dtype=np.float16).tobytes())
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
@@ -179,15 +197,21 @@ def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned:
 
     keep = ~np.isin(ids, np.fromiter(pruned, dtype=np.int64, count=len(pruned)))
     if not keep.all():
-        # survivors copied block by block into a second memmap: never the whole pool in RAM
-        kept = np.lib.format.open_memmap(workdir / "kept.npy", mode="w+", dtype=features.dtype,
-                                         shape=(int(keep.sum()), features.shape[1]))
+        # the survivors copied block by block into a second file (the index build itself holds
+        # the index's codes, n × d half-floats, in memory)
         rows = np.flatnonzero(keep)
-        for start in range(0, len(rows), 65_536):
-            block = rows[start : start + 65_536]
-            kept[start : start + len(block)] = features[block]
-        ids, features = ids[keep], kept
+        out = _NpyWriter(workdir / "kept.npy", (len(rows), features.shape[1]))
+        try:
+            for start in range(0, len(rows), 4_096):
+                out.write(features[rows[start : start + 4_096]])
+        finally:
+            out.close()
+        ids, features = ids[keep], FileRows(workdir / "kept.npy")
     directory = run.settings.data_dir.resolve() / "indexes" / run.ref.pool_id
-    version = write_index_version(directory, run.ref.number, ids, features, seed=int(run.ref.params.get("seed", 0)))
+    try:
+        version = write_index_version(directory, run.ref.number, ids, features, seed=int(run.ref.params.get("seed", 0)))
+    finally:
+        if not keep.all():
+            features.close()
     return {"path": str(version.path), "sha256": version.sha256, "size_bytes": version.size_bytes,
             "ntotal": version.ntotal, "kind": version.kind}

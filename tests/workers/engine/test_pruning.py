@@ -243,3 +243,34 @@ def test_result_does_not_depend_on_threads_and_lite_prunes_more():
     default = {p.sample_id for p in prune_pool(ids, x, clustering, PruneConfig())}
     lite = {p.sample_id for p in prune_pool(ids, x, clustering, PruneConfig(preset="lite"))}
     assert len(lite) > len(default)
+
+
+def test_the_select_stage_sources_and_blocks_change_nothing(tmp_path, monkeypatch):
+    """Pruning from the features file (FileRows, as the select stage reads it) gives exactly what
+    it gives on the array in memory; with tiny blocks, the same decisions."""
+    import workers.engine.selection.cells as cells
+    from workers.engine.selection import SelectionConfig, select_samples
+    from workers.engine.selection.vectors import FileRows
+
+    ids, x, assign = planted_pool(5, 900, [5, 9, 30, 60], 0.02, d=24, n_clusters=3, chains=[12], eps=0.15)
+    x16 = x.astype(np.float16)
+    np.save(tmp_path / "f.npy", x16)
+    cfg = PruneConfig(exact_max=64, cell_size=32, max_pool_size=700, eps=0.15)
+    want = prune_pool(ids, x16, clustering_of(assign, 24), cfg)
+    assert len(want) > 300 and any(p.reason == "near_duplicate" for p in want)
+    with FileRows(tmp_path / "f.npy") as rows:
+        assert prune_pool(ids, rows, clustering_of(assign, 24), cfg) == want
+        monkeypatch.setattr(cells, "PROBE_BLOCK_ROWS", 7)
+        monkeypatch.setattr(neighbours, "QUERY_BLOCK_BYTES", 24 * 4 * 5)  # 5 query rows at a time
+        small = prune_pool(ids, rows, clustering_of(assign, 24), cfg)
+        # BLAS sums a product in an order that depends on the block's shape: the decisions stay,
+        # a similarity may move in its last bit
+        assert [(p.sample_id, p.reason, p.duplicate_of) for p in small] == [(p.sample_id, p.reason, p.duplicate_of) for p in want]
+        assert all(a.similarity == pytest.approx(b.similarity, abs=1e-6) for a, b in zip(small, want) if b.similarity is not None)
+        monkeypatch.undo()
+        scores = {"ppl": np.random.default_rng(0).random(len(ids)).astype(np.float32)}
+        sel = SelectionConfig(n_clusters=3, prune=cfg)
+        on_file = select_samples(ids, rows, scores, "semdedup", 100, sel, 0)
+    in_memory = select_samples(ids, x16, scores, "semdedup", 100, sel, 0)
+    assert [s.sample_id for s in on_file.selected] == [s.sample_id for s in in_memory.selected]
+    assert np.array_equal(on_file.clustering.assign, in_memory.clustering.assign)

@@ -275,6 +275,40 @@ def test_select_refuses_a_shard_computed_with_another_projection(round_env: Roun
     assert pool_snapshot(env, pool_id)["rounds"] == 0
 
 
+@pytest.mark.parametrize("damage", ["narrower", "fewer rows"])
+def test_select_refuses_a_shard_whose_shape_does_not_match(round_env: RoundEnv, tmp_path: Path, damage: str) -> None:
+    """The select stage writes the shards' rows one after another into one file: a shard of
+    another width, or with fewer rows than SQL recorded, fails the round instead of shifting
+    every later row."""
+    from dataclasses import replace
+
+    from workers.engine.features import read_shard, read_shard_meta, write_shard
+
+    env = round_env
+    ds = add_dataset(env, "a", list(range(6)))
+    pool_id = add_pool(env, {**_fast(), "shard_size": 3})
+    round_id, job_id = start_round(env, pool_id, [ds], budget=2)
+    env.drain(until_kind="round.select")
+    with env.factory() as s:
+        shard = s.get(FeatureShard, (round_id, 1))
+        batch = read_shard(env.blobs.path(shard.blob))
+        if damage == "narrower":
+            batch = replace(batch, features=batch.features[:, :-1])
+        else:
+            batch = replace(batch, ids=batch.ids[:-1], features=batch.features[:-1],
+                            scores={k: v[:-1] for k, v in batch.scores.items()})
+        write_shard(tmp_path / "bad.npz", batch, meta=read_shard_meta(env.blobs.path(shard.blob)))
+        shard.blob = env.blobs.put_file(tmp_path / "bad.npz").sha256
+        s.commit()
+    env.drain()
+    with env.factory() as s:
+        parent = s.get(Job, job_id)
+        assert (parent.status, parent.error["code"]) == ("failed", "blob_corrupt")
+        assert "feature shard 1" in parent.error["message"]
+        assert ("shape" if damage == "narrower" else "its SQL row says 3") in parent.error["message"]
+    assert pool_snapshot(env, pool_id)["rounds"] == 0
+
+
 def test_reaper_leaves_a_waiting_parent_alone(round_env: RoundEnv) -> None:
     from workers.leases import utcnow
     from workers.reaper import reap_expired

@@ -65,6 +65,7 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
         Cells with probes int64[m, min(nprobe, cells)], nearest first.
     """
     from workers.engine.selection.clustering import train_spherical_kmeans
+    from workers.engine.selection.vectors import row_blocks
 
     m, d = x.shape
     if m <= exact_max:
@@ -82,7 +83,7 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
 
     k1 = max(1, math.isqrt(-(-2 * m // cell_size)))
     p1 = min(k1, max(2, nprobe - 1))
-    # A handful of top cells: one GEMM (a fifth of a FAISS flat search here).
+    # A handful of top cells: a GEMM (a fifth of a FAISS flat search here), in blocks for UnitRows.
     top_probes = _top_columns(_sims(x, kmeans(np.arange(m), k1)), p1)[0]
     parts = [(t, kmeans(rows, -(-len(rows) // cell_size))) for t, rows in enumerate(_group(top_probes[:, 0], k1)) if len(rows)]
     cells = np.concatenate([c for _, c in parts])
@@ -101,7 +102,8 @@ def split_cells(x: np.ndarray, *, exact_max: int, cell_size: int, nprobe: int, s
         cand = np.concatenate([listed[t] for t in sets[g]])
         # in blocks of rows: a group can hold most of a large cluster (x[rows] of 48k rows × 8,192
         # dimensions is 1.6 GB of float32)
-        for part in np.array_split(rows, -(-len(rows) // PROBE_BLOCK_ROWS)):
+        for a, b in row_blocks(len(rows), PROBE_BLOCK_ROWS):
+            part = rows[a:b]
             cols, s = _top_columns(x[part] @ cells[cand].T, p)
             probes[part, : s.shape[1]] = np.where(np.isfinite(s), cand[cols], -1)
             sims[part, : s.shape[1]] = s

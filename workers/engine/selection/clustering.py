@@ -199,7 +199,7 @@ def cluster_features(
     blocks, so a 1M-row pool never needs a float32 copy of its own.
 
     Args:
-        x: [n, d] float16 or float32 features (array or memmap); normalised here.
+        x: [n, d] float16 or float32 features (array, memmap or `FileRows`); normalised here.
         n_clusters: k, or "auto" (see `choose_n_clusters`). k is capped at n.
         seed: seeds the subsample and the k-means initialisation.
         niter: k-means iterations.

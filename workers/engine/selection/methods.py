@@ -82,7 +82,7 @@ def select_samples(
 
     Args:
         ids: int64[n] SQL sample ids.
-        features: [n, d] float16 (or float32) gradient features, array or memmap.
+        features: [n, d] float16 (or float32) gradient features, array, memmap or `FileRows`.
         scores: expert → float32[n] (ppl, el2n, entropy, grand, ig); NaN = no score.
         method: see above.
         budget: a count, or a fraction in (0, 1] of n.

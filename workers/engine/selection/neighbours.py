@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workers.engine.selection.cells import Cells
+from workers.engine.selection.vectors import row_blocks
 
 # Block of the similarity computation: 4M float32 entries = 16 MB, whatever the cell sizes.
 BLOCK_ENTRIES = 4_000_000
@@ -50,8 +51,8 @@ def scan_earlier_blocks(
             queries = queries[queries_mask[queries]]
         if len(members) == 0 or len(queries) == 0:
             continue
-        for q_start in range(0, len(queries), q_rows):
-            qs = queries[q_start : q_start + q_rows]
+        for q_start, q_stop in row_blocks(len(queries), q_rows):
+            qs = queries[q_start:q_stop]
             xq = x[qs]
             for start in range(0, len(members), MEMBER_TILE):
                 tile = members[start : start + MEMBER_TILE]

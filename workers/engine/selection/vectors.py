@@ -1,8 +1,9 @@
-"""Blocked float16 → float32 conversion with L2 normalisation.
+"""Blocked float16 → float32 conversion with L2 normalisation, and the row sources it reads.
 
-Features arrive as float16 (often an np.memmap over concatenated shards). A float32 copy of a
-1M × 1024 pool is 4 GB, so every consumer walks the rows in blocks and keeps at most one
-float32 block (or one cluster's rows) alive at a time.
+Features arrive as float16: an array, a memmap, or (in the select stage) `FileRows` over the
+round's concatenated shards. A float32 copy of a 1M × 1024 pool is 4 GB, so every consumer walks
+the rows in blocks and keeps at most one float32 block alive at a time; pruning reads a cluster
+through `UnitRows`, which converts the rows it is asked for on each access.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def gather_normalized(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Normalised float32 copy of `x[rows]`, read in blocks so a memmap is never copied whole.
 
     Args:
-        x: [n, d] float16 or float32 (array or memmap).
+        x: [n, d] float16 or float32 (array, memmap or `FileRows`).
         rows: int64 row positions, any order.
     Returns:
         [len(rows), d] float32.
@@ -84,11 +85,22 @@ def gather_normalized(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def row_blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) over range(n) in blocks of `size`, a last block of one row merged into the
+    one before: a one-row product goes through GEMV, which sums in another order than GEMM, and
+    pruning compares similarities with thresholds."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for k, start in enumerate(starts):
+        yield start, starts[k + 1] if k + 1 < len(starts) else n
+
+
 def iter_normalized_blocks(x: np.ndarray, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (start row, normalised float32 block) over `x` in row order.
 
     Args:
-        x: [n, d] float16 or float32 (array or memmap).
+        x: [n, d] float16 or float32 (array, memmap or `FileRows`).
         block_rows: rows per block.
     """
     for start in range(0, x.shape[0], block_rows):
@@ -96,8 +108,8 @@ def iter_normalized_blocks(x: np.ndarray, block_rows: int = BLOCK_ROWS) -> Itera
 
 
 class UnitRows:
-    """A cluster's rows as unit float32 rows, converted on each access from float16 features:
-    indexing gives exactly what `gather_normalized` gives for the same rows.
+    """A cluster's rows as unit float32 rows, converted on each access from the features (float16,
+    or float32): indexing gives exactly what `gather_normalized` gives for the same rows.
 
     Over a `FileRows` the rows are read from the file on each access (the page cache keeps it)
     and nothing per row is held but its inverse norm; over an array or memmap they are copied
@@ -132,7 +144,7 @@ class UnitRows:
             to_float32(chunk, wide)
             norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))  # as `_scale_to_unit` computes them
             np.divide(1.0, norms, out=inv[start : start + len(part)], where=norms > 0)
-            inv[start : start + len(part)][norms <= 0] = 0.0
+            inv[start : start + len(part)][~(norms > 0)] = 0.0  # zero and NaN norms, as `_scale_to_unit`
         return cls(x, np.asarray(rows, dtype=np.int64), inv) if from_file else cls(raw, None, inv)
 
     def __len__(self) -> int:
@@ -149,8 +161,8 @@ class UnitRows:
     def matmul_t(self, other: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
         """self @ other.T, [m, k] float32, one block of rows converted at a time."""
         out = np.empty((self.shape[0], other.shape[0]), dtype=np.float32)
-        for start in range(0, self.shape[0], block_rows):
-            out[start : start + block_rows] = self[start : start + block_rows] @ other.T
+        for start, stop in row_blocks(self.shape[0], block_rows):
+            out[start:stop] = self[start:stop] @ other.T
         return out
 
 
@@ -167,14 +179,28 @@ class FileRows:
     def __init__(self, path) -> None:
         self.path = path
         self._file = open(path, "rb")
-        major, _ = np.lib.format.read_magic(self._file)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(self._file)
-        if fortran or len(shape) != 2:
-            raise ValueError(f"{path}: expected a C-ordered 2-D array, got shape {shape} (fortran={fortran})")
-        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), 2
-        self._offset = self._file.tell()
-        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        try:
+            major, _ = np.lib.format.read_magic(self._file)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(self._file)
+            if fortran or len(shape) != 2:
+                raise ValueError(f"{path}: expected a C-ordered 2-D array, got shape {shape} (fortran={fortran})")
+            self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), 2
+            self._offset = self._file.tell()
+            self._row_bytes = self.shape[1] * self.dtype.itemsize
+            size = os.fstat(self._file.fileno()).st_size
+            if size != self._offset + self.shape[0] * self._row_bytes:
+                raise ValueError(f"{path}: {size} bytes, but a {self.shape} {self.dtype} array takes "
+                                 f"{self._offset + self.shape[0] * self._row_bytes}")
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> FileRows:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -187,7 +213,7 @@ class FileRows:
         while len(view):
             got = os.preadv(self._file.fileno(), [view], pos)
             if got <= 0:
-                raise ValueError(f"{self.path}: file ends before row {start + len(out)}")
+                raise ValueError(f"{self.path}: the file ended inside rows {start}..{start + len(out) - 1}")
             view, pos = view[got:], pos + got
 
     def __getitem__(self, key) -> np.ndarray:
@@ -205,7 +231,16 @@ class FileRows:
             if len(out):
                 self._read(start, out)
             return out
-        rows = np.asarray(key, dtype=np.int64)
+        rows = np.asarray(key)
+        if rows.dtype == bool:
+            if rows.shape != (n,):
+                raise IndexError(f"a boolean mask over {n} rows must have shape ({n},), got {rows.shape}")
+            rows = np.flatnonzero(rows)
+        elif rows.size == 0:
+            rows = rows.astype(np.int64)
+        elif not np.issubdtype(rows.dtype, np.integer):
+            raise IndexError(f"FileRows takes integer or boolean indices, got {rows.dtype}")
+        rows = rows.astype(np.int64, copy=False)
         if rows.ndim != 1:
             raise IndexError(f"FileRows takes a 1-D index array, got shape {rows.shape}")
         rows = np.where(rows < 0, rows + n, rows)
@@ -216,4 +251,6 @@ class FileRows:
         breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
         for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(uniq)]) if len(uniq) else ():
             self._read(int(uniq[a]), got[a:b])
+        if len(uniq) == len(rows) and (len(rows) < 2 or bool(np.all(rows[1:] > rows[:-1]))):
+            return got  # already in the order asked: no second copy
         return got[back.ravel()]
