@@ -8,9 +8,9 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 PROJECTION_NNZ = 4
 # The pool cap a new pool gets: the pool is bounded by default. Every round recomputes the
 # gradient features of the whole pool, so the pool's size is each round's cost; one million is the
-# largest pool whose selection and pruning are measured here (about 20 s and 3.2 GB on two CPU
+# largest pool whose selection and pruning are measured here (about 15 s and 2.7 GB on two CPU
 # cores with 1,024-dimensional features, `bench/selection.py`), and its 8192-dimensional features
-# (16 GB of float16) fit a worker's disk. At 8192 dimensions the select stage's pool-index build
-# costs far more (`bench/service_scale.py`: 7 GB at 200k). Set it lower (or use `budget_multiple`)
-# when the feature pass or the select stage is the bottleneck.
+# (16 GB of float16) fit a worker's disk; the select stage reads them from disk (39 s and 0.9 GB
+# at 200k × 8192, `bench/service_scale.py`). Set it lower (or use `budget_multiple`) when the
+# feature pass or the select stage is the bottleneck.
 MAX_POOL_SIZE = 1_000_000

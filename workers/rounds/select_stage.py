@@ -23,10 +23,10 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 
 from service.db.models import FeatureShard, Selection
+from workers.engine.feature_file import FeatureFileWriter, FileRows
 from workers.engine.features import SCORE_NAMES, read_shard, read_shard_meta
 from workers.engine.pruning import prune_pool
 from workers.engine.selection import select_samples
-from workers.engine.selection.vectors import FileRows
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
 from workers.rounds.plan import load_plan
 from workers.rounds.runner import StageRun
@@ -82,9 +82,9 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
             if m != shard.rows:
                 raise ShardBlobError(f"feature shard {shard.shard} holds {m} rows, its SQL row says {shard.rows}")
             if k == 0:
-                files["features"] = _NpyWriter(workdir / "features.npy", (n, batch.features.shape[1]))
+                files["features"] = FeatureFileWriter(workdir / "features.npy", (n, batch.features.shape[1]))
                 if batch.hidden is not None:
-                    files["hidden"] = _NpyWriter(workdir / "hidden.npy", (n, batch.hidden.shape[1]))
+                    files["hidden"] = FeatureFileWriter(workdir / "hidden.npy", (n, batch.hidden.shape[1]))
             if ("hidden" in files) != (batch.hidden is not None):
                 raise ShardBlobError(f"feature shard {shard.shard}: hidden embeddings in some shards only")
             for name, arr in (("features", batch.features), ("hidden", batch.hidden)):
@@ -108,22 +108,6 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
         hidden = opened.enter_context(FileRows(workdir / "hidden.npy")) if "hidden" in files else None
         opened.pop_all()
     return ids, features, scores, hidden
-
-
-class _NpyWriter:
-    """A float16 .npy of a known shape, written front to back with plain writes."""
-
-    def __init__(self, path: Path, shape: tuple[int, int]) -> None:
-        self.width = shape[1]
-        self._file = open(path, "wb")
-        np.lib.format.write_array_header_1_0(self._file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
-                                                          "fortran_order": False, "shape": shape})
-
-    def write(self, rows: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(rows, dtype=np.float16).tobytes())
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
@@ -200,7 +184,7 @@ def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned:
         # the survivors copied block by block into a second file (the index build itself holds
         # the index's codes, n × d half-floats, in memory)
         rows = np.flatnonzero(keep)
-        out = _NpyWriter(workdir / "kept.npy", (len(rows), features.shape[1]))
+        out = FeatureFileWriter(workdir / "kept.npy", (len(rows), features.shape[1]))
         try:
             for start in range(0, len(rows), 4_096):
                 out.write(features[rows[start : start + 4_096]])

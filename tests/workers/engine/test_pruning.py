@@ -250,7 +250,7 @@ def test_the_select_stage_sources_and_blocks_change_nothing(tmp_path, monkeypatc
     it gives on the array in memory; with tiny blocks, the same decisions."""
     import workers.engine.selection.cells as cells
     from workers.engine.selection import SelectionConfig, select_samples
-    from workers.engine.selection.vectors import FileRows
+    from workers.engine.feature_file import FileRows
 
     ids, x, assign = planted_pool(5, 900, [5, 9, 30, 60], 0.02, d=24, n_clusters=3, chains=[12], eps=0.15)
     x16 = x.astype(np.float16)

@@ -1,8 +1,8 @@
 """Blocked normalisation and gathering, and the engine's thread pool."""
 import numpy as np
-import pytest
 
 import workers.engine.selection.vectors as vec
+from workers.engine.feature_file import FileRows
 from workers.engine.selection.parallel import map_parallel
 
 
@@ -53,8 +53,8 @@ def test_unit_rows_give_exactly_the_gathered_unit_rows(tmp_path, monkeypatch):
         want = vec.gather_normalized(x, rows)
         if on_file:
             np.save(tmp_path / "x.npy", x)
-            got = vec.UnitRows.gather(vec.FileRows(tmp_path / "x.npy"), rows)
-            assert isinstance(got.source, vec.FileRows)  # nothing copied but the norms
+            got = vec.UnitRows.gather(FileRows(tmp_path / "x.npy"), rows)
+            assert isinstance(got.source, FileRows)  # nothing copied but the norms
         else:
             got = vec.UnitRows.gather(x, rows)
         assert np.array_equal(got.raw, x[rows]) and got.raw.dtype == dtype
@@ -67,52 +67,6 @@ def test_unit_rows_give_exactly_the_gathered_unit_rows(tmp_path, monkeypatch):
         centroids = rng.normal(size=(4, 33)).astype(np.float32)
         for block in (8, 40, 64):  # 40: a last block of one row is folded into the one before
             np.testing.assert_array_equal(got.matmul_t(centroids, block_rows=block), want @ centroids.T)
-
-
-def _mapped_rss(path) -> int:
-    """Resident bytes of this process's mappings of `path` (from /proc/self/smaps)."""
-    total, inside = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split()
-            if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
-                inside = len(head) >= 6 and head[-1] == str(path)
-            elif inside and head[0] == "Rss:":
-                total += int(head[1]) * 1024
-    return total
-
-
-def test_file_rows_read_any_rows_without_mapping_the_file(tmp_path):
-    x = np.random.default_rng(2).normal(size=(4096, 1024)).astype(np.float16)  # 8 MiB
-    path = tmp_path / "x.npy"
-    np.save(path, x)
-    plain = np.load(path, mmap_mode="r")
-    assert np.array_equal(plain[np.arange(0, 4096, 64)], x[::64])
-    assert _mapped_rss(path) >= 1 << 20  # 128 KB read through a memmap, far more mapped: the check can fail
-    del plain
-    rows = vec.FileRows(path)
-    assert (rows.shape, rows.dtype, rows.ndim, len(rows)) == (x.shape, np.float16, 2, 4096)
-    assert np.array_equal(np.concatenate([rows[s : s + 300] for s in range(0, 4096, 300)]), x)
-    for idx in (np.array([4095, 0, 7, 8, 9, 7, -1]), np.arange(0, 4096, 64), np.zeros(0, dtype=np.int64)):
-        assert np.array_equal(rows[idx], x[idx])
-    assert np.array_equal(rows[5], x[5]) and np.array_equal(rows[-2], x[-2]) and rows[10:10].shape == (0, 1024)
-    mask = np.zeros(4096, dtype=bool)
-    mask[[3, 4, 900]] = True
-    assert np.array_equal(rows[mask], x[mask])
-    assert _mapped_rss(path) == 0
-    for bad in (4096, np.array([1, 4096]), np.array([1.0, 2.0]), mask[:10], slice(0, 10, 2)):
-        with pytest.raises(IndexError):
-            rows[bad]
-    rows.close()
-
-
-def test_file_rows_refuse_a_file_shorter_than_its_header_says(tmp_path):
-    path = tmp_path / "x.npy"
-    np.save(path, np.zeros((10, 4), dtype=np.float16))
-    with open(path, "r+b") as f:
-        f.truncate(path.stat().st_size - 8)  # the last row lost
-    with pytest.raises(ValueError, match="bytes, but a"):
-        vec.FileRows(path)
 
 
 def test_row_blocks_cover_the_range_without_a_one_row_tail():
