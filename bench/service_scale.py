@@ -18,7 +18,7 @@ the API and, in postgres mode, a second worker, more threads only wait on each o
 
 Stage times come from the service's own job records (each stage is a job with start and end
 times; select and prune are split by the select job's timings); resident memory is sampled four
-times a second: VmRSS (`peak_rss_gb`, which counts the memmapped features a stage touches, file
+times a second: VmRSS (`peak_rss_gb`, which also counts the file pages a process has mapped,
 pages the kernel can drop and re-read) and, for workers, RssAnon (`peak_anon_gb`: the process's
 own memory).
 

@@ -53,6 +53,7 @@ def test_create_fills_defaults_and_reads_back(client, alice):
         ({"pruning": {"embedding": "clip"}}, "body.config.pruning.embedding", "got 'clip'"),
         ({"pruning": {"max_pool_size": -5}}, "body.config.pruning.max_pool_size", "got -5"),
         ({"warmup_fraction": 1.5}, "body.config.warmup_fraction", "got 1.5"),
+        ({"pool_index": "yes"}, "body.config.pool_index", "bool"),
         ({"selection": {"n_cluster": 5}}, "body.config.selection.n_cluster", ""),
     ],
 )

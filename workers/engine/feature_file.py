@@ -35,7 +35,7 @@ class FileRows:
 
     A memmap keeps every page it touches mapped, and the kernel maps around each fault: in the
     select stage of a 200k × 8,192 float16 round, clustering left the whole 3.1 GB file resident,
-    and gathering 2,560 scattered rows (84 MB) alone mapped 2.4 GB.
+    and gathering 2,560 scattered rows (42 MB of them) alone mapped 2.4 GB.
     """
 
     def __init__(self, path) -> None:

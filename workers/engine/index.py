@@ -1,4 +1,5 @@
-"""The persistent pool index: one FAISS index per pool, a new file version per round.
+"""The persistent pool index: one FAISS index per pool, a new file version per round (for pools
+whose config sets `pool_index`).
 
 Vectors are the L2-normalised features stored as fp16 (the features are fp16 already, so this
 loses nothing beyond the normalisation's rounding), searched by inner product (= cosine); the

@@ -1,7 +1,7 @@
 """Stage finalize (queue select): the only stage that changes the pool, in ONE transaction.
 
 Inserts the round's checkpoints (warm-up and trained) with their eval results and the index
-version, adds the new samples as members (joined_round, cluster), marks pruned members with
+version when the select stage wrote one (`pool_index`), adds the new samples as members (joined_round, cluster), marks pruned members with
 round and reason, points the pool at the new checkpoint, counts the round, and ends the round
 and its parent job succeeded. Cancelled or failed rounds never get here, so they leave the pool
 exactly as it was.

@@ -23,8 +23,8 @@ def test_file_rows_read_any_rows_without_mapping_the_file(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, x)
     plain = np.load(path, mmap_mode="r")
-    assert np.array_equal(plain[np.arange(0, 4096, 64)], x[::64])
-    assert _mapped_rss(path) >= 1 << 20  # 128 KB read through a memmap, far more mapped: the check can fail
+    assert np.array_equal(np.asarray(plain).copy(), x)
+    assert _mapped_rss(path) >= 7 << 20  # a memmap keeps what it read resident: the check can fail
     del plain
     rows = FileRows(path)
     assert (rows.shape, rows.dtype, rows.ndim, len(rows)) == (x.shape, np.float16, 2, 4096)

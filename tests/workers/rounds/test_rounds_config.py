@@ -17,6 +17,7 @@ FULL = {
     "training": {"epochs": 2, "lr": 0.001, "batch_size": 2, "max_steps": 50, "seed": 7, "projector_lr": 2e-5},
     "shard_size": 64,
     "warmup_fraction": 0.1,
+    "pool_index": True,
 }
 
 
@@ -24,6 +25,7 @@ def test_every_key_converts() -> None:
     # every key of every section is set (and differs from its default), so none can be dropped silently
     config = PoolConfig.model_validate(FULL).to_json()
     defaults = PoolConfig().to_json()
+    assert set(FULL) == set(defaults) and all(FULL[k] != defaults[k] for k in FULL if not isinstance(FULL[k], dict))
     for section, values in FULL.items():
         if isinstance(values, dict):
             assert set(values) == set(defaults[section]), section
@@ -43,7 +45,8 @@ def test_every_key_converts() -> None:
     assert cfg.selection.prune == cfg.pruning  # the semdedup method dedups with the pool's settings
     t = cfg.training
     assert (t.epochs, t.lr, t.batch_size, t.max_steps, t.seed, t.projector_lr) == (2, 0.001, 2, 50, 7, 2e-5)
-    assert (cfg.shard_size, cfg.warmup_fraction) == (64, 0.1)
+    assert (cfg.shard_size, cfg.warmup_fraction, cfg.pool_index) == (64, 0.1, True)
+    assert engine_config(None).pool_index is False
 
 
 def test_partial_config_gets_defaults_and_bad_values_name_the_field() -> None:

@@ -121,11 +121,6 @@ class UnitRows:
         self.source, self.rows, self.inv = source, rows, inv
         self.shape, self.dtype, self.ndim = (len(inv), source.shape[1]), np.dtype(np.float32), 2
 
-    @property
-    def raw(self) -> np.ndarray:
-        """The features behind the rows, as stored (float16 or float32)."""
-        return self.source[self.rows] if self.rows is not None else self.source
-
     @classmethod
     def gather(cls, x, rows: np.ndarray) -> UnitRows:
         """Rows `rows` of `x` ([n, d] float16/32 array, memmap or `FileRows`), read in sorted chunks."""
