@@ -250,29 +250,39 @@ def test_failed_stage_fails_the_round(round_env: RoundEnv) -> None:
     assert pool_snapshot(env, pool_id) == {"members": [], "checkpoint": None, "rounds": 0, "checkpoints": []}
 
 
-def test_select_refuses_a_shard_computed_with_another_projection(round_env: RoundEnv, tmp_path: Path) -> None:
-    """A shard from another feature config (say, a worker of an older release redelivered it)
-    fails the round with a clear error instead of mixing incomparable features."""
+def _select_with_shard_1_replaced(env: RoundEnv, tmp_path: Path, damage) -> tuple[str, dict]:
+    """Run a round of two shards up to select, swap shard 1's blob for `damage(batch, meta)`'s
+    (batch, meta), run it out; returns (pool id, the round job's error)."""
     from workers.engine.features import read_shard, read_shard_meta, write_shard
 
-    env = round_env
     ds = add_dataset(env, "a", list(range(6)))
     pool_id = add_pool(env, {**_fast(), "shard_size": 3})
     round_id, job_id = start_round(env, pool_id, [ds], budget=2)
     env.drain(until_kind="round.select")
     with env.factory() as s:
         shard = s.get(FeatureShard, (round_id, 1))
-        meta = read_shard_meta(env.blobs.path(shard.blob))
-        meta["config"] = {**meta["config"], "projection": "rademacher"}
-        write_shard(tmp_path / "old.npz", read_shard(env.blobs.path(shard.blob)), meta=meta)
-        shard.blob = env.blobs.put_file(tmp_path / "old.npz").sha256
+        path = env.blobs.path(shard.blob)
+        write_shard(tmp_path / "bad.npz", *damage(read_shard(path), read_shard_meta(path)))
+        shard.blob = env.blobs.put_file(tmp_path / "bad.npz").sha256
         s.commit()
     env.drain()
     with env.factory() as s:
         parent = s.get(Job, job_id)
-        assert (parent.status, parent.error["code"]) == ("failed", "blob_corrupt")
-        assert "feature shard 1" in parent.error["message"] and "cannot mix" in parent.error["message"]
-    assert pool_snapshot(env, pool_id)["rounds"] == 0
+        assert parent.status == "failed"
+        return pool_id, parent.error
+
+
+def test_select_refuses_a_shard_computed_with_another_projection(round_env: RoundEnv, tmp_path: Path) -> None:
+    """A shard from another feature config (say, a worker of an older release redelivered it)
+    fails the round with a clear error instead of mixing incomparable features."""
+
+    def other_projection(batch, meta):  # noqa: ANN001, ANN202
+        return batch, {**meta, "config": {**meta["config"], "projection": "rademacher"}}
+
+    pool_id, error = _select_with_shard_1_replaced(round_env, tmp_path, other_projection)
+    assert error["code"] == "blob_corrupt"
+    assert "feature shard 1" in error["message"] and "cannot mix" in error["message"]
+    assert pool_snapshot(round_env, pool_id)["rounds"] == 0
 
 
 @pytest.mark.parametrize("damage", ["narrower", "fewer rows"])
@@ -282,31 +292,16 @@ def test_select_refuses_a_shard_whose_shape_does_not_match(round_env: RoundEnv, 
     every later row."""
     from dataclasses import replace
 
-    from workers.engine.features import read_shard, read_shard_meta, write_shard
-
-    env = round_env
-    ds = add_dataset(env, "a", list(range(6)))
-    pool_id = add_pool(env, {**_fast(), "shard_size": 3})
-    round_id, job_id = start_round(env, pool_id, [ds], budget=2)
-    env.drain(until_kind="round.select")
-    with env.factory() as s:
-        shard = s.get(FeatureShard, (round_id, 1))
-        batch = read_shard(env.blobs.path(shard.blob))
+    def reshape(batch, meta):  # noqa: ANN001, ANN202
         if damage == "narrower":
-            batch = replace(batch, features=batch.features[:, :-1])
-        else:
-            batch = replace(batch, ids=batch.ids[:-1], features=batch.features[:-1],
-                            scores={k: v[:-1] for k, v in batch.scores.items()})
-        write_shard(tmp_path / "bad.npz", batch, meta=read_shard_meta(env.blobs.path(shard.blob)))
-        shard.blob = env.blobs.put_file(tmp_path / "bad.npz").sha256
-        s.commit()
-    env.drain()
-    with env.factory() as s:
-        parent = s.get(Job, job_id)
-        assert (parent.status, parent.error["code"]) == ("failed", "blob_corrupt")
-        assert "feature shard 1" in parent.error["message"]
-        assert ("shape" if damage == "narrower" else "its SQL row says 3") in parent.error["message"]
-    assert pool_snapshot(env, pool_id)["rounds"] == 0
+            return replace(batch, features=batch.features[:, :-1]), meta
+        return replace(batch, ids=batch.ids[:-1], features=batch.features[:-1],
+                       scores={k: v[:-1] for k, v in batch.scores.items()}), meta
+
+    pool_id, error = _select_with_shard_1_replaced(round_env, tmp_path, reshape)
+    assert error["code"] == "blob_corrupt" and "feature shard 1" in error["message"]
+    assert ("shape" if damage == "narrower" else "its SQL row says 3") in error["message"]
+    assert pool_snapshot(round_env, pool_id)["rounds"] == 0
 
 
 def test_reaper_leaves_a_waiting_parent_alone(round_env: RoundEnv) -> None:
