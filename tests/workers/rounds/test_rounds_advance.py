@@ -2,6 +2,7 @@
 round and a second one on top, duplicate deliveries, a crash after a commit, cancel, failure."""
 from __future__ import annotations
 
+import json
 import tarfile
 from datetime import timedelta
 from pathlib import Path
@@ -115,6 +116,7 @@ def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
     with env.blobs.open(ckpt.blob) as f, tarfile.open(fileobj=f, mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["adapter_config.json", "adapter_model.safetensors"]
         tar.extractall(out, filter="data")
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-llava"
     model = PeftModel.from_pretrained(build_preset("tiny-llava")[0], out)
     assert any("lora_B" in n and p.abs().sum() > 0 for n, p in model.named_parameters())
 

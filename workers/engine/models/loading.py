@@ -41,9 +41,13 @@ class LoadedModel:
         return len(self.decoder_layers)
 
     def save_adapter(self, directory: str | Path) -> Path:
-        """Write a PEFT adapter dir (adapter_config.json + adapter_model.safetensors)."""
+        """Write a PEFT adapter dir (adapter_config.json + adapter_model.safetensors); its config
+        names the base model as the pool does (a preset name, a hub id or a path)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        for config in self.model.peft_config.values():
+            if config.base_model_name_or_path is None:  # presets are built from a config: PEFT finds no name
+                config.base_model_name_or_path = self.spec.base_model
         self.model.save_pretrained(directory, safe_serialization=True)
         return directory
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -31,6 +33,8 @@ def test_lora_layers_option_and_fresh_adapter_is_seeded():
 
 def test_adapter_round_trip(tmp_path, tiny_causal_lm_nonzero):
     tiny_causal_lm_nonzero.save_adapter(tmp_path / "ad")
+    config = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny-causal-lm"  # not null: a user can tell the base
     again = load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"), adapter_dir=tmp_path / "ad")
     want = {k: v for k, v in tiny_causal_lm_nonzero.model.state_dict().items() if "lora_" in k}
     got = again.model.state_dict()
