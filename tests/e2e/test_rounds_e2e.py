@@ -228,6 +228,10 @@ def test_embedded_serve_runs_a_round(tmp_path: Path) -> None:
             assert body["result"]["selected"] == 5 and body["result"]["checkpoint_id"]
             assert api.get(f"/v1/pools/{pool['id']}").json()["rounds_completed"] == 1
             assert len(jsonl(api.get(f"/v1/rounds/{r['id']}/selection").content)) == 5
+            url = f"/v1/checkpoints/{body['result']['checkpoint_id']}/content"
+            content, head = api.get(url), api.head(url)  # HEAD through uvicorn: the headers, no body
+            assert (head.status_code, head.content, head.headers["etag"]) == (200, b"", content.headers["etag"])
+            assert head.headers["content-length"] == str(len(content.content)) != "0"
         assert served.terminate() == 0, served.text[-3000:]
     finally:
         if served.proc.poll() is None:

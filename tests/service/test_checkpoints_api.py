@@ -74,6 +74,22 @@ def test_content_is_the_adapter_tarball(client, alice, ckpt):
         assert sorted(tar.getnames()) == ["adapter_config.json", "adapter_model.safetensors"]
 
 
+def test_head_answers_what_get_would_without_the_body(client, alice, bob, ckpt):
+    url = f"/v1/checkpoints/{ckpt['id']}/content"
+    full = adapter_tar_gz()
+    got = client.get(url, headers=alice.headers)
+    r = client.head(url, headers=alice.headers)
+    assert r.status_code == 200 and r.content == b""
+    for name in ("content-length", "etag", "content-type", "accept-ranges", "content-disposition"):
+        assert r.headers[name] == got.headers[name], name
+    assert r.headers["content-length"] == str(len(full))
+    r = client.head(url, headers=alice.headers | {"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == b""
+    assert (r.headers["content-range"], r.headers["content-length"]) == (f"bytes 10-19/{len(full)}", "10")
+    assert client.head(url, headers=alice.headers | {"If-None-Match": got.headers["etag"]}).status_code == 304
+    assert client.head(url, headers=bob.headers).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("header", "lo", "hi"),  # hi inclusive; negative = from the end
     [("bytes=0-99", 0, 99), ("bytes=100-", 100, -1), ("bytes=-64", -64, -1), ("bytes=10-999999", 10, -1)],

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -107,8 +107,9 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
     return _serialise(session, [_owned_checkpoint(session, checkpoint_id, owner.id)])[0]
 
 
-@router.get(
+@router.api_route(
     "/{checkpoint_id}/content",
+    methods=["GET", "HEAD"],
     response_class=StreamingResponse,
     responses={
         200: {"content": {MEDIA_TYPE: {}}, "description": "the whole tar.gz"},
@@ -118,6 +119,7 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
     },
 )
 def download_checkpoint(
+    request: Request,
     checkpoint_id: str,
     session: SessionDep,
     owner: OwnerDep,
@@ -126,7 +128,8 @@ def download_checkpoint(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
     if_range: Annotated[str | None, Header(alias="If-Range")] = None,
 ) -> Response:
-    """The adapter as tar.gz; `Range: bytes=a-b | a- | -n` resumes, the ETag is the sha256."""
+    """The adapter as tar.gz; `Range: bytes=a-b | a- | -n` resumes, the ETag is the sha256.
+    HEAD answers the same status and headers (size, ETag, range) with no body."""
     ckpt = _owned_checkpoint(session, checkpoint_id, owner.id)
     etag = etag_for(ckpt.blob)
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
@@ -148,11 +151,11 @@ def download_checkpoint(
             code="range_not_satisfiable", headers={**headers, "Content-Range": f"bytes */{size}"},
         ) from None
     headers["Content-Disposition"] = f'attachment; filename="{checkpoint_id}.tar.gz"'
-    if span is None:
-        headers["Content-Length"] = str(size)
-        body = stream_file_range(path, 0, size - 1) if size else iter([b""])
-        return StreamingResponse(body, media_type=MEDIA_TYPE, headers=headers)
-    start, end = span
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    start, end, status = (0, size - 1, 200) if span is None else (*span, 206)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
-    return StreamingResponse(stream_file_range(path, start, end), status_code=206, media_type=MEDIA_TYPE, headers=headers)
+    if request.method == "HEAD":  # the headers a GET would send (Content-Length kept), no body
+        return Response(status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    body = stream_file_range(path, start, end) if size else iter([b""])
+    return StreamingResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
