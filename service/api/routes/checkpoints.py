@@ -107,9 +107,16 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
     return _serialise(session, [_owned_checkpoint(session, checkpoint_id, owner.id)])[0]
 
 
-@router.api_route(
+@router.head(
     "/{checkpoint_id}/content",
-    methods=["GET", "HEAD"],
+    operation_id="head_checkpoint_content",
+    summary="Head checkpoint content",
+    description="GET's status and headers (Content-Length, ETag, Content-Range) without the body.",
+    responses={206: {"description": "the requested byte range"}, 304: {"description": "If-None-Match matched the ETag"},
+               416: {"description": "the range lies outside the file"}},
+)
+@router.get(
+    "/{checkpoint_id}/content",
     response_class=StreamingResponse,
     responses={
         200: {"content": {MEDIA_TYPE: {}}, "description": "the whole tar.gz"},

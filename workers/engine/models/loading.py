@@ -1,6 +1,7 @@
 """Load a base model (preset, local directory or HF id) and put a LoRA adapter on it."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +46,14 @@ class LoadedModel:
         names the base model as the pool does (a preset name, a hub id or a path)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for config in self.model.peft_config.values():
-            if config.base_model_name_or_path is None:  # presets are built from a config: PEFT finds no name
-                config.base_model_name_or_path = self.spec.base_model
         self.model.save_pretrained(directory, safe_serialization=True)
+        # Presets are built from a config, so PEFT writes no base model name. It is filled in the
+        # written file, not before saving: given a name, PEFT's save looks it up on the Hub.
+        path = directory / "adapter_config.json"
+        config = json.loads(path.read_text())
+        if config.get("base_model_name_or_path") is None:
+            config["base_model_name_or_path"] = self.spec.base_model
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         return directory
 
 
