@@ -52,7 +52,8 @@ def command(fn: Callable[[Api, argparse.Namespace], int]) -> Callable[[argparse.
             _note(f"error: {exc}")
             return 2
         except httpx.TransportError as exc:
-            _note(f"error: cannot reach the API at {api.url}: {exc or type(exc).__name__}")
+            _note(f"error: cannot reach the API at {api.url} (set --api-url or ADAPTINF_API_URL): "
+                  f"{exc or type(exc).__name__}")
             return 2
         except KeyboardInterrupt:
             _note("interrupted")

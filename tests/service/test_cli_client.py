@@ -105,6 +105,17 @@ def test_problems_are_one_line_with_exit_2(cli, alice, bob, tmp_path):
     assert exc.value.code == 2
 
 
+def test_an_unreachable_api_names_the_setting(alice, capsys):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    code = main(["pools", "show", "pool_x", "--api-url", f"http://127.0.0.1:{port}", "--api-key", alice.key])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert f"cannot reach the API at http://127.0.0.1:{port}" in err and "ADAPTINF_API_URL" in err
+
+
 def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
     new, _ = make_dataset(database_url, alice.owner_id, 4)
     pool = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava"},
