@@ -180,22 +180,17 @@ def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned:
     from workers.engine.index import write_index_version
 
     keep = ~np.isin(ids, np.fromiter(pruned, dtype=np.int64, count=len(pruned)))
-    if not keep.all():
-        # the survivors copied block by block into a second file (the index build itself holds
-        # the index's codes, n × d half-floats, in memory)
-        rows = np.flatnonzero(keep)
-        out = FeatureFileWriter(workdir / "kept.npy", (len(rows), features.shape[1]))
-        try:
+    directory = run.settings.data_dir.resolve() / "indexes" / run.ref.pool_id
+    with contextlib.ExitStack() as opened:
+        if not keep.all():
+            # the survivors copied block by block into a second file (the index build itself
+            # holds the index's codes, n × d half-floats, in memory)
+            rows = np.flatnonzero(keep)
+            out = opened.enter_context(contextlib.closing(FeatureFileWriter(workdir / "kept.npy", (len(rows), features.shape[1]))))
             for start in range(0, len(rows), 4_096):
                 out.write(features[rows[start : start + 4_096]])
-        finally:
             out.close()
-        ids, features = ids[keep], FileRows(workdir / "kept.npy")
-    directory = run.settings.data_dir.resolve() / "indexes" / run.ref.pool_id
-    try:
+            ids, features = ids[keep], opened.enter_context(FileRows(workdir / "kept.npy"))
         version = write_index_version(directory, run.ref.number, ids, features, seed=int(run.ref.params.get("seed", 0)))
-    finally:
-        if not keep.all():
-            features.close()
     return {"path": str(version.path), "sha256": version.sha256, "size_bytes": version.size_bytes,
             "ntotal": version.ntotal, "kind": version.kind}

@@ -48,13 +48,17 @@ def to_float32(src: np.ndarray, out: np.ndarray) -> None:
         torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(src)))
 
 
+def _inverse_norms(x: np.ndarray) -> np.ndarray:
+    """1 / ‖row‖ of a float32 [m, d] array; 0 for all-zero (and NaN) rows."""
+    # einsum avoids the [m, d] temporary that np.linalg.norm allocates
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+
+
 def _scale_to_unit(out: np.ndarray) -> None:
-    # einsum avoids the [m, d] temporary that np.linalg.norm allocates; multiplying by the
-    # inverse norms (0 for all-zero rows) is a plain vectorised loop, where a masked
-    # `np.divide(..., where=)` took 2.5× as long.
-    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
-    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    out *= inv[:, None]
+    # multiplying by the inverse norms is a plain vectorised loop, where a masked
+    # `np.divide(..., where=)` over the rows took 2.5× as long
+    out *= _inverse_norms(out)[:, None]
 
 
 def gather_normalized(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -138,9 +142,7 @@ class UnitRows:
                 raw[start : start + len(part)] = chunk
             wide = np.empty(chunk.shape, dtype=np.float32)
             to_float32(chunk, wide)
-            norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))  # as `_scale_to_unit` computes them
-            np.divide(1.0, norms, out=inv[start : start + len(part)], where=norms > 0)
-            inv[start : start + len(part)][~(norms > 0)] = 0.0  # zero and NaN norms, as `_scale_to_unit`
+            inv[start : start + len(part)] = _inverse_norms(wide)  # what `_scale_to_unit` multiplies by
         return cls(x, np.asarray(rows, dtype=np.int64), inv) if from_file else cls(raw, None, inv)
 
     def __len__(self) -> int:
