@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test migrate bench bench-data clean
+.PHONY: install serve test migrate bench bench-data browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,7 +24,12 @@ migrate: install
 serve: install
 	$(VENV)/bin/adaptinf serve --host $(HOST) --port $(PORT)
 
-test: install
+# The dashboard's and the docs' tests drive a real headless Chromium: Debian's, with its driver.
+browser:
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+		{ $(APT_GET) update -q && $(APT_GET) install -y -q chromium chromium-driver; }
+
+test: install browser
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: install
