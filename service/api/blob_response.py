@@ -21,7 +21,7 @@ class BlobResponse(FileResponse):
     plain-text 400; RFC 9110 §14.2 says a server MUST ignore an unknown range unit and MAY
     ignore any other bad Range, which a resuming client handles better (it gets the whole file).
     Its 416 is plain text too; here it is a problem+json like every other error of the API.
-    The hook is Starlette's own classmethod (there since Range support, 0.39); a rename would
+    The hook is Starlette's own classmethod (pyproject asks for >=1.5.1); a rename would
     show as the 416 and ignored-range tests failing, not as a silent change.
     """
 
