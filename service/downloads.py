@@ -1,8 +1,11 @@
-"""Downloads: a round's selection as JSONL / JSON / tar (streamed), and HTTP Range/ETag for blobs.
+"""Downloads: a round's selection as JSONL / JSON / tar, streamed.
 
 No web framework here; the routes wrap these generators in streaming responses. Memory stays
 flat whatever the selection size: records are read from SQL in keyset batches, images are
-copied from the blob store in chunks, and the tar is written member by member.
+copied from the blob store in chunks, and the tar is written member by member. These streams
+take no Range: they are generated, not stored, so their length is unknown until the end (no
+library offers Range over a generator; a client re-downloads). Stored blobs (checkpoints) are
+served with Range by service/api/blob_response.py.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.files import CHUNK_SIZE
 from service.db.models import Round, Sample, Selection
-from service.storage import BlobNotFound, BlobStore
+from service.storage import BlobStore
 
 FORMATS = ("jsonl", "json", "tar")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "json": "application/json", "tar": "application/x-tar"}
@@ -140,7 +143,7 @@ def plan_tar(session_factory: Callable[[], Session], rnd: Round, blobs: BlobStor
     the original records resolve against (LLaVA's `image_folder`). A name two different images
     share (two datasets both using "1.jpg") keeps the first there; the others go to
     <dataset_id>/<name>. Each record lists its tar paths under adaptinf.images. Raises
-    BlobNotFound before any byte is sent when an image is missing.
+    BlobNotFound (from blobs.size) before any byte is sent when an image is missing.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     spool = tempfile.TemporaryFile(dir=workdir)
@@ -202,70 +205,3 @@ def stream_tar(plan: TarPlan, blobs: BlobStore, mtime: float) -> Iterator[bytes]
         yield b"\0" * (2 * _BLOCK)  # end-of-archive marker
     finally:
         plan.close()
-
-
-# ---- Range / ETag -------------------------------------------------------------------------------
-
-
-class RangeNotSatisfiable(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(f"range not satisfiable for {size} bytes")
-        self.size = size
-
-
-# At most 19 digits: offsets beyond 2**63 name no byte of any file, and a 5,000-digit number
-# would pass Python's int() limit (a ValueError, which was a 500); such a header is ignored.
-_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The inclusive byte range a `Range` header asks for; None means send everything.
-
-    Supports `bytes=a-b`, `bytes=a-` and `bytes=-n` (RFC 9110 §14.1.2). A malformed header and
-    multi-range requests are ignored (the server may always answer 200 with the whole file).
-    Raises RangeNotSatisfiable when the range lies wholly outside the file.
-    """
-    if not header:
-        return None
-    m = _RANGE_RE.match(header.strip().replace(" ", ""))
-    if not m or (not m.group(1) and not m.group(2)):
-        return None
-    first, last = m.group(1), m.group(2)
-    if not first:  # suffix: the last n bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            raise RangeNotSatisfiable(size)
-        return max(0, size - n), size - 1
-    start = int(first)
-    if last and int(last) < start:
-        return None  # syntactically invalid: ignored
-    if start >= size:
-        raise RangeNotSatisfiable(size)
-    return start, min(int(last), size - 1) if last else size - 1
-
-
-def etag_for(sha256: str) -> str:
-    return f'"{sha256}"'
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match semantics: `*` or any listed tag, compared weakly (W/ prefixes ignored)."""
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    return any(t.strip().removeprefix("W/") == etag for t in header.split(","))
-
-
-def stream_file_range(path: Path, start: int, end: int) -> Iterator[bytes]:
-    """Bytes start..end (inclusive) of a file, in chunks."""
-    with path.open("rb") as f:
-        f.seek(start)
-        yield from _copy(f, end - start + 1)
-
-
-def blob_path(blobs: BlobStore, sha256: str) -> Path:
-    path = blobs.path(sha256)
-    if not path.is_file():
-        raise BlobNotFound(f"blob {sha256} not found")
-    return path

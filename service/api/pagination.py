@@ -3,6 +3,13 @@
 Rows are ordered by a key of columns ending in the unique id (e.g. created_at, id), so the order
 is total and stable; `after` names the last item of the previous page and the next page starts
 strictly after its key. Keyset pagination stays correct while rows are being added.
+
+Why not a library: sqlakeyset (and fastapi-pagination's cursor pages, built on it) page by
+opaque bookmarks that serialise the key values, and answer `paging.has_next` plus bookmarks, not
+`after=<id>`. The id cursor is this API's contract (the CLI and the client send the last id they
+saw, as Stripe's and OpenAI's lists do), so an adopter would still look the id up and convert it
+to key values, then hand sqlakeyset only the `key > values` filter and the limit+1 probe below:
+about ten lines, for a new dependency. Not simpler, so not adopted.
 """
 from __future__ import annotations
 

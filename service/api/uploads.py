@@ -1,9 +1,14 @@
 """Streaming multipart/form-data reader: file parts go straight to disk, with a size limit per file.
 
-Starlette's own form parser reads the whole body before the route runs and spools files to the
-system temp folder; here each file part is written to a file under the service's work dir as it
-arrives, hashed on the way, and an oversized part is refused (413) the moment it crosses the
-limit, without reading the rest of the body. Memory stays bounded by the transport's chunk size.
+The parsing is python-multipart's (its callback parser); this module only decides where each
+part's bytes go. Why not Starlette's `await request.form()`: it reads the whole body before the
+route runs, spools every file to the system temp folder (it has no size limit for file parts:
+`max_part_size` covers text fields only), and the route must then copy and hash it again. Here
+each file part is written under the service's work dir as it arrives, hashed on the way, and an
+oversized part is refused (413) the moment it crosses the limit. Measured with bench/uploads.py
+(one process, 2 shared cores; memory was flat for both, ~3 MiB): a 512 MiB upload took 2.4-2.8 s
+with form() + copy (512 MiB also written to the temp folder) against 1.8 s here; a 512 MiB upload
+over a 64 MiB limit was refused after reading all 512 MiB in 1.6 s, against 64 MiB in 0.27 s here.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Selection downloads (JSONL, JSON, tar with images, streamed; 409 until selection is final) and
-the Range / ETag helpers. SQLite and PostgreSQL for the routes."""
+"""Selection downloads (JSONL, JSON, tar with images, streamed; 409 until selection is final).
+SQLite and PostgreSQL for the routes. (Range / ETag: tests/service/api/test_blob_response.py.)"""
 from __future__ import annotations
 
 import io
@@ -11,7 +11,6 @@ import pytest
 from service import downloads
 from service.db.models import Job
 from service.db.session import session_scope
-from service.downloads import RangeNotSatisfiable, etag_matches, parse_range
 from service.storage import BlobStore
 from tests.service.pool_rows import make_dataset, make_round
 
@@ -113,42 +112,3 @@ def test_empty_selection(client, alice, pool_id, database_url):
     tar_bytes = client.get(url + "?format=tar", headers=alice.headers).content
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         assert [m.name for m in tar.getmembers()] == ["selection.jsonl"]
-
-
-# ---- pure helpers (no database) ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("header", "size", "expected"),
-    [
-        ("bytes=0-9", 100, (0, 9)),
-        ("bytes=10-", 100, (10, 99)),
-        ("bytes=-10", 100, (90, 99)),
-        ("bytes=-500", 100, (0, 99)),
-        ("bytes=90-500", 100, (90, 99)),
-        ("bytes=99-99", 100, (99, 99)),
-        (None, 100, None),
-        ("bytes=5-2", 100, None),  # invalid: ignored
-        ("items=0-1", 100, None),
-        ("bytes=0-1,4-5", 100, None),  # multi-range: whole file
-        ("bytes=-", 100, None),
-        ("bytes=" + "9" * 5000 + "-", 100, None),  # past Python's int() digit limit: ignored, not a 500
-        ("bytes=0-" + "9" * 30, 100, None),
-        ("bytes=0-" + "9" * 19, 100, (0, 99)),
-    ],
-)
-def test_parse_range(header, size, expected):
-    assert parse_range(header, size) == expected
-
-
-@pytest.mark.parametrize(("header", "size"), [("bytes=100-", 100), ("bytes=100-200", 100), ("bytes=-0", 100), ("bytes=-5", 0)])
-def test_parse_range_unsatisfiable(header, size):
-    with pytest.raises(RangeNotSatisfiable):
-        parse_range(header, size)
-
-
-def test_etag_matches():
-    tag = '"abc"'
-    assert etag_matches('"abc"', tag) and etag_matches('W/"abc"', tag) and etag_matches('"x", "abc"', tag)
-    assert etag_matches("*", tag)
-    assert not etag_matches('"abcd"', tag) and not etag_matches(None, tag) and not etag_matches("", tag)

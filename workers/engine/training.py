@@ -84,6 +84,7 @@ def train_lora(
     training (the adapter keeps the steps done so far).
     """
     import torch
+    from transformers import get_linear_schedule_with_warmup
 
     if not samples:
         raise ValueError("train_lora needs at least one sample")
@@ -100,9 +101,10 @@ def train_lora(
     warmup = int(cfg.warmup_ratio * total)
     groups = [{"params": factors}] + ([{"params": projector, "lr": cfg.projector_lr or cfg.lr}] if projector else [])
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
+    # HF Trainer's linear schedule. It equals the LambdaLR written here before except in warm-up,
+    # which starts at lr 0, not lr/(warmup+1): the same where warm-up rounds to 0 steps (under 34
+    # steps at the default warmup_ratio 0.03).
+    schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
     generator = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
     try:

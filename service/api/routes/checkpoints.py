@@ -6,22 +6,20 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.api.blob_response import BlobResponse, etag_for, etag_matches
 from service.api.deps import BlobsDep, OwnerDep, SessionDep
 from service.api.errors import ApiProblem, not_found
 from service.api.pagination import PageDep, paginate
 from service.api.routes.pools import owned_pool
 from service.db.models import Checkpoint, EvalResult, Pool, Round
-from service.downloads import RangeNotSatisfiable, blob_path, etag_for, etag_matches, parse_range, stream_file_range
 from service.jobs import iso_utc
 from service.rounds import get_checkpoint
 from service.schemas import ListOut
-from service.storage import BlobNotFound
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 MEDIA_TYPE = "application/gzip"
@@ -117,7 +115,7 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
 )
 @router.get(
     "/{checkpoint_id}/content",
-    response_class=StreamingResponse,
+    response_class=BlobResponse,
     responses={
         200: {"content": {MEDIA_TYPE: {}}, "description": "the whole tar.gz"},
         206: {"content": {MEDIA_TYPE: {}}, "description": "the requested byte range"},
@@ -126,14 +124,14 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
     },
 )
 def download_checkpoint(
-    request: Request,
     checkpoint_id: str,
     session: SessionDep,
     owner: OwnerDep,
     blobs: BlobsDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
-    if_range: Annotated[str | None, Header(alias="If-Range")] = None,
+    # Declared so the OpenAPI lists them; BlobResponse reads them off the request itself.
+    range_header: Annotated[str | None, Header(alias="Range", description="bytes=a-b, a- or -n")] = None,
+    if_range: Annotated[str | None, Header(alias="If-Range", description="the ETag of a partial copy")] = None,
 ) -> Response:
     """The adapter as tar.gz; `Range: bytes=a-b | a- | -n` resumes, the ETag is the sha256.
     HEAD answers the same status and headers (size, ETag, range) with no body."""
@@ -142,27 +140,12 @@ def download_checkpoint(
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    path = blobs.path(ckpt.blob)
     try:
-        path = blob_path(blobs, ckpt.blob)
-    except BlobNotFound:
+        stat = path.stat()
+    except FileNotFoundError:
         raise ApiProblem(500, f"the content of checkpoint {checkpoint_id} is missing from the blob store",
                          code="blob_missing") from None
-    size = path.stat().st_size
-    if if_range is not None and if_range.strip() != etag:
-        range_header = None  # the client's partial copy is of other content: send it all
-    try:
-        span = parse_range(range_header, size)
-    except RangeNotSatisfiable:
-        raise ApiProblem(
-            416, f"range {range_header!r} is outside the {size} bytes of checkpoint {checkpoint_id}",
-            code="range_not_satisfiable", headers={**headers, "Content-Range": f"bytes */{size}"},
-        ) from None
-    headers["Content-Disposition"] = f'attachment; filename="{checkpoint_id}.tar.gz"'
-    start, end, status = (0, size - 1, 200) if span is None else (*span, 206)
-    if span is not None:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    headers["Content-Length"] = str(end - start + 1)
-    if request.method == "HEAD":  # the headers a GET would send (Content-Length kept), no body
-        return Response(status_code=status, media_type=MEDIA_TYPE, headers=headers)
-    body = stream_file_range(path, start, end) if size else iter([b""])
-    return StreamingResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    # Range, If-Range and HEAD are answered by the response itself (see service/api/blob_response.py).
+    return BlobResponse(path, media_type=MEDIA_TYPE, headers=headers, filename=f"{checkpoint_id}.tar.gz",
+                        stat_result=stat)
