@@ -44,7 +44,7 @@ from bench.lifelong_stats import mean_ci, paired_ci
 from bench.lifelong_tables import print_tables
 from bench.real_data import SCHEDULE, RealBenchConfig, build_real_bench
 from bench.service_procs import EmbeddedService
-from service.cli.api_client import Api
+from service.client import Client as Api
 
 METHODS: dict[str, dict[str, Any]] = {
     "adapt-inf": {"method": "adapt-inf", "prune": True},
@@ -114,7 +114,7 @@ def upload(api: Api, directory: Path, entry: dict[str, Any]) -> tuple[str, str]:
     files = {"file": (entry["file"], (directory / entry["file"]).read_bytes(), "application/json")}
     if "images" in entry:
         files["images"] = (entry["images"], (directory / entry["images"]).read_bytes(), "application/x-tar")
-    ds = api.call("POST", "/v1/datasets", files=files, data={"name": entry["name"], "skill": entry["skill"]},
+    ds = api.request("POST", "/v1/datasets", files=files, data={"name": entry["name"], "skill": entry["skill"]},
                   timeout=None).json()
     return ds["id"], ds["job_id"]
 
@@ -128,7 +128,7 @@ def wait_jobs(api: Api, job_ids: list[str], poll: float = 2.0, timeout: float = 
             raise TimeoutError(f"{len(job_ids) - len(jobs)} of {len(job_ids)} jobs still running after {timeout:.0f} s")
         for j in job_ids:
             if j not in jobs:
-                job = api.get(f"/v1/jobs/{j}")
+                job = api.request("GET", f"/v1/jobs/{j}").json()
                 if job["status"] in DONE:
                     jobs[j] = job
         if len(jobs) < len(job_ids):
@@ -152,20 +152,18 @@ def run_seed(svc: EmbeddedService, seed: int, st: RealSettings, methods: list[st
     eval_sets = [{"dataset_id": uploads[e["name"]][0], "skill": e["skill"]} for e in manifest["eval"]]
     pools = {}
     for m in methods:
-        pools[m] = api.create("/v1/pools", {"name": f"real-{m}-s{seed}", "base_model": "smol-llava",
-                                            "model_type": "llava", "config": st.pool_config(),
-                                            "eval_sets": eval_sets})["id"]
+        pools[m] = api.pools.create(f"real-{m}-s{seed}", "smol-llava", "llava", config=st.pool_config(),
+                                    eval_sets=eval_sets).id
     round_wall_s = []
     for t, entries in enumerate(manifest["rounds"][:st.rounds]):
         dataset_ids = [uploads[e["name"]][0] for e in entries]
         started = time.perf_counter()
         # every method's round at once: the worker interleaves their stages
-        rounds = {m: api.create(f"/v1/pools/{pools[m]}/rounds",
-                                {"dataset_ids": dataset_ids, "budget": st.budget, "seed": seed, **METHODS[m]})
+        rounds = {m: api.rounds.create(pools[m], dataset_ids, st.budget, seed=seed, **METHODS[m]).model_dump(mode="json")
                   for m in methods}
         for m in methods:
             wait_jobs(api, [rounds[m]["job_id"]])
-            res = api.get(f"/v1/rounds/{rounds[m]['id']}").get("result") or {}
+            res = api.request("GET", f"/v1/rounds/{rounds[m]['id']}").json().get("result") or {}
             loss = (res.get("train") or {}).get("mean_loss")
             acc = {k: round(v["accuracy"], 2) for k, v in (res.get("eval") or {}).items() if v.get("accuracy") is not None}
             print(f"  [seed {seed} {m}] round {t + 1}: selected {res.get('selected')} of {res.get('candidates')}, "
@@ -177,13 +175,13 @@ def run_seed(svc: EmbeddedService, seed: int, st: RealSettings, methods: list[st
     out = {}
     for m in methods:
         q = f"?reference_pool_id={reference}" if reference else ""
-        metrics = api.get(f"/v1/pools/{pools[m]}/metrics{q}")
+        metrics = api.request("GET", f"/v1/pools/{pools[m]}/metrics{q}").json()
         row = dict(zip(metrics["skills"], metrics["accuracy"][-1])) if metrics["accuracy"] else {}
         status, rare = {p["skill"]: p["status"] for p in metrics["per_skill"]}, manifest["rare_skill"]
         out[m] = {**{k: metrics["summary"].get(k) for k in SUMMARY_METRICS},
                   "rare_acc": row.get(rare) if status.get(rare) == "arrived" else None, "accuracy": metrics["accuracy"],
                   "skills": metrics["skills"], "base": (metrics.get("base") or {}).get("accuracy"),
-                  "pool_size": api.get(f"/v1/pools/{pools[m]}").get("size"), "round_wall_s": round_wall_s}
+                  "pool_size": api.request("GET", f"/v1/pools/{pools[m]}").json().get("size"), "round_wall_s": round_wall_s}
     return out
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from service.cli.api_client import Api
+from service.client import Client as Api
 
 ADAPTINF = str(Path(sys.executable).parent / "adaptinf")
 _DEPLOYMENT = ("ADAPTINF_DATA_DIR", "ADAPTINF_DATABASE_URL", "ADAPTINF_BROKER_URL", "ADAPTINF_API_URL", "ADAPTINF_API_KEY")
@@ -83,7 +83,7 @@ class _Service:
 
     def stop(self) -> None:
         if self.api is not None:
-            self.api.http.close()
+            self.api.close()
         for proc in reversed(self.procs):
             _stop(proc)
         self.log.close()

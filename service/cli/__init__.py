@@ -6,7 +6,10 @@ a command function takes the parsed args and returns the process exit code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+EXIT_BROKEN_PIPE = 128 + 13  # the shell's code for SIGPIPE, as `yes | head -1` gives
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader left (`adaptinf datasets list --json | head -1`): stop quietly. Python's
+        # recipe: point stdout at /dev/null so the interpreter's last flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -1,22 +1,27 @@
 """The `adaptinf` client commands against a live API (uvicorn on a free port, SQLite and
-PostgreSQL): JSON on stdout, problems as one stderr line with exit 2, `jobs watch` and `--wait`
-following jobs that a background thread moves along, downloads (checkpoint resume, sha check)."""
+PostgreSQL): tables or --json on stdout, problems as one stderr line with exit 2, `jobs watch` and
+`--wait` following jobs that a background thread moves along, downloads (checkpoint resume, sha
+check), and a reader that leaves the pipe early."""
 from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
-import uvicorn
 
-from service.cli import main
+from apitools import serve_app
+from service.cli import EXIT_BROKEN_PIPE, main
 from service.db.models import Dataset, Job, Round
 from service.db.session import session_scope
-from service.main import create_app
+from service.jobs import add_event
 from service.storage import BlobStore
 from tests.datagen import write_llava_dataset
 from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round
@@ -24,19 +29,8 @@ from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round
 
 @pytest.fixture
 def api_url(settings):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_app(settings) as url:
+        yield url
 
 
 @pytest.fixture
@@ -69,22 +63,22 @@ def _set_job(database_url: str, job_id: str, **fields) -> None:
 def test_pools_and_rounds(cli, alice, database_url):
     ev, _ = make_dataset(database_url, alice.owner_id, 2)
     new, _ = make_dataset(database_url, alice.owner_id, 4)
-    code, out, err = cli("pools", "create", "--name", "p", "--base-model", "tiny-llava", "--model-type", "llava",
+    code, out, err = cli("pools", "create", "--json", "--name", "p", "--base-model", "tiny-llava", "--model-type", "llava",
                          "--config", '{"selection": {"n_clusters": 4}}', "--eval-set", f"{ev}:count")
     assert code == 0, err
     pool = json.loads(out)
     assert pool["config"]["selection"]["n_clusters"] == 4 and pool["config"]["selection"]["n_strata"] == 50
     assert pool["eval_sets"] == [{"dataset_id": ev, "skill": "count"}]
-    code, out, _ = cli("pools", "show", pool["id"])
+    code, out, _ = cli("pools", "show", pool["id"], "--json")
     assert code == 0 and json.loads(out) == pool
 
-    code, out, err = cli("rounds", "create", pool["id"], "--dataset", new, "--budget", "0.5", "--method", "random",
+    code, out, err = cli("rounds", "start", pool["id"], "--json", "--dataset", new, "--budget", "0.5", "--method", "random",
                          "--seed", "3", "--no-prune")
     assert code == 0, err
     rnd = json.loads(out)
     assert rnd["params"] == {"dataset_ids": [new], "budget": 0.5, "method": "random", "candidates": "pool",
                              "train": True, "prune": False, "seed": 3}
-    code, out, _ = cli("rounds", "show", rnd["id"])
+    code, out, _ = cli("rounds", "show", rnd["id"], "--json")
     assert code == 0 and json.loads(out)["job_id"] == rnd["job_id"]
 
 
@@ -126,6 +120,8 @@ def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
 
     def progress() -> None:
         _set_job(database_url, job_id, status="running", stage="features", progress_done=2, progress_total=4)
+        with session_scope(database_url) as session:
+            add_event(session, job_id, "stage train", data={"type": "train.step", "step": 3, "loss": 1.25})
         time.sleep(1.5)  # ~30 polls of the watcher: it sees this state even on a loaded machine
         _set_job(database_url, job_id, status="succeeded", stage="finalize", progress_done=4, progress_total=4)
         with session_scope(database_url) as session:
@@ -137,8 +133,12 @@ def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
     assert code == 0 and out == ""
     lines = err.splitlines()
     assert any(line.startswith("features") and " 2/4 " in line and "50.0%" in line for line in lines), err
-    assert lines[-1].startswith("finalize") and "4/4" in lines[-1] and "100.0%" in lines[-1] and "succeeded" in lines[-1]
-    assert "[" + "#" * 30 + "]" in lines[-1]
+    assert "  event: train.step: step 3  loss 1.25" in lines, err
+    bars = [line for line in lines if "[" in line]
+    assert bars[-1].startswith("finalize") and "4/4" in bars[-1] and "100.0%" in bars[-1] and "succeeded" in bars[-1]
+    assert "[" + "#" * 30 + "]" in bars[-1]
+    assert len(bars) == len(set(bars))  # a line per change, not per poll
+    assert lines[-1].startswith(f"job {job_id} (round) succeeded") and "finalize 4/4" in lines[-1]
 
     # rounds create --wait on a round whose job fails: the error is printed, exit 1, round JSON on stdout.
     def fail() -> None:
@@ -152,7 +152,7 @@ def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
                  error={"code": "out_of_memory", "message": "CUDA out of memory in shard 3"})
 
     t = _later(fail)
-    code, out, err = cli("rounds", "create", pool["id"], "--dataset", new, "--budget", "2", "--wait",
+    code, out, err = cli("rounds", "create", pool["id"], "--json", "--dataset", new, "--budget", "2", "--wait",
                          "--interval", "0.05")
     t.join()
     assert code == 1
@@ -172,7 +172,7 @@ def test_upload_wait_and_list(cli, alice, database_url, tmp_path):
 
     t = _later(ingest, 0.5)
     code, out, err = cli("datasets", "upload", str(dataset_file), "--images", str(archive), "--name", "mine",
-                         "--skill", "vqa", "--wait", "--interval", "0.05")
+                         "--skill", "vqa", "--wait", "--interval", "0.05", "--json")
     t.join()
     assert code == 0, err
     ds = json.loads(out)
@@ -196,14 +196,14 @@ def test_downloads(cli, alice, database_url, settings, client, tmp_path):
     assert code == 0, err
     with tarfile.open(out_tar) as tar:
         assert sorted(tar.getnames()) == ["img/0.png", "img/1.png", "img/2.png", "selection.jsonl"]
-    code, out, _ = cli("download", "selection", rnd["round_id"], "-o", "-")
+    code, out, _ = cli("rounds", "download", rnd["round_id"], "-o", "-")
     assert code == 0 and [json.loads(x)["adaptinf"]["sample_id"] for x in out.splitlines()] == ids
 
     content = adapter_tar_gz()
     target = tmp_path / "adapter.tar.gz"
     code, _, err = cli("download", "checkpoint", rnd["checkpoint_id"], "-o", str(target))
     assert code == 0 and target.read_bytes() == content and "sha256 verified" in err
-    code, _, err = cli("download", "checkpoint", rnd["checkpoint_id"], "-o", str(target))
+    code, _, err = cli("checkpoints", "download", rnd["checkpoint_id"], "-o", str(target))
     assert code == 0 and "already complete" in err
 
     # A partial download resumes from where it stopped.
@@ -221,3 +221,99 @@ def test_downloads(cli, alice, database_url, settings, client, tmp_path):
     assert code == 1 and "does not match sha256" in err and not part.exists() and not target.exists()
     with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
         assert "adapter_config.json" in tar.getnames()
+
+
+def test_list_show_and_delete_every_resource(cli, alice, database_url, settings, client):
+    blobs = BlobStore(settings.blob_dir)
+    ds, sample_ids = make_dataset(database_url, alice.owner_id, 3, blobs=blobs, name="cats")
+    ev, _ = make_dataset(database_url, alice.owner_id, 2, name="held-out")
+    code, out, err = cli("pools", "create", "--name", "pool-one", "--base-model", "tiny-llava", "--model-type", "llava")
+    assert code == 0 and "pool-one" in out and "tiny-llava (llava)" in out, err  # a summary, not JSON
+    pool_id = next(p["id"] for p in json.loads(cli("pools", "list", "--json")[1]))
+    code, out, _ = cli("pools", "add-eval-set", pool_id, ev, "count")
+    assert code == 0 and f"{ev}:count" in out
+    rnd = make_round(database_url, pool_id, alice.owner_id, number=1, selected=sample_ids, blobs=blobs,
+                     dataset_ids=[ds], evals=[(ev, "count", {"accuracy": 0.5, "loss": 1.2, "n": 2})])
+
+    tables = {
+        ("datasets", "list"): [ds, ev, "cats", "ready"],
+        ("datasets", "show", ds): [ds, "cats", "samples"],
+        ("datasets", "samples", ds): ["s0", "s2", "question 0"],
+        ("pools", "list"): [pool_id, "pool-one"],
+        ("pools", "show", pool_id): [pool_id, f"{ev}:count"],
+        ("pools", "clusters", pool_id): ["el2n", "expert"],
+        ("pools", "metrics", pool_id): ["count", "accuracy", "forgetting"],
+        ("rounds", "list", pool_id): [rnd["round_id"], "succeeded", "adapt-inf"],
+        ("rounds", "show", rnd["round_id"]): [rnd["round_id"], "selected", "3 of"],
+        ("jobs", "list"): [rnd["job_id"], "round"],
+        ("jobs", "show", rnd["job_id"]): [rnd["job_id"], "finalize"],
+        ("checkpoints", "list"): [rnd["checkpoint_id"], pool_id],
+        ("checkpoints", "show", rnd["checkpoint_id"]): [rnd["checkpoint_id"], "eval count", "accuracy 0.5"],
+    }
+    for args, expected in tables.items():
+        code, out, err = cli(*args)
+        assert code == 0 and err == "", (args, err)
+        assert all(x in out for x in expected), (args, out)
+        assert not out.lstrip().startswith(("{", "[")), (args, out)
+        code, out, _ = cli(*args, "--json")
+        value = json.loads(out)
+        assert code == 0 and value, args
+        if args[1] == "list" and args[0] != "pools":
+            assert isinstance(value, list) and all("id" in x for x in value)
+    assert [s["id"] for s in json.loads(cli("datasets", "samples", ds, "--json", "--limit", "2")[1])] == sample_ids[:2]
+
+    with session_scope(database_url) as session:
+        add_event(session, rnd["job_id"], "stage select", data={"type": "stage.end", "stage": "select", "seconds": 2.5})
+    code, out, _ = cli("jobs", "events", rnd["job_id"])
+    assert code == 0 and "stage select (2.5 s)" in out and "stage.end" in out
+
+    code, _, err = cli("datasets", "delete", ds)  # in the pool: the API's 409, one line
+    assert code == 2 and err.startswith("error: 409") and err.count("\n") == 1
+    other, _ = make_dataset(database_url, alice.owner_id, 1, name="spare")
+    code, _, err = cli("datasets", "delete", other)
+    assert code == 0 and f"deleted dataset {other}" in err
+    assert cli("datasets", "show", other)[0] == 2
+
+
+def test_jobs_cancel(cli, alice, database_url, client):
+    new, _ = make_dataset(database_url, alice.owner_id, 2)
+    pool = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava"},
+                       headers=alice.headers).json()
+    job_id = client.post(f"/v1/pools/{pool['id']}/rounds", json={"dataset_ids": [new], "budget": 1},
+                         headers=alice.headers).json()["job_id"]
+    code, out, err = cli("jobs", "cancel", job_id, "--json")
+    assert code == 0 and json.loads(out)["status"] == "cancelled"
+    code, _, err = cli("jobs", "cancel", job_id)
+    assert code == 2 and "409" in err and "job_not_cancellable" not in err.split(":")[0]
+
+
+def test_errors_name_the_setting_and_bad_input_has_no_traceback(cli, alice, tmp_path, monkeypatch, capsys):
+    code, _, err = cli("pools", "show", "pool_x", key="ak_wrong")
+    assert code == 2 and "401" in err and "--api-key or ADAPTINF_API_KEY" in err
+    code, _, err = cli("datasets", "upload", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and err.startswith("error: No such file or directory") and "missing.jsonl" in err
+    monkeypatch.delenv("ADAPTINF_API_KEY", raising=False)
+    assert main(["jobs", "list", "--api-url", "http://127.0.0.1:9"]) == 2
+    assert "--api-key or ADAPTINF_API_KEY" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse: a bad --interval is a usage error, not a traceback
+        main(["jobs", "watch", "job_x", "--interval", "0"])
+    assert exc.value.code == 2 and "--interval must be a number of seconds > 0" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(api_url, alice, database_url):
+    """`adaptinf datasets list --json | head -1`: the reader leaves early; no traceback, exit 141."""
+    for i in range(3):
+        make_dataset(database_url, alice.owner_id, 1, name=f"d{i}")
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(repo), "ADAPTINF_API_URL": api_url, "ADAPTINF_API_KEY": alice.key}
+    argv = [sys.executable, "-m", "service.cli", "datasets", "list", "--json"]
+    # The reader closes its end before the command writes: every write then fails with EPIPE.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run(argv, stdout=write_end, stderr=subprocess.PIPE, env=env, cwd=repo, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == EXIT_BROKEN_PIPE and proc.stderr == b"", proc.stderr.decode()
+    # And through a shell's `| head -1`, as a user types it.
+    shell = subprocess.run(["bash", "-o", "pipefail", "-c", " ".join(argv) + " | head -1"], capture_output=True,
+                           env=env, cwd=repo, timeout=60)
+    assert shell.stdout == b"[\n" and b"Traceback" not in shell.stderr and shell.returncode in (0, EXIT_BROKEN_PIPE)
