@@ -1,10 +1,11 @@
-"""Pools: create, list, read, evaluation sets, latest clusters, lifelong metrics."""
+"""Pools: create, list, read, delete, evaluation sets, removing a dataset, latest clusters, lifelong metrics."""
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from service.base_models import resolve_base_model
 from service.db.models import Pool
 from service.pool_config import PoolConfig
 from service.pool_limits import over_limits
+from service.pool_removal import NotInPool, delete_pool, remove_dataset
 from service.rounds import (
     Conflict,
     DomainError,
@@ -200,3 +202,41 @@ def read_metrics(
         raise ApiProblem(422, detail, code="unknown_pool", field="query.reference_pool_id",
                          errors=[{"field": "query.reference_pool_id", "message": detail, "type": "unknown_pool"}])
     return pool_metrics(session, pool, reference)
+
+
+def _remove(session: Session, pool: Pool, dataset_id: str, *, evaluation_only: bool) -> Response:
+    try:
+        remove_dataset(session, pool, dataset_id, evaluation_only=evaluation_only)
+    except NotInPool as exc:
+        raise ApiProblem(404, exc.detail, code=exc.code) from None
+    except DomainError as exc:
+        raise problem_from(exc) from None
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.delete("/{pool_id}/datasets/{dataset_id}", status_code=204, response_class=Response)
+def remove_dataset_route(pool_id: str, dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """Take a dataset out of the pool: its members, their rows in earlier rounds, its evaluation-set use."""
+    return _remove(session, owned_pool(session, pool_id, owner.id, for_update=True), dataset_id, evaluation_only=False)
+
+
+@router.delete("/{pool_id}/eval-sets/{dataset_id}", status_code=204, response_class=Response)
+def remove_eval_set_route(pool_id: str, dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """Stop scoring on an evaluation set: its link and the pool's earlier results on it go."""
+    return _remove(session, owned_pool(session, pool_id, owner.id, for_update=True), dataset_id, evaluation_only=True)
+
+
+@router.delete("/{pool_id}", status_code=204, response_class=Response)
+def delete_pool_route(pool_id: str, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> Response:
+    """Delete a pool with its rounds, checkpoints and members; blobs are left to `adaptinf gc`."""
+    pool = owned_pool(session, pool_id, owner.id, for_update=True)
+    try:
+        delete_pool(session, pool)
+    except DomainError as exc:
+        raise problem_from(exc) from None
+    session.commit()
+    # The pool's FAISS index versions (config pool_index) are files in its own folder, not blobs:
+    # no round runs (refused above) and no other pool writes there, so the folder goes whole.
+    shutil.rmtree(settings.data_dir.resolve() / "indexes" / pool_id, ignore_errors=True)
+    return Response(status_code=204)
