@@ -28,7 +28,7 @@ from service.config import Settings
 from service.db.models import Dataset, Job, Pool, Round, Sample, utcnow
 from service.jobs import add_event, create_job, iso_utc
 from service.pool_removal import pools_using
-from service.schemas import DatasetOut, ListOut, SampleOut, SkillName
+from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, SampleOut, SkillName
 from service.storage import BlobStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -108,6 +108,21 @@ def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: A
         raise ApiProblem(exc.status, exc.detail, code=exc.code, **where) from None
 
 
+def _upload_warnings(validated) -> list[dict[str, str]]:  # noqa: ANN001 - a ValidatedDataset
+    """What the upload is accepted with but may not mean: images placed without an <image> token.
+
+    A warning, not a 4xx: LLaVA's own convention puts a missing token before the first question,
+    and datasets in that style omit it on purpose."""
+    if not validated.tokens_placed:
+        return []
+    others = validated.tokens_placed - 1
+    who = validated.first_token_placed + (f" and {others} other sample(s)" if others else "")
+    return [{"code": "image_token_placed",
+             "message": f"{who} {'have' if others else 'has'} images but no <image> token in the text: one <image> "
+                        "per image was placed before the first user turn (LLaVA's convention); put the tokens "
+                        "where the images belong if that is not what you meant"}]
+
+
 def _form_skill(form: ReceivedForm) -> str | None:
     """The dataset's declared skill (stripped), None when the form gives none."""
     raw = form.fields.get("skill")
@@ -184,8 +199,11 @@ def _create(
         session, owner_id, "ingest", "ingest", {"dataset_id": dataset.id}, max_attempts=settings.max_attempts
     )
     dataset.job_id = job.id
+    warnings = _upload_warnings(validated)
+    for w in warnings:  # also in the ingest job's events, where `adaptinf jobs watch` shows them
+        add_event(session, job.id, w["message"], level="warning", data={"code": w["code"]})
     session.flush()
-    body = dataset_to_dict(dataset)
+    body = dataset_to_dict(dataset) | {"warnings": warnings}
     remember_response(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, body)
     try:
         session.commit()
@@ -207,7 +225,7 @@ def _create(
 @router.post(
     "",
     status_code=202,
-    response_model=DatasetOut,
+    response_model=DatasetCreatedOut,
     openapi_extra={"requestBody": _UPLOAD_BODY},
     summary="Upload a dataset",
 )

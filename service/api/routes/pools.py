@@ -19,6 +19,7 @@ from service.api.pagination import PageDep, paginate
 from service.base_models import resolve_base_model
 from service.db.models import Pool
 from service.pool_config import PoolConfig
+from service.pool_checks import check_eval_set
 from service.pool_limits import over_limits
 from service.pool_removal import NotInPool, delete_pool, remove_dataset
 from service.rounds import (
@@ -32,7 +33,7 @@ from service.rounds import (
     pool_to_dict,
 )
 from service.pool_metrics import pool_metrics
-from service.schemas import ListOut, PoolMetricsOut, SkillName
+from service.schemas import ApiWarning, ListOut, PoolMetricsOut, SkillName
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
@@ -96,6 +97,10 @@ class PoolOut(BaseModel):
     created_at: datetime
 
 
+class PoolCreatedOut(PoolOut):
+    warnings: list[ApiWarning] = Field(description="what the pool was created with but you may not have meant")
+
+
 def problem_from(exc: DomainError) -> ApiProblem:
     """422 for a bad reference (with the field), 409 for a state conflict."""
     if isinstance(exc, Conflict):
@@ -115,7 +120,7 @@ def pool_dict(session: Session, pool: Pool) -> dict[str, Any]:
     return pool_to_dict(pool, pool_stats(session, [pool.id])[pool.id])
 
 
-@router.post("", status_code=201, response_model=PoolOut, summary="Create a pool")
+@router.post("", status_code=201, response_model=PoolCreatedOut, summary="Create a pool")
 def create_pool_route(
     body: PoolCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep,
     idempotency_key: IdempotencyKeyDep = None,
@@ -136,9 +141,11 @@ def create_pool_route(
             session, owner.id, name=body.name, base_model=base_model, model_type=body.model_type,
             config=config, eval_sets=[(e.dataset_id, e.skill) for e in body.eval_sets],
         )
+        warnings = [w for i, e in enumerate(body.eval_sets)
+                    for w in check_eval_set(session, pool, e.dataset_id, f"body.eval_sets[{i}].dataset_id")]
     except DomainError as exc:
         raise problem_from(exc) from None
-    out = pool_dict(session, pool)
+    out = pool_dict(session, pool) | {"warnings": warnings}
     remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 201, out)
     try:
         session.commit()
@@ -165,11 +172,12 @@ def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, A
     return pool_dict(session, owned_pool(session, pool_id, owner.id))
 
 
-@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolOut)
+@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolCreatedOut)
 def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner: OwnerDep) -> JSONResponse:
     """Add a held-out dataset, tagged with a skill, that every later checkpoint is scored on."""
     pool = owned_pool(session, pool_id, owner.id)
     try:
+        warnings = check_eval_set(session, pool, body.dataset_id, "body.dataset_id")
         add_eval_set(session, pool, body.dataset_id, body.skill)
         session.commit()
     except DomainError as exc:
@@ -178,7 +186,7 @@ def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner
         session.rollback()
         raise ApiProblem(409, f"dataset {body.dataset_id!r} is already an evaluation set of pool {pool_id}",
                          code="eval_set_exists") from None
-    return JSONResponse(pool_dict(session, pool), status_code=201)
+    return JSONResponse(pool_dict(session, pool) | {"warnings": warnings}, status_code=201)
 
 
 @router.get("/{pool_id}/clusters")
