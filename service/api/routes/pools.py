@@ -135,7 +135,8 @@ def create_pool_route(
                          field=errors[0]["field"], errors=errors)
     base_model, problem = resolve_base_model(body.base_model, body.model_type, settings)
     if problem is not None:
-        raise ApiProblem(422, f"body.base_model: {problem}", code="unknown_base_model", field="body.base_model")
+        raise ApiProblem(422, f"body.base_model: {problem}", code="unknown_base_model", field="body.base_model",
+                         errors=[{"field": "body.base_model", "message": problem, "type": "unknown_base_model"}])
     try:
         pool = create_pool(
             session, owner.id, name=body.name, base_model=base_model, model_type=body.model_type,
