@@ -80,7 +80,7 @@ def normalise_record(
     messages, placed = _place_image_tokens(turns, len(images), where, field)
     if not any(m.role == "assistant" and m.content.strip() for m in messages):
         raise where.error("missing_assistant_turn", "needs at least one assistant turn with non-empty text", field=field)
-    return messages, images
+    return messages, images, placed
 
 
 def record_skill(record: dict[str, Any], where: Where) -> str | None:
