@@ -37,7 +37,8 @@ def _in_hub_cache(repo_id: str) -> bool:
 
 def _local_model(name: str, settings: Settings) -> tuple[str | None, str | None]:
     if settings.models_root is None:
-        return None, "local model paths are off; the operator allows a directory with ADAPTINF_MODELS_ROOT"
+        return None, ("local model paths are off: ADAPTINF_MODELS_ROOT is not set; the operator sets it to a "
+                      "directory of model folders, and a pool names one by its absolute path")
     outside = f"a local model must be an absolute path under ADAPTINF_MODELS_ROOT ({settings.models_root})"
     if not name.startswith("/"):
         return None, outside  # no ~ (whose home?) and no relative paths (relative to what?)
@@ -47,7 +48,8 @@ def _local_model(name: str, settings: Settings) -> tuple[str | None, str | None]
         if path != root and root not in path.parents:
             return None, outside
         if not (path / "config.json").is_file():
-            return None, f"{path} holds no config.json (a Hugging Face model directory)"
+            return None, (f"{path} holds no config.json: a local model is a Hugging Face model directory "
+                          f"(config.json and weights) under ADAPTINF_MODELS_ROOT ({settings.models_root})")
     except (OSError, RuntimeError, ValueError):  # a name too long, a symlink loop: no oracle either
         return None, outside
     return str(path), None
@@ -66,5 +68,8 @@ def resolve_base_model(name: str, model_type: str, settings: Settings) -> tuple[
         return name, problem
     if settings.allow_model_downloads or _in_hub_cache(name):
         return name, None
-    return name, (f"{name!r} is not in the local Hugging Face cache and downloads are off: set "
-                  "ADAPTINF_ALLOW_MODEL_DOWNLOADS=true to let workers fetch it, or put it under ADAPTINF_MODELS_ROOT")
+    from huggingface_hub import constants
+
+    return name, (f"Hugging Face model {name!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}; "
+                  "HF_HOME moves it) and downloads are off: set ADAPTINF_ALLOW_MODEL_DOWNLOADS=true to let workers "
+                  "fetch it, download it into that cache, or put its directory under ADAPTINF_MODELS_ROOT")

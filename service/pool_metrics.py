@@ -42,8 +42,10 @@ def _history(session: Session, pool_id: str) -> tuple[dict[str, int], dict[str, 
     """(skill → number of the round it arrived in, the base model's accuracy and loss per skill or None).
 
     Each round records the base model's scores on the evaluation sets no earlier round scored it
-    on (`base_eval_datasets`); they are pooled per skill like a round's scores.
+    on (`base_eval_datasets`); they are pooled per skill like a round's scores. Only the pool's
+    current evaluation sets count: one removed from the pool leaves no trace in its metrics.
     """
+    current = set(session.scalars(select(PoolEvalSet.dataset_id).where(PoolEvalSet.pool_id == pool_id)))
     rounds = session.execute(
         select(Round.number, Round.params, Round.result)
         .where(Round.pool_id == pool_id, Round.status == "succeeded").order_by(Round.number)
@@ -57,7 +59,8 @@ def _history(session: Session, pool_id: str) -> tuple[dict[str, int], dict[str, 
             for skill in counts.get(dataset_id) or {}:
                 arrival.setdefault(skill, number)
         for dataset_id, m in ((result or {}).get("base_eval_datasets") or {}).items():
-            base.setdefault(dataset_id, m)
+            if dataset_id in current:
+                base.setdefault(dataset_id, m)
     return arrival, pool_by_skill((m["skill"], m) for m in base.values()) if base else None
 
 

@@ -33,6 +33,13 @@ class Problem(BaseModel):
     code: str | None = None
 
 
+class ApiWarning(BaseModel):
+    """Something a creating request was accepted with but that its sender may not have meant."""
+
+    code: str = Field(description="stable snake_case code, e.g. images_dropped")
+    message: str = Field(description="what was accepted, what it means, and what to do if it was not meant")
+
+
 class Progress(BaseModel):
     done: int
     total: int
@@ -87,6 +94,10 @@ class DatasetOut(BaseModel):
     error: dict[str, Any] | None
     created_at: datetime
     job_id: str | None
+
+
+class DatasetCreatedOut(DatasetOut):
+    warnings: list[ApiWarning] = Field(description="what the upload was accepted with but you may not have meant")
 
 
 class SampleOut(BaseModel):

@@ -42,6 +42,7 @@ class ParsedSample:
         index: 1-based position in the file.
         line: 1-based line where the record starts.
         skill: the record's own `skill`, None when it declares none.
+        placed_image_tokens: IMAGE_TOKENs the record's text lacked, placed before its first user turn.
     """
 
     key: str
@@ -51,6 +52,7 @@ class ParsedSample:
     index: int = 0
     line: int = 0
     skill: str | None = None
+    placed_image_tokens: int = 0
 
     def message_dicts(self) -> list[dict[str, str]]:
         """The messages as JSON-able [{role, content}] (the samples.messages column)."""
@@ -152,9 +154,9 @@ def parse_record(
         )
     key, has_id = _sample_key(value, index, line, limits)
     where = Where(key, line, has_id)
-    messages, images = normalise_record(value, where, limits, check_chars=check_chars)
+    messages, images, placed = normalise_record(value, where, limits, check_chars=check_chars)
     return ParsedSample(key=key, record=value, messages=messages, image_names=images, index=index, line=line,
-                        skill=record_skill(value, where))
+                        skill=record_skill(value, where), placed_image_tokens=placed)
 
 
 def content_hash(sample: ParsedSample, image_hashes: Sequence[str] = ()) -> str:

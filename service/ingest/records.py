@@ -48,8 +48,12 @@ class Where:
 
 def normalise_record(
     record: dict[str, Any], where: Where, limits: IngestLimits, *, check_chars: bool = True
-) -> tuple[list[Message], list[str]]:
-    """Return (messages, image names) of a record, or raise DatasetError naming the field."""
+) -> tuple[list[Message], list[str], int]:
+    """Return (messages, image names, IMAGE_TOKENs placed) of a record, or raise DatasetError naming the field.
+
+    The last is how many tokens the record's text lacked and were placed before its first user
+    turn (LLaVA's convention); the API reports records with any as a warning.
+    """
     if check_chars:
         check_strings(record, where)
     has_conv, has_msgs = "conversations" in record, "messages" in record
@@ -73,10 +77,10 @@ def normalise_record(
         raise where.error(
             "too_many_images", f"has {len(images)} images, over the limit of {limits.max_images_per_sample}"
         )
-    messages = _place_image_tokens(turns, len(images), where, field)
+    messages, placed = _place_image_tokens(turns, len(images), where, field)
     if not any(m.role == "assistant" and m.content.strip() for m in messages):
         raise where.error("missing_assistant_turn", "needs at least one assistant turn with non-empty text", field=field)
-    return messages, images
+    return messages, images, placed
 
 
 def record_skill(record: dict[str, Any], where: Where) -> str | None:
@@ -210,8 +214,12 @@ def check_image_ref(ref: Any, where: Where, field: str) -> str:
     return ref
 
 
-def _place_image_tokens(turns: list[tuple[str, str]], n_images: int, where: Where, field: str) -> list[Message]:
-    """Check IMAGE_TOKEN counts against the images; prepend missing tokens to the first user turn."""
+def _place_image_tokens(
+    turns: list[tuple[str, str]], n_images: int, where: Where, field: str
+) -> tuple[list[Message], int]:
+    """Check IMAGE_TOKEN counts against the images; prepend missing tokens to the first user turn.
+
+    Returns the messages and how many tokens were prepended."""
     n_tokens = 0
     for i, (role, text) in enumerate(turns):
         count = text.count(IMAGE_TOKEN)
@@ -233,4 +241,4 @@ def _place_image_tokens(turns: list[tuple[str, str]], n_images: int, where: Wher
         role, text = turns[first_user]
         turns = list(turns)
         turns[first_user] = (role, (IMAGE_TOKEN + "\n") * (n_images - n_tokens) + text)
-    return [Message(role, text) for role, text in turns]
+    return [Message(role, text) for role, text in turns], n_images - n_tokens

@@ -48,6 +48,9 @@ class ValidatedDataset:
     images: dict[str, ValidatedImage] = field(default_factory=dict)  # by member name; {} in "list" mode
     image_refs: dict[str, str] = field(default_factory=dict)  # dataset image reference -> member name
     content_hashes: dict[str, str] = field(default_factory=dict)  # sample key -> content_hash; {} in "list" mode
+    # samples with images whose text lacked an IMAGE_TOKEN (placed before the first user turn), and the first of them
+    tokens_placed: int = 0
+    first_token_placed: str | None = None
 
     @property
     def num_images(self) -> int:
@@ -76,8 +79,8 @@ def validate_upload(
     """
     if image_mode not in ("keep", "check", "list"):
         raise ValueError(f"image_mode must be 'keep', 'check' or 'list', got {image_mode!r}")
-    samples, count, users = _parse_unique(dataset_path, limits, keep_samples)
-    result = ValidatedDataset(samples, count)
+    samples, count, users, placed = _parse_unique(dataset_path, limits, keep_samples)
+    result = ValidatedDataset(samples, count, tokens_placed=placed[0], first_token_placed=placed[1])
     if archive_path is not None:
         index = MemberIndex(m.name for m in list_archive(archive_path, limits))
         result.image_refs = _resolve(users, index)
@@ -122,8 +125,9 @@ class _User:
 
 def _parse_unique(
     dataset_path: str | os.PathLike[str], limits: IngestLimits, keep: bool
-) -> tuple[list[ParsedSample], int, dict[str, _User]]:
-    """(the samples, or [] unless `keep`; their count; each image reference's first user).
+) -> tuple[list[ParsedSample], int, dict[str, _User], tuple[int, str | None]]:
+    """(the samples, or [] unless `keep`; their count; each image reference's first user; how many
+    samples had an IMAGE_TOKEN placed for them, and the first one's label).
 
     Duplicate ids: with `keep`, found as they come; without, every id's 64-bit hash is kept and a
     second pass over the file (up to a failing record, if any) runs only when two hashes collide,
@@ -134,6 +138,7 @@ def _parse_unique(
     skills: set[str] = set()
     hashes = array("q")
     count = 0
+    placed, first_placed = 0, None
     try:
         for sample in iter_samples(dataset_path, limits):
             if sample.skill is not None and sample.skill not in skills:
@@ -146,6 +151,9 @@ def _parse_unique(
                         line=sample.line, sample_id=sample.key, field="skill",
                     )
             count += 1
+            if sample.placed_image_tokens:
+                placed += 1
+                first_placed = first_placed or sample.describe()
             if sample.image_names:
                 user = _User(sample.key, sample.line, sample.describe())
                 for ref in sample.image_names:
@@ -163,7 +171,7 @@ def _parse_unique(
         raise DatasetError("empty_dataset", "the dataset file contains no samples")
     if not keep:
         _first_duplicate(dataset_path, limits, hashes, count)
-    return samples, count, users
+    return samples, count, users, (placed, first_placed)
 
 
 def _first_duplicate(dataset_path: str | os.PathLike[str], limits: IngestLimits, hashes: array, upto: int) -> None:

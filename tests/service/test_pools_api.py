@@ -34,6 +34,7 @@ def test_create_fills_defaults_and_reads_back(client, alice):
     assert (lora["r"], lora["alpha"], lora["train_projector"]) == (64, 128, False)
     assert (pool["object"], pool["size"], pool["pruned"], pool["rounds_completed"]) == ("pool", 0, 0, 0)
     assert pool["current_checkpoint_id"] is None and pool["eval_sets"] == [] and pool["datasets"] == []
+    assert pool.pop("warnings") == []  # only the creating response carries them
     assert client.get(f"/v1/pools/{pool['id']}", headers=alice.headers).json() == pool
 
 
@@ -339,9 +340,19 @@ def test_seeds_fit_faiss(client, alice, seed):
     assert create(client, alice, config={"features": {"layers": [-1]}}).status_code == 201  # layers may be negative
 
 
-@pytest.mark.parametrize("base_model", ["not/a-model", "/etc", "gpt 2"])
-def test_unknown_base_models_are_refused_at_creation(client, alice, base_model):
+@pytest.mark.parametrize(("base_model", "named"), [
+    ("not/a-model", ["'not/a-model'", "ADAPTINF_ALLOW_MODEL_DOWNLOADS=true", "ADAPTINF_MODELS_ROOT", "HF_HOME"]),
+    ("/etc", ["ADAPTINF_MODELS_ROOT is not set"]),
+    ("gpt 2", ["'gpt 2'", "not a preset", "ADAPTINF_MODELS_ROOT", "org/name"]),
+])
+def test_unknown_base_models_are_refused_at_creation(client, alice, base_model, named):
+    from huggingface_hub import constants
+
     r = create(client, alice, base_model=base_model)
     assert r.status_code == 422 and r.json()["code"] == "unknown_base_model", r.text
-    assert r.json()["field"] == "body.base_model"
+    assert r.json()["field"] == "body.base_model" and r.json()["errors"][0]["field"] == "body.base_model"
+    # the setting to change, and the hub id or the local path expected
+    assert all(n in r.json()["detail"] for n in named), r.json()["detail"]
+    if "/" in base_model and not base_model.startswith("/"):
+        assert constants.HF_HUB_CACHE in r.json()["detail"]
     assert client.get("/v1/pools", headers=alice.headers).json()["data"] == []

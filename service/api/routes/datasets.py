@@ -10,14 +10,14 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.skills import skill_problem
 from core.text import text_problem
-from core.statuses import TERMINAL
+from core.statuses import TERMINAL, UNFINISHED
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
@@ -25,11 +25,10 @@ from service.api.pagination import PageDep, paginate
 from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
-from service.db.models import (
-    Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection, utcnow,
-)
+from service.db.models import Dataset, Job, Pool, Round, Sample, utcnow
 from service.jobs import add_event, create_job, iso_utc
-from service.schemas import DatasetOut, ListOut, SampleOut, SkillName
+from service.pool_removal import pools_using
+from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, SampleOut, SkillName
 from service.storage import BlobStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -109,6 +108,21 @@ def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: A
         raise ApiProblem(exc.status, exc.detail, code=exc.code, **where) from None
 
 
+def _upload_warnings(validated) -> list[dict[str, str]]:  # noqa: ANN001 - a ValidatedDataset
+    """What the upload is accepted with but may not mean: images placed without an <image> token.
+
+    A warning, not a 4xx: LLaVA's own convention puts a missing token before the first question,
+    and datasets in that style omit it on purpose."""
+    if not validated.tokens_placed:
+        return []
+    others = validated.tokens_placed - 1
+    who = validated.first_token_placed + (f" and {others} other sample(s)" if others else "")
+    return [{"code": "image_token_placed",
+             "message": f"{who} {'have' if others else 'has'} images but no <image> token in the text: one <image> "
+                        "per image was placed before the first user turn (LLaVA's convention); put the tokens "
+                        "where the images belong if that is not what you meant"}]
+
+
 def _form_skill(form: ReceivedForm) -> str | None:
     """The dataset's declared skill (stripped), None when the form gives none."""
     raw = form.fields.get("skill")
@@ -185,8 +199,11 @@ def _create(
         session, owner_id, "ingest", "ingest", {"dataset_id": dataset.id}, max_attempts=settings.max_attempts
     )
     dataset.job_id = job.id
+    warnings = _upload_warnings(validated)
+    for w in warnings:  # also in the ingest job's events, where `adaptinf jobs watch` shows them
+        add_event(session, job.id, w["message"], level="warning", data={"code": w["code"]})
     session.flush()
-    body = dataset_to_dict(dataset)
+    body = dataset_to_dict(dataset) | {"warnings": warnings}
     remember_response(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, body)
     try:
         session.commit()
@@ -208,7 +225,7 @@ def _create(
 @router.post(
     "",
     status_code=202,
-    response_model=DatasetOut,
+    response_model=DatasetCreatedOut,
     openapi_extra={"requestBody": _UPLOAD_BODY},
     summary="Upload a dataset",
 )
@@ -288,32 +305,29 @@ def update_dataset(dataset_id: str, body: DatasetPatch, session: SessionDep, own
     return dataset_to_dict(dataset)
 
 
-def _named_by_unfinished_round(session: Session, owner_id: str, dataset_id: str) -> bool:
+def _unfinished_round_naming(session: Session, owner_id: str, dataset_id: str) -> Round | None:
     """A queued or running round that will read this dataset (its ids live in the round's JSON params)."""
-    params = session.scalars(
-        select(Round.params)
+    rounds = session.scalars(
+        select(Round)
         .join(Pool, Pool.id == Round.pool_id)
-        .where(Pool.owner_id == owner_id, Round.status.in_(("queued", "running")))
+        .where(Pool.owner_id == owner_id, Round.status.in_(UNFINISHED))
     )
-    return any(dataset_id in (p or {}).get("dataset_ids", ()) for p in params)
+    return next((r for r in rounds if dataset_id in (r.params or {}).get("dataset_ids", ())), None)
 
 
 @router.delete("/{dataset_id}", status_code=204)
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Delete a dataset and its samples; refused (409) while a pool uses it or it is being ingested."""
     dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
-    in_pool = session.scalar(
-        select(
-            exists().where(PoolMember.sample_id == Sample.id, Sample.dataset_id == dataset_id)
-            | exists().where(PoolEvalSet.dataset_id == dataset_id)
-            | exists().where(EvalResult.dataset_id == dataset_id)
-            # A round's history (scores, selections) refers to the samples, failed rounds included.
-            | exists().where(Selection.sample_id == Sample.id, Sample.dataset_id == dataset_id)
-            | exists().where(Score.sample_id == Sample.id, Sample.dataset_id == dataset_id)
-        )
-    )
-    if in_pool or _named_by_unfinished_round(session, owner.id, dataset_id):
-        raise ApiProblem(409, f"dataset {dataset_id} is used by a pool; remove it from the pool first", code="in_use")
+    if pool_ids := pools_using(session, dataset_id):
+        routes = ", ".join(f"DELETE /v1/pools/{p}/datasets/{dataset_id}" for p in pool_ids)
+        raise ApiProblem(409, f"dataset {dataset_id} is used by pool{'s' if len(pool_ids) > 1 else ''} "
+                         f"{', '.join(pool_ids)}; remove it from each first: {routes}", code="in_use", pool_ids=pool_ids)
+    if (rnd := _unfinished_round_naming(session, owner.id, dataset_id)) is not None:
+        raise ApiProblem(409, f"dataset {dataset_id} is named by round {rnd.id} of pool {rnd.pool_id}, which is "
+                         f"{rnd.status}; wait for it or cancel its job {rnd.job_id}, then remove the dataset from the "
+                         f"pool if it still uses it (DELETE /v1/pools/{rnd.pool_id}/datasets/{dataset_id})",
+                         code="in_use", pool_ids=[rnd.pool_id])
     job = session.get(Job, dataset.job_id) if dataset.job_id else None
     if job is not None and job.status not in TERMINAL:
         raise ApiProblem(

@@ -1,10 +1,11 @@
-"""Pools: create, list, read, evaluation sets, latest clusters, lifelong metrics."""
+"""Pools: create, list, read, delete, evaluation sets, removing a dataset, latest clusters, lifelong metrics."""
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
@@ -18,7 +19,9 @@ from service.api.pagination import PageDep, paginate
 from service.base_models import resolve_base_model
 from service.db.models import Pool
 from service.pool_config import PoolConfig
+from service.pool_checks import check_eval_set
 from service.pool_limits import over_limits
+from service.pool_removal import NotInPool, delete_pool, remove_dataset
 from service.rounds import (
     Conflict,
     DomainError,
@@ -30,7 +33,7 @@ from service.rounds import (
     pool_to_dict,
 )
 from service.pool_metrics import pool_metrics
-from service.schemas import ListOut, PoolMetricsOut, SkillName
+from service.schemas import ApiWarning, ListOut, PoolMetricsOut, SkillName
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
@@ -94,6 +97,10 @@ class PoolOut(BaseModel):
     created_at: datetime
 
 
+class PoolCreatedOut(PoolOut):
+    warnings: list[ApiWarning] = Field(description="what the pool was created with but you may not have meant")
+
+
 def problem_from(exc: DomainError) -> ApiProblem:
     """422 for a bad reference (with the field), 409 for a state conflict."""
     if isinstance(exc, Conflict):
@@ -113,7 +120,7 @@ def pool_dict(session: Session, pool: Pool) -> dict[str, Any]:
     return pool_to_dict(pool, pool_stats(session, [pool.id])[pool.id])
 
 
-@router.post("", status_code=201, response_model=PoolOut, summary="Create a pool")
+@router.post("", status_code=201, response_model=PoolCreatedOut, summary="Create a pool")
 def create_pool_route(
     body: PoolCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep,
     idempotency_key: IdempotencyKeyDep = None,
@@ -128,15 +135,18 @@ def create_pool_route(
                          field=errors[0]["field"], errors=errors)
     base_model, problem = resolve_base_model(body.base_model, body.model_type, settings)
     if problem is not None:
-        raise ApiProblem(422, f"body.base_model: {problem}", code="unknown_base_model", field="body.base_model")
+        raise ApiProblem(422, f"body.base_model: {problem}", code="unknown_base_model", field="body.base_model",
+                         errors=[{"field": "body.base_model", "message": problem, "type": "unknown_base_model"}])
     try:
         pool = create_pool(
             session, owner.id, name=body.name, base_model=base_model, model_type=body.model_type,
             config=config, eval_sets=[(e.dataset_id, e.skill) for e in body.eval_sets],
         )
+        warnings = [w for i, e in enumerate(body.eval_sets)
+                    for w in check_eval_set(session, pool, e.dataset_id, f"body.eval_sets[{i}].dataset_id")]
     except DomainError as exc:
         raise problem_from(exc) from None
-    out = pool_dict(session, pool)
+    out = pool_dict(session, pool) | {"warnings": warnings}
     remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 201, out)
     try:
         session.commit()
@@ -163,11 +173,12 @@ def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, A
     return pool_dict(session, owned_pool(session, pool_id, owner.id))
 
 
-@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolOut)
+@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolCreatedOut)
 def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner: OwnerDep) -> JSONResponse:
     """Add a held-out dataset, tagged with a skill, that every later checkpoint is scored on."""
     pool = owned_pool(session, pool_id, owner.id)
     try:
+        warnings = check_eval_set(session, pool, body.dataset_id, "body.dataset_id")
         add_eval_set(session, pool, body.dataset_id, body.skill)
         session.commit()
     except DomainError as exc:
@@ -176,7 +187,7 @@ def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner
         session.rollback()
         raise ApiProblem(409, f"dataset {body.dataset_id!r} is already an evaluation set of pool {pool_id}",
                          code="eval_set_exists") from None
-    return JSONResponse(pool_dict(session, pool), status_code=201)
+    return JSONResponse(pool_dict(session, pool) | {"warnings": warnings}, status_code=201)
 
 
 @router.get("/{pool_id}/clusters")
@@ -200,3 +211,41 @@ def read_metrics(
         raise ApiProblem(422, detail, code="unknown_pool", field="query.reference_pool_id",
                          errors=[{"field": "query.reference_pool_id", "message": detail, "type": "unknown_pool"}])
     return pool_metrics(session, pool, reference)
+
+
+def _remove(session: Session, pool: Pool, dataset_id: str, *, evaluation_only: bool) -> Response:
+    try:
+        remove_dataset(session, pool, dataset_id, evaluation_only=evaluation_only)
+    except NotInPool as exc:
+        raise ApiProblem(404, exc.detail, code=exc.code) from None
+    except DomainError as exc:
+        raise problem_from(exc) from None
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.delete("/{pool_id}/datasets/{dataset_id}", status_code=204, response_class=Response)
+def remove_dataset_route(pool_id: str, dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """Take a dataset out of the pool: its members, their rows in earlier rounds, its evaluation-set use."""
+    return _remove(session, owned_pool(session, pool_id, owner.id, for_update=True), dataset_id, evaluation_only=False)
+
+
+@router.delete("/{pool_id}/eval-sets/{dataset_id}", status_code=204, response_class=Response)
+def remove_eval_set_route(pool_id: str, dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """Stop scoring on an evaluation set: its link and the pool's earlier results on it go."""
+    return _remove(session, owned_pool(session, pool_id, owner.id, for_update=True), dataset_id, evaluation_only=True)
+
+
+@router.delete("/{pool_id}", status_code=204, response_class=Response)
+def delete_pool_route(pool_id: str, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> Response:
+    """Delete a pool with its rounds, checkpoints and members; blobs are left to `adaptinf gc`."""
+    pool = owned_pool(session, pool_id, owner.id, for_update=True)
+    try:
+        delete_pool(session, pool)
+    except DomainError as exc:
+        raise problem_from(exc) from None
+    session.commit()
+    # The pool's FAISS index versions (config pool_index) are files in its own folder, not blobs:
+    # no round runs (refused above) and no other pool writes there, so the folder goes whole.
+    shutil.rmtree(settings.data_dir.resolve() / "indexes" / pool_id, ignore_errors=True)
+    return Response(status_code=204)

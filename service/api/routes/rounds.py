@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -21,10 +21,11 @@ from service.broker import enqueue_job
 from service.db.models import Round
 from service.downloads import MEDIA_TYPES, plan_tar, stream_json, stream_jsonl, stream_tar
 from service.jobs import add_event
+from service.pool_checks import check_round_datasets
 from service.pool_config import RoundParams, parse_pool_config
 from service.pool_limits import over_limits
 from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
-from service.schemas import ListOut, Progress
+from service.schemas import ApiWarning, ListOut, Progress
 from service.storage import BlobNotFound
 
 router = APIRouter(tags=["rounds"])
@@ -53,7 +54,11 @@ class RoundOut(BaseModel):
     finished_at: datetime | None
 
 
-@router.post("/v1/pools/{pool_id}/rounds", status_code=202, response_model=RoundOut, summary="Start a round")
+class RoundCreatedOut(RoundOut):
+    warnings: list[ApiWarning] = Field(description="what the round was started with but you may not have meant")
+
+
+@router.post("/v1/pools/{pool_id}/rounds", status_code=202, response_model=RoundCreatedOut, summary="Start a round")
 def create_round_route(
     pool_id: str,
     body: RoundParams,
@@ -78,8 +83,11 @@ def create_round_route(
                          "changed after the pool was created; create a pool within them", code="limit_exceeded",
                          field=errors[0]["field"], errors=errors)
     try:
+        warnings = check_round_datasets(session, pool, body.dataset_ids)  # before the round names them
         rnd, job = create_round(session, pool, body, max_attempts=settings.max_attempts)
-        out = round_to_dict(rnd, job)
+        for w in warnings:  # also in the job's events, where `adaptinf jobs watch` shows them
+            add_event(session, job.id, w["message"], level="warning", data={"code": w["code"]})
+        out = round_to_dict(rnd, job) | {"warnings": warnings}
         remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, out)
         session.commit()
     except DomainError as exc:

@@ -95,6 +95,7 @@ def test_openai_top_level_images_use_tokens_and_roles_aliases(tmp_path):
     assert s.key == "1"  # no id: keyed by 1-based position
     assert s.messages[0].role == "system"
     assert s.messages[1] == Message("user", "<image>\nlook")  # missing token prepended
+    assert s.placed_image_tokens == 1  # and counted, for the upload's warning
 
 
 def test_llava_and_openai_spellings_hash_alike(tmp_path):
@@ -116,6 +117,7 @@ def test_multi_image_tokens_are_prepended_when_missing(tmp_path):
     (s,) = parse_dataset(_write(tmp_path, json.dumps([rec])))
     assert s.messages[0].content == "<image>\n<image>\n<image> vs"
     assert s.image_names == ["a.jpg", "b.jpg", "c.jpg"]
+    assert s.placed_image_tokens == 2
 
 
 def test_text_only_and_user_assistant_spellings(tmp_path):

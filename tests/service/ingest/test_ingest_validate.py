@@ -103,6 +103,19 @@ def test_reference_matches_by_unique_basename(tmp_path):
     assert got.image_refs == {"/home/me/coco/x.jpg": "export/coco/x.jpg"}
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_samples_whose_text_lacks_the_image_token_are_counted(tmp_path, keep):
+    photo = real_photos()["china.jpg"]
+    tokenless = llava_record("b", "q", "a", ["x.jpg"])
+    tokenless["conversations"][0]["value"] = "q"  # an image, no <image>
+    records = [llava_record("a", "q", "a", ["x.jpg"]), tokenless, {**tokenless, "id": "c"}, llava_record("d", "q", "a")]
+    dataset = write_records(tmp_path / "d.json", records)
+    got = validate_upload(dataset, write_zip(tmp_path, {"x.jpg": photo}), tmp_path / "w", keep_samples=keep)
+    assert (got.tokens_placed, got.first_token_placed) == (2, "sample 'b' (line 16)")
+    plain = validate_upload(write_records(tmp_path / "p.json", records[:1]), tmp_path / "images.zip", tmp_path / "w2")
+    assert (plain.tokens_placed, plain.first_token_placed) == (0, None)
+
+
 def test_missing_image_without_archive(tmp_path):
     dataset, _ = write_llava_dataset(tmp_path, 3)
     err = _err(dataset, None, tmp_path / "w")

@@ -52,7 +52,23 @@ def test_upload_happy_path(client, alice, settings, database_url, llava_files, i
         assert store.path(row.file_blob).read_bytes() == dataset_file.read_bytes()
         assert store.path(row.archive_blob).read_bytes() == archive.read_bytes()
     assert upload_leftovers(settings) == []
+    assert ds.pop("warnings") == []  # only the upload's response carries them
     assert client.get(f"/v1/datasets/{ds['id']}", headers=alice.headers).json() == ds
+
+
+def test_images_without_an_image_token_are_a_warning(client, alice, tmp_path, ingest_queue):
+    photo = dg.real_photos()["china.jpg"]
+    records = [dg.llava_record(f"s{i}", "what is it?", "a city", ["x.jpg"]) for i in range(3)]
+    for rec in records[1:]:
+        rec["conversations"][0]["value"] = "what is it?"  # the image, but no <image> in the text
+    r = post_dataset(client, alice, dg.write_records(tmp_path / "d.json", records), dg.write_zip(tmp_path, {"x.jpg": photo}))
+    assert r.status_code == 202, r.text
+    (warning,) = r.json()["warnings"]
+    assert warning["code"] == "image_token_placed"
+    assert warning["message"].startswith("sample 's1' (line 16) and 1 other sample(s) have images but no <image> token")
+    events = client.get(f"/v1/jobs/{r.json()['job_id']}/events", headers=alice.headers).json()["data"]
+    warned = [(e["message"], e["data"]) for e in events if e["level"] == "warning"]
+    assert warned == [(warning["message"], {"code": "image_token_placed"})]
 
 
 def test_text_only_jsonl_and_default_name(client, alice, tmp_path, ingest_queue):
@@ -313,7 +329,9 @@ def test_delete_refused_while_a_pool_uses_the_dataset(client, alice, database_ur
             elif use == "score":
                 session.add(Score(round_id=rnd.id, sample_id=sample.id, ppl=1.0))
     r = client.delete(f"/v1/datasets/{ds['id']}", headers=alice.headers)
-    assert r.status_code == 409 and r.json()["code"] == "in_use"
+    assert r.status_code == 409 and r.json()["code"] == "in_use" and r.json()["pool_ids"] == [pool.id]
+    # the way out is named: the route that takes the dataset out of that pool
+    assert f"DELETE /v1/pools/{pool.id}/datasets/{ds['id']}" in r.json()["detail"]
     assert client.get(f"/v1/datasets/{ds['id']}", headers=alice.headers).status_code == 200
     assert count_rows(database_url, Sample) == 2
 
