@@ -174,9 +174,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pools("clusters", c.pools_clusters, "The clusters of the pool's latest round.", "pool_id")
     p = pools("metrics", c.pools_metrics, "Lifelong metrics: accuracy per round and skill, forgetting.", "pool_id")
     p.add_argument("--reference-pool", help="pool id for the relative gain")
-    # Routes other parts may add; each is one line here once its route exists:
-    # pools("delete", c.pools_delete, "Delete a pool.", "pool_id")
-    # pools("remove-dataset", c.pools_remove_dataset, "Remove a dataset from a pool.", "pool_id", "dataset_id")
+    pools("delete", c.pools_delete, "Delete a pool, its rounds and checkpoints (refused while a round runs).",
+          "pool_id")
+    pools("remove-dataset", c.pools_remove_dataset, "Take a dataset's samples out of a pool.", "pool_id", "dataset_id")
+    pools("remove-eval-set", c.pools_remove_eval_set, "Stop evaluating a pool on a dataset.", "pool_id", "dataset_id")
 
     rounds = group("rounds", "Start, list and inspect rounds.")
     p = rounds("start", c.rounds_start, "Start a round on new datasets.", "pool_id", aliases=("create",))

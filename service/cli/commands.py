@@ -126,6 +126,26 @@ def pools_metrics(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def pools_delete(client: Client, args: argparse.Namespace) -> int:
+    client.pools.delete(args.pool_id)
+    print_json({"id": args.pool_id, "deleted": True}) if args.json else note(f"deleted pool {args.pool_id}")
+    return 0
+
+
+def pools_remove_dataset(client: Client, args: argparse.Namespace) -> int:
+    client.pools.remove_dataset(args.pool_id, args.dataset_id)
+    result = {"pool_id": args.pool_id, "dataset_id": args.dataset_id, "removed": True}
+    print_json(result) if args.json else note(f"removed dataset {args.dataset_id} from pool {args.pool_id}")
+    return 0
+
+
+def pools_remove_eval_set(client: Client, args: argparse.Namespace) -> int:
+    client.pools.remove_eval_set(args.pool_id, args.dataset_id)
+    result = {"pool_id": args.pool_id, "eval_set": args.dataset_id, "removed": True}
+    print_json(result) if args.json else note(f"removed eval set {args.dataset_id} from pool {args.pool_id}")
+    return 0
+
+
 # ---- rounds ----------------------------------------------------------------------------------
 
 

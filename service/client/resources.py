@@ -79,6 +79,17 @@ class Pools(_Resource):
     def metrics(self, pool_id: str, *, reference_pool_id: str | None = None) -> PoolMetrics:
         return self._http.get(f"/v1/pools/{pool_id}/metrics", PoolMetrics, reference_pool_id=reference_pool_id)
 
+    def delete(self, pool_id: str) -> None:
+        """Delete the pool, its rounds and checkpoints (409 while a round is unfinished)."""
+        self._http.request("DELETE", f"/v1/pools/{pool_id}")
+
+    def remove_dataset(self, pool_id: str, dataset_id: str) -> None:
+        """Take a dataset's samples (members, selections, scores) and its eval-set link out of the pool."""
+        self._http.request("DELETE", f"/v1/pools/{pool_id}/datasets/{dataset_id}")
+
+    def remove_eval_set(self, pool_id: str, dataset_id: str) -> None:
+        self._http.request("DELETE", f"/v1/pools/{pool_id}/eval-sets/{dataset_id}")
+
 
 class Rounds(_Resource):
     def create(self, pool_id: str, dataset_ids: list[str], budget: int | float, **params: Any) -> Round:

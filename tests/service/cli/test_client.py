@@ -274,6 +274,19 @@ def test_list_show_and_delete_every_resource(cli, alice, database_url, settings,
     assert code == 0 and f"deleted dataset {other}" in err
     assert cli("datasets", "show", other)[0] == 2
 
+    # the 409's way out: take the dataset and the eval set out of the pool, then delete the pool
+    code, _, err = cli("pools", "remove-eval-set", pool_id, ev)
+    assert code == 0 and f"removed eval set {ev}" in err
+    assert f"{ev}:count" not in cli("pools", "show", pool_id)[1]
+    code, out, _ = cli("pools", "remove-dataset", pool_id, ds, "--json")
+    assert code == 0 and json.loads(out) == {"pool_id": pool_id, "dataset_id": ds, "removed": True}
+    assert cli("datasets", "delete", ds)[0] == 0
+    code, _, err = cli("pools", "remove-dataset", pool_id, ds)
+    assert code == 2 and "404" in err
+    code, _, err = cli("pools", "delete", pool_id)
+    assert code == 0 and f"deleted pool {pool_id}" in err
+    assert cli("pools", "show", pool_id)[0] == 2 and json.loads(cli("pools", "list", "--json")[1]) == []
+
 
 def test_jobs_cancel(cli, alice, database_url, client):
     new, _ = make_dataset(database_url, alice.owner_id, 2)
