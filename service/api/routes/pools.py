@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.api.deps import OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
+from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
 from service.base_models import resolve_base_model
@@ -30,14 +31,15 @@ from service.rounds import (
     pool_to_dict,
 )
 from service.pool_metrics import pool_metrics
-from service.schemas import ListOut, PoolMetricsOut, SkillName
+from service.schemas import ClustersOut, ListOut, PoolMetricsOut, SkillName
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
 
 
 class EvalSetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}]})
     dataset_id: str = Field(min_length=1, max_length=40)
     skill: SkillName = Field(description="the skill this held-out set measures (stripped)")
 
@@ -48,7 +50,11 @@ class EvalSetOut(BaseModel):
 
 
 class PoolCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "vqa-lifelong", "base_model": "tiny-llava", "model_type": "llava",
+        "config": {"selection": {"n_clusters": 8}, "training": {"epochs": 2, "lr": 0.0001}},
+        "eval_sets": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}],
+    }]})
     name: str = Field(min_length=1, max_length=200)
     base_model: str = Field(min_length=1, max_length=500, description=(
         "a preset (tiny-llava, ...), a Hugging Face id org/name (cached, or with downloads allowed), "
@@ -78,13 +84,28 @@ class DatasetCounts(BaseModel):
     pruned: int
 
 
+POOL_EXAMPLE = {
+    "id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b", "object": "pool", "name": "vqa-lifelong", "base_model": "tiny-llava",
+    "model_type": "llava", "config": {"selection": {"n_clusters": 8, "tails": [5.0, 95.0], "n_strata": 50}},
+    "size": 940, "pruned": 60,
+    "datasets": [{"dataset_id": "ds_4f1c2e9a7b3d5f60a1b2c3d4", "active": 940, "pruned": 60}],
+    "rounds_completed": 1, "current_checkpoint_id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f",
+    "eval_sets": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}],
+    "created_at": "2026-11-30T09:12:44Z",
+}
+
+
 class PoolOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [POOL_EXAMPLE]})
     id: str
     object: Literal["pool"] = "pool"
     name: str
     base_model: str
     model_type: str
-    config: dict[str, Any]
+    # Typed as PoolConfig in the OpenAPI only: a config stored by an earlier release must still be
+    # readable even where today's PoolConfig would refuse it.
+    config: dict[str, Any] = Field(description="the full config, defaults filled in",
+                                   json_schema_extra={"allOf": [{"$ref": "#/components/schemas/PoolConfig"}]})
     size: int = Field(description="active members")
     pruned: int
     datasets: list[DatasetCounts]
@@ -113,7 +134,8 @@ def pool_dict(session: Session, pool: Pool) -> dict[str, Any]:
     return pool_to_dict(pool, pool_stats(session, [pool.id])[pool.id])
 
 
-@router.post("", status_code=201, response_model=PoolOut, summary="Create a pool")
+@router.post("", status_code=201, response_model=PoolOut, summary="Create a pool", responses=problem_responses(
+    notes={422: "A field is invalid, the base model is not available, or the config exceeds the operator's limits."}))
 def create_pool_route(
     body: PoolCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep,
     idempotency_key: IdempotencyKeyDep = None,
@@ -157,13 +179,14 @@ def list_pools(session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str,
     return result.to_dict(lambda p: pool_to_dict(p, stats[p.id]))
 
 
-@router.get("/{pool_id}", response_model=PoolOut)
+@router.get("/{pool_id}", response_model=PoolOut, responses=problem_responses(404))
 def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """A pool: config, size, active/pruned per dataset, rounds completed, current checkpoint."""
     return pool_dict(session, owned_pool(session, pool_id, owner.id))
 
 
-@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolOut)
+@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolOut, responses=problem_responses(
+    404, 409, notes={409: "The dataset is already an evaluation set of this pool."}))
 def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner: OwnerDep) -> JSONResponse:
     """Add a held-out dataset, tagged with a skill, that every later checkpoint is scored on."""
     pool = owned_pool(session, pool_id, owner.id)
@@ -179,13 +202,16 @@ def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner
     return JSONResponse(pool_dict(session, pool), status_code=201)
 
 
-@router.get("/{pool_id}/clusters")
+# exclude_unset: a member an earlier release did not store stays absent rather than shown as its default
+@router.get("/{pool_id}/clusters", response_model=ClustersOut, response_model_exclude_unset=True,
+            responses=problem_responses(404))
 def read_clusters(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """The pseudo-skill clusters of the latest succeeded round: size, expert, budget, selected, pruned."""
     return latest_clusters(session, owned_pool(session, pool_id, owner.id))
 
 
-@router.get("/{pool_id}/metrics", response_model=PoolMetricsOut)
+@router.get("/{pool_id}/metrics", response_model=PoolMetricsOut, responses=problem_responses(
+    404, notes={422: "`reference_pool_id` names no pool of yours."}))
 def read_metrics(
     pool_id: str,
     session: SessionDep,
