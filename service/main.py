@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.api.errors import install_error_handlers
+from service.api.openapi import install_openapi
 from service.api.text_guard import TextGuard
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.routes import checkpoints, datasets, health, jobs, pools, rounds
@@ -55,13 +57,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package's own copies (no CDN, no fonts),
+    # so they render on a network with no way out; validatorUrl None: no badge fetched from swagger.io.
+    app = FastAPIOffline(
         title="Adapt-∞ data-selection service",
         version="0.1.0",
         lifespan=lifespan,
         description="Lifelong multimodal instruction tuning with dynamic data selection (Adapt-∞).",
+        swagger_ui_parameters={"validatorUrl": None},
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(TextGuard)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)

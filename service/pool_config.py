@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator,
+)
 
 from core.engine_defaults import ALL_LINEAR, MAX_POOL_SIZE, PROJECTION_NNZ
 from core.registry import METHODS
@@ -58,12 +60,18 @@ def _any_int(v: Any) -> Any:
     return v
 
 
+def _int_schema(lo: int, *, nullable: bool = False) -> WithJsonSchema:
+    """The OpenAPI type of an `Any` field whose validator admits only ints >= lo (or null)."""
+    schema: dict[str, Any] = {"type": "integer", "minimum": lo}
+    return WithJsonSchema({"anyOf": [schema, {"type": "null"}]} if nullable else schema)
+
+
 # `Any` + an after-validator: our check sees the raw JSON value (no silent "8" → 8 or true → 1)
-# and its message carries that value.
-PosInt = Annotated[Any, AfterValidator(_int_at_least(1))]
-NonNegInt = Annotated[Any, AfterValidator(_int_at_least(0))]
-OptPosInt = Annotated[Any, AfterValidator(_optional_int_at_least(1))]
-OptNonNegInt = Annotated[Any, AfterValidator(_optional_int_at_least(0))]
+# and its message carries that value; WithJsonSchema tells the OpenAPI what the check admits.
+PosInt = Annotated[Any, AfterValidator(_int_at_least(1)), _int_schema(1)]
+NonNegInt = Annotated[Any, AfterValidator(_int_at_least(0)), _int_schema(0)]
+OptPosInt = Annotated[Any, AfterValidator(_optional_int_at_least(1)), _int_schema(1, nullable=True)]
+OptNonNegInt = Annotated[Any, AfterValidator(_optional_int_at_least(0)), _int_schema(0, nullable=True)]
 SEED_MAX = 2**31 - 1  # FAISS's k-means seed is a C int
 
 
@@ -80,7 +88,7 @@ def _seed(v: Any) -> Any:
     return v
 
 
-AnyInt = Annotated[Any, AfterValidator(_any_int)]
+AnyInt = Annotated[Any, AfterValidator(_any_int), WithJsonSchema({"type": "integer"})]
 # Any int parses (a stored config of an older pool must keep loading); new pools and rounds are
 # held to [0, SEED_MAX] by service.pool_limits.
 Seed = AnyInt
@@ -92,8 +100,9 @@ class _Section(BaseModel):
 
 
 class LoraSection(_Section):
-    """→ workers.engine.models.LoraSpec."""
+    """The LoRA adapter trained each round: rank, scaling, dropout, target modules and layers."""
 
+    # the engine's LoraSpec fields
     r: PosInt = 64
     alpha: PosInt = 128
     dropout: float = 0.0
@@ -126,13 +135,14 @@ class LoraSection(_Section):
 
 
 class FeaturesSection(_Section):
-    """→ workers.engine.features.FeatureConfig."""
+    """The feature pass: which layers' gradients, their projected size, batch and token limits."""
 
+    # the engine's FeatureConfig fields
     layers: Literal["last"] | list[AnyInt] = Field("last", description='"last" or decoder-layer indices')
     proj_dim: PosInt = 8192
     projection_nnz: PosInt = Field(PROJECTION_NNZ, description="non-zeros per gradient coordinate in the sparse JL projection; divides proj_dim")
     batch_size: PosInt = 8
-    max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2))] = Field(
+    max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2)), _int_schema(2, nullable=True)] = Field(
         4096, description="token limit per sample (tail-truncated), as in training; at most ADAPTINF_MAX_SEQUENCE_LENGTH")
     seed: Seed = 0
 
@@ -153,9 +163,11 @@ class FeaturesSection(_Section):
 
 
 class SelectionSection(_Section):
-    """→ workers.engine.selection.SelectionConfig."""
+    """Pseudo-skill clustering and score-based sampling (CCS) inside each cluster."""
 
-    n_clusters: Any = Field(10, description='a positive int or "auto"')
+    # the engine's SelectionConfig fields
+    n_clusters: Annotated[Any, WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}]})] = Field(
+        10, description='a positive int or "auto"')
     tails: list[float] = Field(default_factory=lambda: [5.0, 95.0], description="CCS percentiles [low, high]")
     n_strata: PosInt = 50
 
@@ -177,9 +189,11 @@ class SelectionSection(_Section):
 
 
 class PruningSection(_Section):
-    """→ workers.engine.pruning.PruneConfig."""
+    """Pool pruning after each round: redundancy threshold, caps, and the embedding deduplicated on."""
 
-    preset: Annotated[Any, AfterValidator(_one_of("default", "lite"))] = Field("default", description='"default" or "lite"')
+    # the engine's PruneConfig fields
+    preset: Annotated[Any, AfterValidator(_one_of("default", "lite")), WithJsonSchema({"enum": ["default", "lite"]})] = Field(
+        "default", description='"default" or "lite"')
     eps: float | None = Field(None, description="null = the preset's (default 0.05, lite 0.15)")
     max_pool_size: OptNonNegInt = Field(MAX_POOL_SIZE, description="the pool's cap after each round's pruning "
                                         "(most redundant pruned first, water-filled across clusters); null = none")
@@ -187,7 +201,7 @@ class PruningSection(_Section):
                                           "ceil(budget_multiple × the round's budget) samples stay; null = none")
     keep_per_cluster: OptPosInt = Field(None, description="at most this many per cluster after dedup "
                                         "(the released code's rule); null = none")
-    embedding: Annotated[Any, AfterValidator(_one_of("gradient", "hidden"))] = Field(
+    embedding: Annotated[Any, AfterValidator(_one_of("gradient", "hidden")), WithJsonSchema({"enum": ["gradient", "hidden"]})] = Field(
         "gradient", description='"gradient": dedup on the gradient features; "hidden": on mean-pooled last '
         "hidden states, computed in the same feature pass")
 
@@ -207,8 +221,9 @@ class PruningSection(_Section):
 
 
 class TrainingSection(_Section):
-    """→ workers.engine.training.TrainConfig."""
+    """Training of the round's adapter on its selection."""
 
+    # the engine's TrainConfig fields
     epochs: PosInt = 1
     lr: float = 2e-4
     batch_size: PosInt = 4
@@ -270,21 +285,33 @@ def check_method(method: Any) -> str:
 
 
 class RoundParams(_Section):
-    """`POST /v1/pools/{id}/rounds` body, stored as `rounds.params`.
+    """A round: the new datasets, how many samples to select and how.
 
     `budget` is a count (int >= 1) or a fraction of the candidate pool (float in (0, 1]):
     JSON `1` is one sample, `1.0` is every candidate.
     """
 
+    # the `POST /v1/pools/{id}/rounds` body, stored as rounds.params
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"dataset_ids": ["ds_4f1c2e9a7b3d5f60a1b2c3d4"], "budget": 0.25, "method": "adapt-inf"},
+        {"dataset_ids": ["ds_4f1c2e9a7b3d5f60a1b2c3d4"], "budget": 500, "method": "random", "train": False},
+    ]})
+
     dataset_ids: list[str] = Field(min_length=1, max_length=100)
-    budget: Any = Field(description="int >= 1 (samples) or float in (0, 1] (fraction of the candidates)")
-    method: Annotated[str, AfterValidator(check_method)] = "adapt-inf"
+    budget: Annotated[Any, WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 1, "description": "a number of samples"},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "a fraction of the candidates"},
+    ]})] = Field(description="int >= 1 (samples) or a fraction in (0, 1] of the candidates; JSON `1` is one "
+                 "sample, `1.0` every candidate")
+    method: Annotated[str, AfterValidator(check_method), WithJsonSchema({"type": "string", "enum": list(METHODS)})] = Field(
+        "adapt-inf", description="adapt-inf: per-cluster expert choice (the paper's method); random, semdedup and "
+        "full: baselines; score:<expert>: one fixed scoring expert in every cluster")
     candidates: Literal["pool", "new"] = Field(
         "pool", description="pool: select from the whole pool plus the new data (Adapt-∞); new: from this "
         "round's new samples only (sequential fine-tuning, a baseline). New samples join the pool either way.")
     train: bool = True
     prune: bool = True
-    seed: Annotated[Any, AfterValidator(_seed)] = 0
+    seed: Annotated[Any, AfterValidator(_seed), WithJsonSchema({"type": "integer", "minimum": 0, "maximum": SEED_MAX})] = 0
 
     @field_validator("budget")
     @classmethod

@@ -4,8 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from core.registry import EXPERTS, METHODS
 from core.skills import clean_skill
 
 T = TypeVar("T")
@@ -21,16 +22,26 @@ class ListOut(BaseModel, Generic[T]):
     has_more: bool = Field(description="Whether a next page exists: pass the last item's id as `after`.")
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details; extension members (code, errors, line, field ...) may follow."""
+class FieldError(BaseModel):
+    field: str = Field(description="where: body.x.y[0], query.name, path ...")
+    message: str
+    type: str = Field(description="a short code for the kind of error")
 
-    model_config = {"extra": "allow"}
-    type: str = "about:blank"
-    title: str
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; other extension members (line, sample_id, limit ...) may follow."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "type": "urn:adaptinf:problem:not_found", "title": "Not Found", "status": 404,
+        "detail": "no pool with id 'pool_0123'", "instance": "/v1/pools/pool_0123", "code": "not_found"}]})
+    type: str = Field("about:blank", description="urn:adaptinf:problem:<code>, or about:blank")
+    title: str = Field(description="the HTTP status phrase")
     status: int
-    detail: str
-    instance: str | None = None
-    code: str | None = None
+    detail: str = Field(description="what went wrong, precisely enough to act on")
+    instance: str | None = Field(None, description="the request path")
+    code: str | None = Field(None, description="a stable snake_case code, e.g. not_found, validation_error")
+    field: str | None = Field(None, description="the field at fault, when there is one")
+    errors: list[FieldError] | None = Field(None, description="every invalid field (422)")
 
 
 class ApiWarning(BaseModel):
@@ -38,6 +49,12 @@ class ApiWarning(BaseModel):
 
     code: str = Field(description="stable snake_case code, e.g. images_dropped")
     message: str = Field(description="what was accepted, what it means, and what to do if it was not meant")
+
+
+def created_example(model: type[BaseModel], warning: dict[str, str], **changes: Any) -> ConfigDict:
+    """The config of a creating route's response model: its parent's example, changed, with a warning."""
+    example = model.model_config["json_schema_extra"]["examples"][0] | changes | {"warnings": [warning]}
+    return ConfigDict(json_schema_extra={"examples": [example]})
 
 
 class Progress(BaseModel):
@@ -51,6 +68,12 @@ class JobError(BaseModel):
 
 
 class JobOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "job_0a1b2c3d4e5f6a7b8c9d0e1f", "object": "job", "kind": "round", "queue": "select", "parent_id": None,
+        "status": "running", "stage": "features", "progress": {"done": 3, "total": 8}, "attempts": 1,
+        "max_attempts": 3, "cancel_requested": False, "params": {"round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f"},
+        "result": None, "error": None, "created_at": "2026-11-30T09:20:02Z", "started_at": "2026-11-30T09:20:03Z",
+        "finished_at": None}]})
     id: str
     object: Literal["job"] = "job"
     kind: str
@@ -62,8 +85,8 @@ class JobOut(BaseModel):
     attempts: int
     max_attempts: int
     cancel_requested: bool
-    params: dict[str, Any]
-    result: dict[str, Any] | None
+    params: dict[str, Any] = Field(description="what the job works on, by kind (e.g. round_id, dataset_id)")
+    result: dict[str, Any] | None = Field(description="what the job produced, by kind; null until it succeeds")
     error: JobError | None
     created_at: datetime
     started_at: datetime | None
@@ -80,7 +103,18 @@ class JobEventOut(BaseModel):
     created_at: datetime
 
 
+class DatasetError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str = Field(description="e.g. invalid_record, missing_image, ingest_failed, cancelled")
+    detail: str
+
+
 class DatasetOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "ds_4f1c2e9a7b3d5f60a1b2c3d4", "object": "dataset", "name": "vqa-counting", "status": "ready",
+        "num_samples": 1000, "num_images": 1000, "file_name": "train.jsonl", "archive_name": "images.zip",
+        "skill": "counting", "skills": {"counting": 1000}, "error": None, "created_at": "2026-11-30T09:02:11Z",
+        "job_id": "job_6d7e8f9a0b1c2d3e4f5a6b7c"}]})
     id: str
     object: Literal["dataset"] = "dataset"
     name: str
@@ -91,12 +125,17 @@ class DatasetOut(BaseModel):
     archive_name: str | None
     skill: str | None = Field(description="the skill declared for every sample (a record's own `skill` wins)")
     skills: dict[str, int] | None = Field(description="samples per skill, once ingested; samples without a skill are not counted")
-    error: dict[str, Any] | None
+    error: DatasetError | None = Field(description="why ingest failed (status failed)")
     created_at: datetime
     job_id: str | None
 
 
 class DatasetCreatedOut(DatasetOut):
+    model_config = created_example(DatasetOut, {
+        "code": "image_token_placed",
+        "message": "sample s0 has images but no <image> token in the text: one <image> per image was placed before "
+                   "the first user turn (LLaVA's convention); put the tokens where the images belong if that is not "
+                   "what you meant"}, status="pending", num_samples=0, num_images=0, skills=None)
     warnings: list[ApiWarning] = Field(description="what the upload was accepted with but you may not have meant")
 
 
@@ -153,6 +192,25 @@ class MetricsSummaryOut(BaseModel):
 class PoolMetricsOut(BaseModel):
     """GET /v1/pools/{id}/metrics. Definitions: the README's "Lifelong metrics" section."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "object": "pool.metrics", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b", "skills": ["color", "counting"],
+        "rounds": [
+            {"round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "number": 1, "checkpoint_id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f",
+             "accuracy": {"color": 0.2, "counting": 0.62}, "loss": {"color": 1.9, "counting": 0.95}},
+            {"round_id": "round_2b3c4d5e6f7a8b9c0d1e2f3a", "number": 2, "checkpoint_id": "ckpt_6b7c8d9e0f1a2b3c4d5e6f7a",
+             "accuracy": {"color": 0.71, "counting": 0.55}, "loss": {"color": 0.8, "counting": 1.02}}],
+        "accuracy": [[0.2, 0.62], [0.71, 0.55]],
+        "base": {"accuracy": {"color": 0.1, "counting": 0.12}, "loss": {"color": 2.4, "counting": 2.2}},
+        "reference_pool_id": None,
+        "per_skill": [
+            {"skill": "color", "status": "arrived", "arrival_round": 2, "trajectory": [0.2, 0.71], "final": 0.71,
+             "forgetting": None, "backward_transfer": 0.0, "forward_transfer": 0.1},
+            {"skill": "counting", "status": "arrived", "arrival_round": 1, "trajectory": [0.62, 0.55], "final": 0.55,
+             "forgetting": 0.07, "backward_transfer": -0.07, "forward_transfer": None}],
+        "summary": {"avg_acc": 0.63, "forgetting": 0.07, "backward_transfer": -0.07, "forward_transfer": 0.1,
+                    "mft": 0.665, "mfn": 0.63, "maa": 0.6, "relative_gain": None, "skills_arrived": 2,
+                    "skills_unseen": 0}}]})
+
     object: Literal["pool.metrics"] = "pool.metrics"
     pool_id: str
     skills: list[str] = Field(description="the matrix columns: the skills of the pool's evaluation sets")
@@ -162,3 +220,90 @@ class PoolMetricsOut(BaseModel):
     reference_pool_id: str | None
     per_skill: list[SkillMetricsOut]
     summary: MetricsSummaryOut
+
+
+# ---- rounds and clusters ------------------------------------------------------------------------
+# Rounds store these as JSON; `extra="allow"` keeps members a later release adds visible to
+# clients, and defaults cover members an earlier release did not write.
+
+_Stored = ConfigDict(extra="allow")
+_EXPERT_NAMES = ", ".join(EXPERTS)
+
+
+class ClusterOut(BaseModel):
+    model_config = _Stored
+    id: int
+    size: int = Field(description="candidates in the cluster")
+    expert: str | None = Field(description=f"the scoring expert chosen for it ({_EXPERT_NAMES}); null when none applied")
+    entropies: dict[str, float] = Field(description="score-histogram entropy in bits per expert with >= 2 finite scores")
+    budget: int = Field(description="samples this cluster may contribute")
+    selected: int
+    pruned: int = Field(description="members pruned from the pool after the round")
+    set_aside: int | None = Field(None, description="samples the method itself set aside (semdedup)")
+
+
+class ClustersOut(BaseModel):
+    """GET /v1/pools/{id}/clusters: the clusters of the pool's latest succeeded round."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "object": "pool.clusters", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b", "round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f",
+        "round_number": 1, "method": "adapt-inf",
+        "clusters": [{"id": 0, "size": 120, "expert": "el2n", "entropies": {"ppl": 4.1, "el2n": 4.6}, "budget": 30,
+                      "selected": 30, "pruned": 6, "set_aside": 0}]}]})
+    object: Literal["pool.clusters"] = "pool.clusters"
+    pool_id: str
+    round_id: str | None = Field(description="null before the first succeeded round")
+    round_number: int | None
+    method: str | None = Field(description=f"the round's selection method ({', '.join(METHODS)})")
+    clusters: list[ClusterOut] = Field(description="empty before the first succeeded round")
+
+
+class RoundParamsOut(BaseModel):
+    """A round's parameters as given (see the `POST /v1/pools/{id}/rounds` body)."""
+
+    model_config = _Stored
+    dataset_ids: list[str]
+    budget: int | float = Field(description="int: samples; float in (0, 1]: fraction of the candidates")
+    method: str = Field("adapt-inf", description=f"one of {', '.join(METHODS)}")
+    candidates: Literal["pool", "new"] = "pool"
+    train: bool = True
+    prune: bool = True
+    seed: int = 0
+
+
+class TrainSummaryOut(BaseModel):
+    model_config = _Stored
+    steps: int | None = None
+    loss_first: float | None = None
+    loss_last: float | None = None
+    mean_loss: float | None = None
+
+
+class SkillScoreOut(BaseModel):
+    model_config = _Stored
+    loss: float | None = Field(None, description="mean response NLL")
+    accuracy: float | None = Field(None, description="exact-match accuracy on samples with a short answer")
+    n: int | None = Field(None, description="samples scored")
+
+
+class RoundResultOut(BaseModel):
+    """What a succeeded round did (null until it succeeds). Stored when the round ended: a member an
+    earlier release did not record is null."""
+
+    model_config = _Stored
+    candidates: int | None = Field(None, description="samples selection ran on")
+    new_samples: int | None = None
+    duplicates: int | None = Field(None, description="new samples already in the pool, skipped")
+    previously_pruned: int = 0
+    budget: int | None = Field(None, description="the budget in samples")
+    method: str | None = None
+    warmup: bool = Field(False, description="whether a warm-up adapter was trained first (round 1)")
+    clusters: list[ClusterOut] = Field(default_factory=list)
+    selected: int | None = None
+    pruned: int | None = None
+    pool_size: int | None = Field(None, description="active members after pruning")
+    train: TrainSummaryOut | None = None
+    checkpoint_id: str | None = None
+    eval: dict[str, SkillScoreOut] = Field(default_factory=dict, description="the round's checkpoint per skill")
+    base_eval_datasets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="the base model's scores per evaluation dataset first scored in this round")

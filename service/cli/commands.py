@@ -31,6 +31,7 @@ def _code(job: Job) -> int:
 
 def datasets_upload(client: Client, args: argparse.Namespace) -> int:
     ds = client.datasets.upload(args.file, args.images, name=args.name, skill=args.skill)
+    output.show_warnings(ds)
     code = 0
     if args.wait:
         note(f"dataset {ds.id} uploaded; ingest job {ds.job_id}")
@@ -88,6 +89,7 @@ def datasets_delete(client: Client, args: argparse.Namespace) -> int:
 def pools_create(client: Client, args: argparse.Namespace) -> int:
     pool = client.pools.create(args.name, args.base_model, args.model_type, config=args.config,
                                eval_sets=args.eval_set or [])
+    output.show_warnings(pool)
     print_json(pool) if args.json else output.show_pool(pool)
     return 0
 
@@ -110,6 +112,7 @@ def pools_show(client: Client, args: argparse.Namespace) -> int:
 
 def pools_add_eval_set(client: Client, args: argparse.Namespace) -> int:
     pool = client.pools.add_eval_set(args.pool_id, args.dataset_id, args.skill)
+    output.show_warnings(pool)
     print_json(pool) if args.json else output.show_pool(pool)
     return 0
 
@@ -152,6 +155,7 @@ def pools_remove_eval_set(client: Client, args: argparse.Namespace) -> int:
 def rounds_start(client: Client, args: argparse.Namespace) -> int:
     rnd = client.rounds.create(args.pool_id, args.dataset, args.budget, method=args.method, seed=args.seed,
                                candidates=args.candidates, train=not args.no_train, prune=not args.no_prune)
+    output.show_warnings(rnd)
     code = 0
     if args.wait:
         note(f"round {rnd.id} (number {rnd.number}) started; job {rnd.job_id}")

@@ -30,6 +30,12 @@ def note(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def show_warnings(obj: BaseModel) -> None:
+    """A creating request's `warnings` (accepted, but maybe not meant), one stderr line each."""
+    for w in (obj.model_extra or {}).get("warnings") or ():
+        note(f"warning: {w.get('code')}: {w.get('message')}")
+
+
 def print_json(obj: BaseModel | Iterable[BaseModel] | Any) -> None:
     if isinstance(obj, BaseModel):
         value = obj.model_dump(mode="json")

@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.blob_response import BlobResponse, etag_for, etag_matches
 from service.api.deps import BlobsDep, OwnerDep, SessionDep
 from service.api.errors import ApiProblem, not_found
+from service.api.openapi import problem_responses
 from service.api.pagination import PageDep, paginate
 from service.api.routes.pools import owned_pool
 from service.db.models import Checkpoint, EvalResult, Pool, Round
@@ -25,7 +26,36 @@ router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 MEDIA_TYPE = "application/gzip"
 
 
+class TrainMetricsOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # stored JSON: members a later release adds stay visible
+    steps: int | None = None
+    loss_first: float | None = None
+    loss_last: float | None = None
+    mean_loss: float | None = None
+    samples: int | None = Field(None, description="samples trained on")
+    fraction: float | None = Field(None, description="the warm-up's share of round 1's data (warm-up only)")
+
+
+class CheckpointEvalOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    dataset_id: str
+    skill: str
+    loss: float | None = Field(None, description="mean response NLL")
+    accuracy: float | None = Field(None, description="exact-match accuracy on samples with a short answer")
+    n: int | None = Field(None, description="samples scored")
+    n_scored: int | None = Field(None, description="samples with a short answer (accuracy's denominator)")
+
+
 class CheckpointOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f", "object": "checkpoint", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
+        "round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "round_number": 1, "kind": "round", "format": "peft-lora-tar-gz",
+        "sha256": "3f5e0c1d9b7a2e4f6a8c0e2d4b6f8a0c1e3d5b7f9a1c3e5d7b9f1a3c5e7d9b1f", "size_bytes": 2359811,
+        "metrics": {"steps": 120, "loss_first": 2.31, "loss_last": 1.12, "mean_loss": 1.48, "samples": 480},
+        "eval": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting", "loss": 0.91, "accuracy": 0.64,
+                  "n": 200, "n_scored": 200}],
+        "content_url": "/v1/checkpoints/ckpt_5a6b7c8d9e0f1a2b3c4d5e6f/content", "created_at": "2026-11-30T09:41:17Z",
+    }]})
     id: str
     object: Literal["checkpoint"] = "checkpoint"
     pool_id: str
@@ -35,8 +65,8 @@ class CheckpointOut(BaseModel):
     format: str
     sha256: str
     size_bytes: int
-    metrics: dict[str, Any] | None
-    eval: list[dict[str, Any]]
+    metrics: TrainMetricsOut | None = Field(description="the training run that made it")
+    eval: list[CheckpointEvalOut] = Field(description="its scores on the pool's evaluation sets")
     content_url: str
     created_at: datetime
 
@@ -83,7 +113,9 @@ def _owned_checkpoint(session: Session, checkpoint_id: str, owner_id: str) -> Ch
     return ckpt
 
 
-@router.get("", response_model=ListOut[CheckpointOut])
+# exclude_unset: a member the stored metrics lack stays absent rather than shown as its default
+@router.get("", response_model=ListOut[CheckpointOut], response_model_exclude_unset=True, responses=problem_responses(
+    notes={404: "`pool_id` names no pool of yours."}))
 def list_checkpoints(
     session: SessionDep,
     owner: OwnerDep,
@@ -99,10 +131,14 @@ def list_checkpoints(
     return {"object": "list", "data": _serialise(session, result.items), "has_more": result.has_more}
 
 
-@router.get("/{checkpoint_id}", response_model=CheckpointOut)
+@router.get("/{checkpoint_id}", response_model=CheckpointOut, response_model_exclude_unset=True,
+            responses=problem_responses(404))
 def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """A checkpoint: pool, round, kind, size, sha256, training metrics, evaluation results."""
     return _serialise(session, [_owned_checkpoint(session, checkpoint_id, owner.id)])[0]
+
+
+_CONTENT_PROBLEMS = problem_responses(404, 416, 500, notes={500: "The checkpoint's file is missing from storage."})
 
 
 @router.head(
@@ -111,7 +147,7 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
     summary="Head checkpoint content",
     description="GET's status and headers (Content-Length, ETag, Content-Range) without the body.",
     responses={206: {"description": "the requested byte range"}, 304: {"description": "If-None-Match matched the ETag"},
-               416: {"description": "the range lies outside the file"}},
+               **_CONTENT_PROBLEMS},
 )
 @router.get(
     "/{checkpoint_id}/content",
@@ -120,7 +156,7 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
         200: {"content": {MEDIA_TYPE: {}}, "description": "the whole tar.gz"},
         206: {"content": {MEDIA_TYPE: {}}, "description": "the requested byte range"},
         304: {"description": "If-None-Match matched the ETag"},
-        416: {"description": "the range lies outside the file"},
+        **_CONTENT_PROBLEMS,
     },
 )
 def download_checkpoint(

@@ -20,6 +20,7 @@ from core.text import text_problem
 from core.statuses import TERMINAL, UNFINISHED
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem
+from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
 from service.api.uploads import ReceivedForm, receive_multipart
@@ -228,6 +229,12 @@ def _create(
     response_model=DatasetCreatedOut,
     openapi_extra={"requestBody": _UPLOAD_BODY},
     summary="Upload a dataset",
+    responses=problem_responses(415, notes={
+        400: "The file or archive cannot be read (encoding, malformed JSON, unknown format, corrupt archive).",
+        413: "The file, the archive, a record, or the number of samples, members or skills is over its limit.",
+        422: "A record, an image or a form field is not acceptable; `line`, `sample_id`, `field` or `member` "
+             "say where.",
+    }),
 )
 async def create_dataset(
     request: Request,
@@ -263,13 +270,13 @@ def list_datasets(session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[s
     return result.to_dict(dataset_to_dict)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(404))
 def read_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """A dataset's status, counts and error."""
     return dataset_to_dict(get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset"))
 
 
-@router.get("/{dataset_id}/samples", response_model=ListOut[SampleOut])
+@router.get("/{dataset_id}/samples", response_model=ListOut[SampleOut], responses=problem_responses(404))
 def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
     """A dataset's samples in file order (empty until its ingest job has succeeded)."""
     get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
@@ -279,11 +286,12 @@ def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: Pa
 
 
 class DatasetPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"skill": "counting"}, {"skill": None}]})
     skill: SkillName | None = Field(description="the skill every sample without its own `skill` gets; null clears it")
 
 
-@router.patch("/{dataset_id}", response_model=DatasetOut)
+@router.patch("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(
+    404, 409, notes={409: "The dataset is not ready yet."}))
 def update_dataset(dataset_id: str, body: DatasetPatch, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """Declare (or clear) a ready dataset's skill: samples whose record names none take it."""
     dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset", for_update=True)
@@ -315,7 +323,8 @@ def _unfinished_round_naming(session: Session, owner_id: str, dataset_id: str) -
     return next((r for r in rounds if dataset_id in (r.params or {}).get("dataset_ids", ())), None)
 
 
-@router.delete("/{dataset_id}", status_code=204)
+@router.delete("/{dataset_id}", status_code=204, responses=problem_responses(
+    404, 409, notes={409: "A pool uses the dataset, or it is still being ingested."}))
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Delete a dataset and its samples; refused (409) while a pool uses it or it is being ingested."""
     dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")

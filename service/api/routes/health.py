@@ -1,21 +1,32 @@
 """Liveness, readiness and Prometheus metrics (no auth: meant for the orchestrator and scraper)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import SettingsDep
 from service.api.errors import ApiProblem
+from service.api.openapi import problem_responses
 from service.broker import broker_ping
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, Literal["ok", "unreachable"]]
+
+
+@router.get("/healthz", response_model=HealthOut)
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
@@ -30,7 +41,7 @@ def _database_ok(request: Request) -> bool:
         return False
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=ReadyOut, responses=problem_responses(503))
 async def readyz(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Readiness: the database and the broker answer (503 problem otherwise)."""
     checks = {

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from service.api.deps import OwnerDep, SessionDep, get_owned_or_404
 from service.api.errors import ApiProblem
+from service.api.openapi import problem_responses
 from service.api.pagination import PageDep, paginate
 from service.db.models import Job, JobEvent
 from service.jobs import JobStateError, event_to_dict, job_to_dict, request_cancel
@@ -39,13 +40,13 @@ def list_jobs(
     return result.to_dict(job_to_dict)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(404))
 def read_job(job_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """A job's status, stage, progress, attempts, error and result."""
     return job_to_dict(get_owned_or_404(session, Job, job_id, owner.id, "job"))
 
 
-@router.get("/{job_id}/events", response_model=ListOut[JobEventOut])
+@router.get("/{job_id}/events", response_model=ListOut[JobEventOut], responses=problem_responses(404))
 def list_job_events(job_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
     """A job's event log, oldest first."""
     get_owned_or_404(session, Job, job_id, owner.id, "job")
@@ -54,7 +55,8 @@ def list_job_events(job_id: str, session: SessionDep, owner: OwnerDep, page: Pag
     return result.to_dict(event_to_dict)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=problem_responses(
+    404, 409, notes={409: "The job has already finished."}))
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """Cancel a job: a queued one at once, a running one as soon as its worker notices (cancelling)."""
     job = get_owned_or_404(session, Job, job_id, owner.id, "job", for_update=True)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.api.deps import OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
+from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
 from service.base_models import resolve_base_model
@@ -33,14 +34,15 @@ from service.rounds import (
     pool_to_dict,
 )
 from service.pool_metrics import pool_metrics
-from service.schemas import ApiWarning, ListOut, PoolMetricsOut, SkillName
+from service.schemas import ApiWarning, ClustersOut, ListOut, PoolMetricsOut, SkillName, created_example
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
 
 
 class EvalSetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}]})
     dataset_id: str = Field(min_length=1, max_length=40)
     skill: SkillName = Field(description="the skill this held-out set measures (stripped)")
 
@@ -51,7 +53,11 @@ class EvalSetOut(BaseModel):
 
 
 class PoolCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "vqa-lifelong", "base_model": "tiny-llava", "model_type": "llava",
+        "config": {"selection": {"n_clusters": 8}, "training": {"epochs": 2, "lr": 0.0001}},
+        "eval_sets": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}],
+    }]})
     name: str = Field(min_length=1, max_length=200)
     base_model: str = Field(min_length=1, max_length=500, description=(
         "a preset (tiny-llava, ...), a Hugging Face id org/name (cached, or with downloads allowed), "
@@ -81,13 +87,28 @@ class DatasetCounts(BaseModel):
     pruned: int
 
 
+POOL_EXAMPLE = {
+    "id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b", "object": "pool", "name": "vqa-lifelong", "base_model": "tiny-llava",
+    "model_type": "llava", "config": {"selection": {"n_clusters": 8, "tails": [5.0, 95.0], "n_strata": 50}},
+    "size": 940, "pruned": 60,
+    "datasets": [{"dataset_id": "ds_4f1c2e9a7b3d5f60a1b2c3d4", "active": 940, "pruned": 60}],
+    "rounds_completed": 1, "current_checkpoint_id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f",
+    "eval_sets": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}],
+    "created_at": "2026-11-30T09:12:44Z",
+}
+
+
 class PoolOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [POOL_EXAMPLE]})
     id: str
     object: Literal["pool"] = "pool"
     name: str
     base_model: str
     model_type: str
-    config: dict[str, Any]
+    # Typed as PoolConfig in the OpenAPI only: a config stored by an earlier release must still be
+    # readable even where today's PoolConfig would refuse it.
+    config: dict[str, Any] = Field(description="the full config, defaults filled in",
+                                   json_schema_extra={"allOf": [{"$ref": "#/components/schemas/PoolConfig"}]})
     size: int = Field(description="active members")
     pruned: int
     datasets: list[DatasetCounts]
@@ -98,6 +119,11 @@ class PoolOut(BaseModel):
 
 
 class PoolCreatedOut(PoolOut):
+    model_config = created_example(PoolOut, {
+        "code": "images_dropped",
+        "message": "dataset ds_4f1c2e9a7b3d5f60a1b2c3d4 has 1000 image(s); pool pool_9c0d1e2f3a4b5c6d7e8f9a0b is "
+                   "causal-lm, which reads text only: its images and their <image> tokens are dropped (use a llava "
+                   "pool to train on them)"})
     warnings: list[ApiWarning] = Field(description="what the pool was created with but you may not have meant")
 
 
@@ -120,7 +146,8 @@ def pool_dict(session: Session, pool: Pool) -> dict[str, Any]:
     return pool_to_dict(pool, pool_stats(session, [pool.id])[pool.id])
 
 
-@router.post("", status_code=201, response_model=PoolCreatedOut, summary="Create a pool")
+@router.post("", status_code=201, response_model=PoolCreatedOut, summary="Create a pool", responses=problem_responses(
+    notes={422: "A field is invalid, the base model is not available, or the config exceeds the operator's limits."}))
 def create_pool_route(
     body: PoolCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep,
     idempotency_key: IdempotencyKeyDep = None,
@@ -167,13 +194,15 @@ def list_pools(session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str,
     return result.to_dict(lambda p: pool_to_dict(p, stats[p.id]))
 
 
-@router.get("/{pool_id}", response_model=PoolOut)
+@router.get("/{pool_id}", response_model=PoolOut, responses=problem_responses(404))
 def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """A pool: config, size, active/pruned per dataset, rounds completed, current checkpoint."""
     return pool_dict(session, owned_pool(session, pool_id, owner.id))
 
 
-@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolCreatedOut)
+@router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolCreatedOut, responses=problem_responses(
+    404, 409, notes={409: "The dataset is already an evaluation set of this pool.",
+                     422: "The dataset is unknown or not ready, or the pool trains on it."}))
 def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner: OwnerDep) -> JSONResponse:
     """Add a held-out dataset, tagged with a skill, that every later checkpoint is scored on."""
     pool = owned_pool(session, pool_id, owner.id)
@@ -190,13 +219,16 @@ def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner
     return JSONResponse(pool_dict(session, pool) | {"warnings": warnings}, status_code=201)
 
 
-@router.get("/{pool_id}/clusters")
+# exclude_unset: a member an earlier release did not store stays absent rather than shown as its default
+@router.get("/{pool_id}/clusters", response_model=ClustersOut, response_model_exclude_unset=True,
+            responses=problem_responses(404))
 def read_clusters(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """The pseudo-skill clusters of the latest succeeded round: size, expert, budget, selected, pruned."""
     return latest_clusters(session, owned_pool(session, pool_id, owner.id))
 
 
-@router.get("/{pool_id}/metrics", response_model=PoolMetricsOut)
+@router.get("/{pool_id}/metrics", response_model=PoolMetricsOut, responses=problem_responses(
+    404, notes={422: "`reference_pool_id` names no pool of yours."}))
 def read_metrics(
     pool_id: str,
     session: SessionDep,
@@ -224,19 +256,26 @@ def _remove(session: Session, pool: Pool, dataset_id: str, *, evaluation_only: b
     return Response(status_code=204)
 
 
-@router.delete("/{pool_id}/datasets/{dataset_id}", status_code=204, response_class=Response)
+_REMOVE_PROBLEMS = problem_responses(404, 409, notes={
+    404: "No such pool, or the dataset is not in it.", 409: "A round of the pool is queued, running or cancelling."})
+
+
+@router.delete("/{pool_id}/datasets/{dataset_id}", status_code=204, response_class=Response,
+               responses=_REMOVE_PROBLEMS)
 def remove_dataset_route(pool_id: str, dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Take a dataset out of the pool: its members, their rows in earlier rounds, its evaluation-set use."""
     return _remove(session, owned_pool(session, pool_id, owner.id, for_update=True), dataset_id, evaluation_only=False)
 
 
-@router.delete("/{pool_id}/eval-sets/{dataset_id}", status_code=204, response_class=Response)
+@router.delete("/{pool_id}/eval-sets/{dataset_id}", status_code=204, response_class=Response,
+               responses=_REMOVE_PROBLEMS)
 def remove_eval_set_route(pool_id: str, dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Stop scoring on an evaluation set: its link and the pool's earlier results on it go."""
     return _remove(session, owned_pool(session, pool_id, owner.id, for_update=True), dataset_id, evaluation_only=True)
 
 
-@router.delete("/{pool_id}", status_code=204, response_class=Response)
+@router.delete("/{pool_id}", status_code=204, response_class=Response, responses=problem_responses(
+    404, 409, notes={409: "A round of the pool is queued, running or cancelling."}))
 def delete_pool_route(pool_id: str, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> Response:
     """Delete a pool with its rounds, checkpoints and members; blobs are left to `adaptinf gc`."""
     pool = owned_pool(session, pool_id, owner.id, for_update=True)

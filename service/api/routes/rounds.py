@@ -7,13 +7,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
+from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
 from service.api.routes.pools import owned_pool, problem_from
@@ -25,7 +26,7 @@ from service.pool_checks import check_round_datasets
 from service.pool_config import RoundParams, parse_pool_config
 from service.pool_limits import over_limits
 from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
-from service.schemas import ApiWarning, ListOut, Progress
+from service.schemas import ApiWarning, JobError, ListOut, Progress, RoundParamsOut, RoundResultOut, created_example
 from service.storage import BlobNotFound
 
 router = APIRouter(tags=["rounds"])
@@ -37,17 +38,27 @@ class RoundJob(BaseModel):
     stage: str | None
     progress: Progress
     attempts: int
-    error: dict[str, Any] | None
+    error: JobError | None
 
 
 class RoundOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "object": "round", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
+        "number": 1, "status": "running",
+        "params": {"dataset_ids": ["ds_4f1c2e9a7b3d5f60a1b2c3d4"], "budget": 0.25, "method": "adapt-inf",
+                   "candidates": "pool", "train": True, "prune": True, "seed": 0},
+        "result": None, "job_id": "job_0a1b2c3d4e5f6a7b8c9d0e1f",
+        "job": {"status": "running", "stage": "features", "progress": {"done": 3, "total": 8}, "attempts": 1,
+                "error": None},
+        "created_at": "2026-11-30T09:20:02Z", "finished_at": None,
+    }]})
     id: str
     object: Literal["round"] = "round"
     pool_id: str
     number: int
     status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
-    params: dict[str, Any]
-    result: dict[str, Any] | None
+    params: RoundParamsOut
+    result: RoundResultOut | None
     job_id: str | None
     job: RoundJob | None
     created_at: datetime
@@ -55,10 +66,22 @@ class RoundOut(BaseModel):
 
 
 class RoundCreatedOut(RoundOut):
+    model_config = created_example(RoundOut, {
+        "code": "dataset_already_in_pool",
+        "message": "dataset ds_4f1c2e9a7b3d5f60a1b2c3d4 is already in pool pool_9c0d1e2f3a4b5c6d7e8f9a0b (1000 "
+                   "member(s)): its samples are not added again and pruned ones stay pruned, so it brings this round "
+                   "nothing new"})
     warnings: list[ApiWarning] = Field(description="what the round was started with but you may not have meant")
 
 
-@router.post("/v1/pools/{pool_id}/rounds", status_code=202, response_model=RoundCreatedOut, summary="Start a round")
+@router.post(
+    "/v1/pools/{pool_id}/rounds", status_code=202, response_model=RoundCreatedOut, summary="Start a round",
+    responses=problem_responses(404, 409, notes={
+        409: "Another round of the pool is queued or running, or the pool's stored config no longer fits.",
+        422: "A field is invalid, a dataset is unknown, not ready or an evaluation set of the pool, "
+             "or the method does not fit the pool.",
+    }),
+)
 def create_round_route(
     pool_id: str,
     body: RoundParams,
@@ -108,7 +131,7 @@ def create_round_route(
     return JSONResponse(out, status_code=202, headers={"Location": f"/v1/rounds/{rnd.id}"})
 
 
-@router.get("/v1/pools/{pool_id}/rounds", response_model=ListOut[RoundOut])
+@router.get("/v1/pools/{pool_id}/rounds", response_model=ListOut[RoundOut], responses=problem_responses(404))
 def list_rounds(pool_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
     """A pool's rounds in round order."""
     owned_pool(session, pool_id, owner.id)
@@ -125,7 +148,7 @@ def _owned_round(session: Session, round_id: str, owner_id: str) -> Round:
     return rnd
 
 
-@router.get("/v1/rounds/{round_id}", response_model=RoundOut)
+@router.get("/v1/rounds/{round_id}", response_model=RoundOut, responses=problem_responses(404))
 def read_round(round_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     """A round: status, params, result with per-cluster stats, and its job's stage and progress."""
     rnd = _owned_round(session, round_id, owner.id)
@@ -135,7 +158,9 @@ def read_round(round_id: str, session: SessionDep, owner: OwnerDep) -> dict[str,
 @router.get(
     "/v1/rounds/{round_id}/selection",
     response_class=StreamingResponse,
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the selected samples"}},
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the selected samples"},
+               **problem_responses(404, 409, 500, notes={409: "The round has not finished selection yet.",
+                                                         500: "An image of the selection is missing from storage."})},
 )
 def download_selection(
     round_id: str,

@@ -1,0 +1,131 @@
+"""The OpenAPI document's error responses: every error is problem+json with the `Problem` schema.
+
+A route lists the problems only it sends, in one line: `responses=problem_responses(404, 409)`.
+The ones a route's shape implies are added to every operation when the document is built: 422
+(in place of FastAPI's `HTTPValidationError`, which this API never sends) and 400 wherever there
+is a parameter or a body, 401 where an API key is required, 413 where there is a body.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.api.errors import PROBLEM_MEDIA_TYPE, ApiProblem
+from service.schemas import Problem
+
+_REF = "#/components/schemas/"
+
+# Per status: the description an operation gets unless its route gives its own, and an example
+# body built by the same ApiProblem the handlers answer with.
+_PROBLEMS: dict[int, tuple[str, ApiProblem]] = {
+    400: ("The path, query or headers cannot be read (e.g. a NUL character), or `after` is no item of the list.",
+          ApiProblem(400, "after: no item with id 'ds_0123' in this list", code="invalid_cursor")),
+    401: ("The API key is missing, invalid or revoked.",
+          ApiProblem(401, "missing API key: send 'Authorization: Bearer <key>'", code="unauthorized")),
+    404: ("No such resource for this API key (another owner's looks the same).",
+          ApiProblem(404, "no pool with id 'pool_0123'", code="not_found")),
+    409: ("The request clashes with the resource's current state; `detail` says what to do.",
+          ApiProblem(409, "round round_0123 (number 2) of pool pool_0123 is running; one round at a time per "
+                     "pool: wait for it or cancel its job job_0123", code="round_in_progress")),
+    413: ("The body is larger than its limit.",
+          ApiProblem(413, "a request body other than an upload may be at most 1048576 bytes", code="body_too_large")),
+    415: ("The body is not of the media type this route reads.",
+          ApiProblem(415, "send the upload as multipart/form-data", code="unsupported_media_type")),
+    416: ("The requested range lies outside the file; `Content-Range` gives its size.",
+          ApiProblem(416, "range 'bytes=900-' is outside the 512 bytes of checkpoint ckpt_0123",
+                     code="range_not_satisfiable")),
+    422: ("A field is missing, of the wrong type, out of range, or names nothing usable; `errors` lists each.",
+          ApiProblem(422, "body.budget: Value error, must be an int >= 1 or a fraction in (0, 1], got 0",
+                     code="validation_error", errors=[{"field": "body.budget", "type": "value_error",
+                                                       "message": "Value error, must be an int >= 1 or a fraction "
+                                                                  "in (0, 1], got 0"}])),
+    500: ("The server could not finish the request; the cause is logged.",
+          ApiProblem(500, "the server hit an unexpected error; it has been logged", code="internal_error")),
+    503: ("A dependency (database, broker) does not answer.",
+          ApiProblem(503, "not ready: broker unreachable", code="not_ready",
+                     checks={"database": "ok", "broker": "unreachable"})),
+}
+
+
+def problem_response(status: int, description: str | None = None) -> dict[str, Any]:
+    """One OpenAPI response: `status` answered as application/problem+json with the Problem schema."""
+    default, example = _PROBLEMS.get(status, ("An error.", ApiProblem(status, "what went wrong")))
+    return {
+        "description": description or default,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"{_REF}Problem"}, "example": example.body()}},
+    }
+
+
+def problem_responses(*statuses: int, notes: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for the problems it sends beyond those its shape implies.
+
+    `notes` gives a status (listed or not) the route's own reason instead of the generic one.
+    """
+    notes = notes or {}
+    return {status: problem_response(status, notes.get(status)) for status in dict.fromkeys([*statuses, *notes])}
+
+
+def _implied(operation: dict[str, Any]) -> list[int]:
+    """The problems any operation of this shape can answer (see the module docstring)."""
+    params = bool(operation.get("parameters")) or "requestBody" in operation
+    return [s for s, applies in ((400, params), (401, "security" in operation), (413, "requestBody" in operation),
+                                 (422, params)) if applies]
+
+
+def _is_fastapi_422(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return schema.get("$ref") == f"{_REF}HTTPValidationError"
+
+
+def _restore_nulls(value: Any, schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """Put back the nulls of an example: FastAPI drops every None from the document it builds
+    (`exclude_none`), so a required nullable member vanished from it."""
+    while "$ref" in schema:
+        schema = components.get(schema["$ref"].rsplit("/", 1)[1], {})
+    for branch in schema.get("anyOf", []) + schema.get("allOf", []):
+        _restore_nulls(value, branch, components)
+    if isinstance(value, dict) and "properties" in schema:
+        for name in schema.get("required", []):
+            value.setdefault(name, None)
+        for name, member in schema["properties"].items():
+            if name in value:
+                _restore_nulls(value[name], member, components)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _restore_nulls(item, schema["items"], components)
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the implied problems to every operation, the Problem schema, and drop FastAPI's 422 model."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses and _is_fastapi_422(responses["422"]):
+                del responses["422"]
+            for status in _implied(operation):
+                responses.setdefault(str(status), problem_response(status))
+            operation["responses"] = dict(sorted(responses.items()))
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    problem = Problem.model_json_schema(ref_template=_REF + "{model}")
+    components.update(problem.pop("$defs", {}))
+    components["Problem"] = problem
+    for component in components.values():
+        for example in component.get("examples", []):
+            _restore_nulls(example, component, components)
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make `app.openapi()` (and /openapi.json, /docs, /redoc) serve the document with its problems."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_problems(build())  # FastAPI keeps what build() returns in app.openapi_schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise it
