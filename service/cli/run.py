@@ -199,7 +199,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         code = worker.stop()
         print(f"adaptinf: worker stopped (exit code {code}); bye", flush=True)
-    return EXIT_CONFIG if refused.is_set() else 0
+    if refused.is_set():
+        return EXIT_CONFIG
+    return 0 if server.started else 3  # uvicorn.run's own exit code when the server could not start
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
