@@ -13,7 +13,6 @@ import sys
 from celery import signals
 
 from core.worker_health import EXIT_CONFIG, HeartbeatWriter
-
 from service.broker import make_celery
 from service.config import get_settings
 from service.db.session import get_engine
@@ -42,6 +41,10 @@ def _check_device(**_: object) -> None:
         print(f"adaptinf worker: refusing to start: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CONFIG)
     log.info("device: ADAPTINF_DEVICE=%s -> %s", setting, _device)
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_: object) -> None:
     port = get_settings().worker_metrics_port
     if port is not None:
         from workers.metrics import serve_metrics
@@ -50,7 +53,7 @@ def _check_device(**_: object) -> None:
 
 
 @signals.worker_ready.connect
-def _start_reaper(**_: object) -> None:
+def _start_reaper_and_heartbeat(**_: object) -> None:
     global _reaper, _heartbeat
     from workers.reaper import ReaperThread
 
@@ -66,7 +69,7 @@ def _start_reaper(**_: object) -> None:
 
 
 @signals.worker_shutdown.connect
-def _stop_reaper(**_: object) -> None:
+def _stop_heartbeat_and_reaper(**_: object) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()  # first: the health check fails as soon as the worker begins to stop
     if _reaper is not None:
