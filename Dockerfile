@@ -1,5 +1,6 @@
 # One image for the API and every worker kind; docker-compose.yml picks the command.
 # CPU by default; for GPU workers build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (docker-compose.gpu.yml does that for the gpu-worker service).
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
@@ -20,4 +21,4 @@ RUN useradd --create-home --uid 1000 adaptinf && mkdir -p /data && chown adaptin
 USER adaptinf
 VOLUME ["/data"]
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "service.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["adaptinf", "api", "--host", "0.0.0.0", "--port", "8000"]

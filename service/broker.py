@@ -182,3 +182,22 @@ def broker_ping(settings: Settings) -> bool:
             return True
     except Exception:  # noqa: BLE001 - any failure means "not ready"
         return False
+
+
+def queue_depths(settings: Settings) -> dict[str, int]:
+    """Messages waiting in each queue, asked of the broker (raises if it does not answer).
+
+    A passive declare is kombu's transport-neutral count (Redis: the list lengths over its
+    priority levels; the folder broker: its message files); a queue nobody has sent to yet does
+    not exist, and counts 0.
+    """
+    depths: dict[str, int] = {}
+    with _app_for(settings).connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        channel = conn.default_channel
+        for queue in QUEUES:
+            try:
+                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+            except ChannelError:
+                depths[queue] = 0
+    return depths

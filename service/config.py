@@ -1,6 +1,7 @@
 """Settings, read from ADAPTINF_* environment variables and validated at load."""
 from __future__ import annotations
 
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +34,13 @@ class Settings(BaseSettings):
     models_root: Path | None = Field(None, description="Directory under which pools may name local model directories.")
     preset_cache: Path | None = Field(None, description="Where pretrained presets (smol-lm, smol-llava) are built "
                                       "and cached; default data_dir/models.")
+    worker_heartbeat_file: Path | None = Field(
+        None, description="The file a worker rewrites every heartbeat_seconds once ready, and `adaptinf "
+        "worker-health` reads; default: adaptinf-worker.heartbeat in the system temp folder (one worker per "
+        "container; give several workers on one host a file each).")
+    worker_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port on which a worker serves its Prometheus metrics "
+        "(stage durations, feature throughput, train loss); default: not served.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI client commands send requests.")
     api_key: str | None = Field(None, description="Bearer key the CLI client commands send.")
     # Upper bounds on a pool's numbers (service/pool_limits.py): above one, creating the pool is a 422.
@@ -67,6 +75,10 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         """Folder of the kombu filesystem transport (embedded mode only)."""
         return (self.data_dir / "broker").resolve()
+
+    @property
+    def heartbeat_file(self) -> Path:
+        return self.worker_heartbeat_file or Path(tempfile.gettempdir()) / "adaptinf-worker.heartbeat"
 
     @property
     def blob_dir(self) -> Path:

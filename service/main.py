@@ -53,8 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = get_sessionmaker(url)
         app.state.blobs = BlobStore(settings.blob_dir)
         app.state.metrics = metrics
-        metrics.watch_jobs(app.state.sessionmaker)
+        metrics.watch(app.state.sessionmaker, settings)
         yield
+        metrics.process_ended()
         app.state.engine.dispose()
 
     # /docs and /redoc load Swagger UI and ReDoc from the package's own copies (no CDN, no fonts),

@@ -32,6 +32,7 @@ from workers.leases import (
     renew_lease,
     update_if_held,
 )
+from workers.metrics import observe_job
 
 log = logging.getLogger(__name__)
 _FENCED = "adaptinf.fenced"  # session.info: the JobContext whose lease is renewed again before this commit
@@ -214,6 +215,7 @@ class JobTask(Task):
             log.info("job %s: not acquired (finished, held by a live worker, or unknown); ignoring", job_id)
             return {"job_id": job_id, "ran": False}
         ctx = JobContext(job, owner, settings, factory)
+        started = time.monotonic()
         heartbeat = Heartbeat(ctx, settings.heartbeat_seconds)
         heartbeat.start()
         try:
@@ -237,6 +239,7 @@ class JobTask(Task):
         with factory() as session:
             if not finish_job(session, job_id, owner, status, result=result, error=error):
                 log.warning("job %s: lease lost before it could be marked %s", job_id, status)
+        observe_job(self.kind, status, time.monotonic() - started, result)
         return {"job_id": job_id, "ran": True, "status": status}
 
     def _release(self, factory: sessionmaker[Session], job_id: str, owner: str) -> None:

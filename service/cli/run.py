@@ -1,5 +1,5 @@
-"""Run commands: `adaptinf serve` (embedded: API + one worker), `adaptinf worker`, `adaptinf reap`,
-`adaptinf models build`.
+"""Run commands: `adaptinf serve` (embedded: API + one worker), `adaptinf api`, `adaptinf worker`,
+`adaptinf worker-health`, `adaptinf reap`, `adaptinf models build`.
 
 The embedded mode runs exactly the production code path: a real `celery worker` subprocess on the
 same broker and database as the API, never eager mode.
@@ -12,11 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from core.presets import PRETRAINED
-from service.broker import QUEUES
+from core.worker_health import EXIT_CONFIG, read_heartbeat
+from service.broker import QUEUES, broker_ping
 from service.config import Settings, get_settings
 
 log = logging.getLogger("adaptinf.serve")
@@ -56,10 +59,51 @@ def worker_argv(queues: list[str], concurrency: int, pool: str | None = None, lo
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _use_data_dir(args.data_dir)
+    if args.heartbeat_file is not None:
+        os.environ["ADAPTINF_WORKER_HEARTBEAT_FILE"] = str(args.heartbeat_file.resolve())
+    settings = _use_data_dir(args.data_dir)
+    if settings.worker_metrics_port is not None:
+        _fresh_metrics_dir()  # task processes write their metrics there; the worker's server adds them up
     argv = worker_argv(args.queues, args.concurrency, args.pool, args.loglevel)
     os.execv(sys.executable, argv)  # become the celery worker: signals go straight to it
     return 0  # not reached
+
+
+def _fresh_metrics_dir() -> None:
+    """Give this process tree an empty PROMETHEUS_MULTIPROC_DIR: a new temp folder, or the one set,
+    emptied of a previous run's files (they would count again)."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="adaptinf-metrics-")
+        return
+    folder = Path(given)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):  # prometheus_client's files only
+        stale.unlink(missing_ok=True)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    _use_data_dir(args.data_dir)
+    _fresh_metrics_dir()  # before uvicorn imports prometheus_client, which reads it once
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--host", args.host,
+            "--port", str(args.port), "--workers", str(args.workers)]
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def cmd_worker_health(args: argparse.Namespace) -> int:
+    """Exit 0 if the worker's heartbeat is fresh (and the broker answers), else 1; one line either way."""
+    if args.heartbeat_file is not None:
+        os.environ["ADAPTINF_WORKER_HEARTBEAT_FILE"] = str(args.heartbeat_file.resolve())
+    get_settings.cache_clear()
+    settings = get_settings()
+    max_age = args.max_age if args.max_age is not None else 3 * settings.heartbeat_seconds
+    state = read_heartbeat(settings.heartbeat_file, max_age)
+    if state.healthy and not args.skip_broker and not broker_ping(settings):
+        print(f"unhealthy: {state.message}, but the broker at ADAPTINF_BROKER_URL does not answer", flush=True)
+        return 1
+    print(f"{'ok' if state.healthy else 'unhealthy'}: {state.message}", flush=True)
+    return 0 if state.healthy else 1
 
 
 def _first_start_admin_key(settings: Settings) -> str | None:
@@ -78,10 +122,13 @@ def _first_start_admin_key(settings: Settings) -> str | None:
 
 
 class WorkerProcess:
-    """The embedded worker subprocess, restarted if it dies while the API runs."""
+    """The embedded worker subprocess, restarted if it dies while the API runs, unless it refused
+    to start (EXIT_CONFIG: its configuration is wrong, a restart would refuse again); then
+    `on_refused` is called."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], on_refused: Callable[[], None] = lambda: None) -> None:
         self.argv = argv
+        self.on_refused = on_refused
         self.proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
@@ -95,6 +142,11 @@ class WorkerProcess:
     def _watch(self) -> None:
         while not self._stopping.is_set():
             code = self.proc.wait()
+            if code == EXIT_CONFIG and not self._stopping.is_set():
+                log.error("the worker refused to start (its message is above); stopping")
+                self._stopping.set()
+                self.on_refused()
+                return
             if self._stopping.wait(2.0):
                 return
             log.error("worker exited with code %s; restarting it", code)
@@ -126,7 +178,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if key:
         print("=" * 72, "First start: created owner 'admin'. Its API key, shown only this once:",
               f"ADAPTINF_API_KEY={key}", "=" * 72, sep="\n", flush=True)
-    worker = WorkerProcess(worker_argv(list(QUEUES), 1, "solo"))
+    server = uvicorn.Server(uvicorn.Config("service.main:create_app", factory=True, host=args.host, port=args.port,
+                                           log_level="info"))
+    refused = threading.Event()
+
+    def stop_serving() -> None:  # from the worker's watcher thread: uvicorn polls this flag
+        refused.set()
+        server.should_exit = True
+
+    worker = WorkerProcess(worker_argv(list(QUEUES), 1, "solo"), on_refused=stop_serving)
     worker.start()
     print(f"adaptinf: data in {settings.data_dir.resolve()}; API on http://{args.host}:{args.port}", flush=True)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal to the
@@ -135,11 +195,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: received.append(signum))
     try:
-        uvicorn.run("service.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+        server.run()
     finally:
         code = worker.stop()
         print(f"adaptinf: worker stopped (exit code {code}); bye", flush=True)
-    return 0
+    if refused.is_set():
+        return EXIT_CONFIG
+    return 0 if server.started else 3  # uvicorn.run's own exit code when the server could not start
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
@@ -165,6 +227,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", **data_dir)
     p.set_defaults(func=cmd_serve)
 
+    a = subparsers.add_parser("api", help="Run the API alone (uvicorn), in N processes whose Prometheus "
+                              "metrics /metrics adds up.")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8000)
+    a.add_argument("--workers", type=int, default=1, help="API processes (default: 1)")
+    a.add_argument("--data-dir", **data_dir)
+    a.set_defaults(func=cmd_api)
+
     w = subparsers.add_parser("worker", help="Run a Celery worker for some queues.")
     w.add_argument("--queues", type=_queues, default=list(QUEUES), help=f"comma-separated (default: {','.join(QUEUES)})")
     w.add_argument("--concurrency", type=int, default=1, help="tasks run at once (default: 1)")
@@ -172,7 +242,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="default: solo for concurrency 1, else prefork")
     w.add_argument("--loglevel", default="INFO")
     w.add_argument("--data-dir", **data_dir)
+    heartbeat = {"type": Path, "default": None, "help": "the worker's heartbeat file (default: "
+                 "$ADAPTINF_WORKER_HEARTBEAT_FILE or adaptinf-worker.heartbeat in the temp folder)"}
+    w.add_argument("--heartbeat-file", **heartbeat)
     w.set_defaults(func=cmd_worker)
+
+    h = subparsers.add_parser("worker-health", help="Exit 0 if this host's worker is up: its heartbeat file is "
+                              "fresh and the broker answers (a container healthcheck).")
+    h.add_argument("--heartbeat-file", **heartbeat)
+    h.add_argument("--max-age", type=float, default=None,
+                   help="seconds a heartbeat stays fresh (default: 3 x ADAPTINF_HEARTBEAT_SECONDS)")
+    h.add_argument("--skip-broker", action="store_true", help="check only the heartbeat file")
+    h.set_defaults(func=cmd_worker_health)
 
     r = subparsers.add_parser("reap", help="One reaper pass: re-queue jobs of lost workers, re-send lost messages.")
     r.add_argument("--data-dir", **data_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -57,5 +57,5 @@ async def readyz(request: Request, settings: SettingsDep) -> dict[str, Any]:
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
-    body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
+    body = await run_in_threadpool(request.app.state.metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
