@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from service.api.errors import install_error_handlers
 from service.api.text_guard import TextGuard
 from service.api.metrics import Metrics, MetricsMiddleware
-from service.api.routes import checkpoints, datasets, health, jobs, pools, rounds
+from service.api.routes import checkpoints, datasets, health, jobs, pools, round_views, rounds
+from service.api.routes.ui import install_ui
 from service.config import Settings, get_settings
 from service.db.session import get_engine, get_sessionmaker
 from service.storage import BlobStore
@@ -69,5 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(pools.router)
     app.include_router(rounds.router)
+    app.include_router(round_views.router)
     app.include_router(checkpoints.router)
+    install_ui(app)
     return app
