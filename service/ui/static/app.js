@@ -11,6 +11,7 @@
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                   "#bcbd22", "#17becf"];
   const PLOT_CONFIG = { displaylogo: false, responsive: true };
+  const SMALL_PLOT = { ...PLOT_CONFIG, displayModeBar: false };  // small charts: the toolbar would cover the title
   const view = document.getElementById("view");
   let timers = [];  // the current view's polling; cleared when the user navigates away
   let renderId = 0;  // a slow answer for a view the user already left is dropped
@@ -23,7 +24,7 @@
       if (v === null || v === undefined || v === false) continue;
       if (k === "class") node.className = v; else node.setAttribute(k, v === true ? "" : v);
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c !== null && c !== undefined && c !== false) node.append(c instanceof Node ? c : String(c));
     }
     return node;
@@ -111,7 +112,8 @@
     if (overall && overall.eta_seconds !== undefined && overall.eta_seconds !== null) rows.push(["ETA", duration(overall.eta_seconds)]);
     if (overall && Array.isArray(overall.stages) && overall.stages.length) {
       rows.push(["stages", overall.stages.map((s) => (typeof s === "string" ? s
-        : `${s.name || s.stage}${s.status ? ` (${s.status})` : ""}`)).join(" → ")]);
+        : `${s.name || s.stage}${s.status ? ` (${s.status}${typeof s.fraction === "number" ? ` ${pct(s.fraction)}` : ""})` : ""}`))
+        .join(" → ")]);
     }
     for (const [k, v] of Object.entries(job.metrics || {})) rows.push([k, fmt(v, 4)]);
     if (job.error) rows.push(["error", el("span", { class: "error" }, `${job.error.code}: ${job.error.message}`)]);
@@ -190,7 +192,7 @@
     const x = clusters.map((c) => `cluster ${c.id}`);
     Plotly.newPlot(id, [["size", "size"], ["budget", "budget"], ["selected", "selected"], ["pruned", "pruned"]].map(
       ([name, key]) => ({ type: "bar", name, x, y: clusters.map((c) => c[key]) })),
-    { barmode: "group", margin: { t: 10, r: 10, b: 40, l: 40 }, legend: { orientation: "h" } }, PLOT_CONFIG);
+    { barmode: "group", margin: { t: 10, r: 10, b: 40, l: 40 }, legend: { orientation: "h" } }, SMALL_PLOT);
   }
 
   function metricsCard(m) {
@@ -235,16 +237,16 @@
       text: m.accuracy.map((row) => row.map((v) => (v === null ? "" : v.toFixed(2)))), texttemplate: "%{text}",
       hovertemplate: "%{y}, %{x}: %{z:.3f}<extra></extra>", colorbar: { title: { text: "accuracy" } },
     }], { title: { text: "accuracy a[t][skill]" }, margin: { t: 40, r: 10, b: 60, l: 70 },
-          yaxis: { autorange: "reversed" } }, PLOT_CONFIG);
+          yaxis: { autorange: "reversed" } }, SMALL_PLOT);
     const lines = forgettingOverRounds(m).filter((s) => s.x.length);
-    const layout = { title: { text: "forgetting per skill over rounds" }, margin: { t: 40, r: 10, b: 50, l: 50 },
+    const layout = { title: { text: "forgetting per skill over rounds" }, showlegend: true, margin: { t: 40, r: 10, b: 50, l: 50 },
                      xaxis: { title: { text: "round" }, dtick: 1 }, yaxis: { title: { text: "forgetting" }, zeroline: true } };
     if (!lines.length) {
       layout.annotations = [{ text: "needs a second evaluated round after a skill arrives", showarrow: false,
                               xref: "paper", yref: "paper", x: 0.5, y: 0.5 }];
     }
     Plotly.newPlot("forgetting-lines", lines.map((s) => ({ type: "scatter", mode: "lines+markers", name: s.skill, x: s.x, y: s.y })),
-      layout, PLOT_CONFIG);
+      layout, SMALL_PLOT);
   }
 
   async function roundView(my, roundId) {
@@ -254,8 +256,10 @@
     if (my !== renderId) return;
     setCrumbs({ text: "pools", href: "#/" }, { text: pool.name, href: `#/pools/${pool.id}` }, { text: `round ${rnd.number}` });
     const res = rnd.result || {};
-    const progress = el("div", { id: "job-progress" }, rnd.job ? progressBlock({ ...rnd.job, stage: rnd.job.stage })
-      : el("p", { class: "muted" }, "No job."));
+    // the job itself, not the round's summary of it: it carries the overall progress and live metrics
+    const job = rnd.job_id ? await api(`/v1/jobs/${rnd.job_id}`) : null;
+    if (my !== renderId) return;
+    const progress = el("div", { id: "job-progress" }, job ? progressBlock(job) : el("p", { class: "muted" }, "No job."));
     const selectDone = rnd.status === "succeeded" || (rnd.status === "running" && ["train", "finalize"].includes(rnd.job && rnd.job.stage));
     view.replaceChildren(
       el("h1", {}, `Round ${rnd.number} of ${pool.name}`),
@@ -305,7 +309,7 @@
     const pruned = pick((i) => p.pruned[i]);
     traces.push(trace(sel, { name: "selected", marker: { symbol: "circle-open", size: 11, color: "#111", line: { width: 1.5 } } }));
     traces.push(trace(pruned, { name: "pruned", marker: { symbol: "x-thin-open", size: 10, color: "#b91c1c", line: { width: 2 } } }));
-    Plotly.newPlot("cluster-map", traces, { margin: { t: 10, r: 10, b: 40, l: 40 }, height: 460,
+    Plotly.newPlot("cluster-map", traces, { margin: { t: 30, r: 10, b: 40, l: 40 }, height: 460,
       xaxis: { title: { text: "PC 1" }, zeroline: false }, yaxis: { title: { text: "PC 2" }, zeroline: false } }, PLOT_CONFIG);
   }
 
@@ -325,7 +329,7 @@
         { type: "bar", name: "selected", x: mids, y: h.selected, width, marker: { color: color(h.cluster) } }],
       { barmode: "overlay", margin: { t: 36, r: 10, b: 40, l: 40 }, showlegend: false,
         title: { text: `cluster ${h.cluster} · ${h.expert} · budget ${fmt(budget[h.cluster])}`, font: { size: 13 } },
-        xaxis: { title: { text: h.log_scale ? `log ${h.expert}` : h.expert } } }, PLOT_CONFIG);
+        xaxis: { title: { text: h.log_scale ? `log ${h.expert}` : h.expert } } }, SMALL_PLOT);
     }
   }
 

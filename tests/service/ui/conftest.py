@@ -76,6 +76,7 @@ def dashboard(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -
     import workers.rounds.advance as advance
     from service.auth import create_api_key, create_owner
     from service.config import get_settings
+    from service.db.models import Pool
     from service.db.session import get_engine
     from service.main import create_app
 
@@ -101,6 +102,8 @@ def dashboard(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -
                  (_skilled(env, "caption-eval", list(range(44, 48)), "caption", short=True), "caption"))
         # a pool cap under the first round's 14 samples: both rounds prune
         pool_id = add_pool(env, {**POOL_CONFIG, "pruning": {"max_pool_size": 10}}, eval_sets=evals)
+        with env.factory() as s, s.begin():  # a readable name for the README's screenshots
+            s.execute(update(Pool).where(Pool.id == pool_id).values(name="lifelong-demo"))
         first, _ = start_round(env, pool_id, [vqa], budget=8, seed=1)
         env.drain()
         second, _ = start_round(env, pool_id, [caption], budget=8, seed=2)
