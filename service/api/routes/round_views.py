@@ -12,15 +12,9 @@ from service.api.errors import ApiProblem, not_found
 from service.cluster_views import ClusterViewMissing, load_cluster_view
 from service.db.models import Round
 from service.rounds import get_round, selection_ready
-from service.schemas import Problem
 from service.storage import BlobStore
 
 router = APIRouter(prefix="/v1/rounds", tags=["rounds"])
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": Problem, "content": {"application/problem+json": {}}, "description": d}
-    for s, d in ((401, "missing or invalid API key"), (404, "no such round, or it stored no cluster view"),
-                 (409, "the round has not finished its select stage yet"))
-}
 
 
 class MapPoints(BaseModel):
@@ -72,7 +66,7 @@ def _view(session: Session, blobs: BlobStore, round_id: str, owner_id: str) -> t
         raise ApiProblem(404, str(exc), code="cluster_view_missing") from None
 
 
-@router.get("/{round_id}/map", response_model=RoundMapOut, responses=_ERRORS, summary="A round's cluster map")
+@router.get("/{round_id}/map", response_model=RoundMapOut, summary="A round's cluster map")
 def read_round_map(round_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep) -> dict[str, Any]:
     """A 2-D PCA of the candidates' features, with each one's cluster and whether it was selected or pruned."""
     rnd, view = _view(session, blobs, round_id, owner.id)
@@ -80,8 +74,7 @@ def read_round_map(round_id: str, session: SessionDep, owner: OwnerDep, blobs: B
             "points": view["points"]}
 
 
-@router.get("/{round_id}/score-histograms", response_model=RoundScoresOut, responses=_ERRORS,
-            summary="A round's score histograms")
+@router.get("/{round_id}/score-histograms", response_model=RoundScoresOut, summary="A round's score histograms")
 def read_score_histograms(round_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep) -> dict[str, Any]:
     """Per cluster: the histogram of its expert's scores over all its candidates and over the selected ones."""
     rnd, view = _view(session, blobs, round_id, owner.id)
