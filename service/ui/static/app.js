@@ -260,7 +260,7 @@
     const job = rnd.job_id ? await api(`/v1/jobs/${rnd.job_id}`) : null;
     if (my !== renderId) return;
     const progress = el("div", { id: "job-progress" }, job ? progressBlock(job) : el("p", { class: "muted" }, "No job."));
-    const selectDone = rnd.status === "succeeded" || (rnd.status === "running" && ["train", "finalize"].includes(rnd.job && rnd.job.stage));
+    const selectDone = rnd.status === "succeeded" || (rnd.status === "running" && ["train", "eval", "finalize"].includes(rnd.job && rnd.job.stage));
     view.replaceChildren(
       el("h1", {}, `Round ${rnd.number} of ${pool.name}`),
       card(null, facts([["id", rnd.id], ["status", statusCell(rnd.status)], ["method", rnd.params.method || "adapt-inf"],

@@ -83,3 +83,10 @@ def test_build_cluster_view_flags_selected_and_pruned_samples() -> None:
         assert sel == (sid in (1000, 1005)) and pr == (sid == 1299)
     assert p["cluster"] == [int(assign[i - 1000]) for i in p["sample_id"]]
     assert sorted(h["cluster"] for h in view["histograms"]) == [0, 1]
+
+
+def test_pca_2d_of_degenerate_inputs_is_finite_and_two_wide() -> None:
+    assert pca_2d(np.ones((1, 5), np.float16), np.array([0])).tolist() == [[0, 0]]
+    line = pca_2d(np.arange(6, dtype=np.float32).reshape(6, 1), np.arange(6))  # d = 1: a flat second axis
+    assert line[:, 0].tolist() == [2.5, 1.5, 0.5, -0.5, -1.5, -2.5] and not line[:, 1].any()
+    assert pca_2d(np.zeros((0, 4)), np.array([], dtype=np.int64)).shape == (0, 2)
