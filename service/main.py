@@ -12,9 +12,11 @@ from fastapi_offline import FastAPIOffline
 
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
+from service.api.redoc import install_redoc
 from service.api.text_guard import TextGuard
 from service.api.metrics import Metrics, MetricsMiddleware
-from service.api.routes import checkpoints, datasets, health, jobs, pools, rounds
+from service.api.routes import checkpoints, datasets, health, jobs, pools, round_views, rounds
+from service.api.routes.ui import install_ui
 from service.config import Settings, get_settings
 from service.db.session import get_engine, get_sessionmaker
 from service.storage import BlobStore
@@ -66,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="Lifelong multimodal instruction tuning with dynamic data selection (Adapt-∞).",
         swagger_ui_parameters={"validatorUrl": None},
+        redoc_url=None,  # install_redoc: the same page, with ReDoc's one CDN URL made local
     )
+    install_redoc(app)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(TextGuard)
@@ -76,5 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(pools.router)
     app.include_router(rounds.router)
+    app.include_router(round_views.router)
     app.include_router(checkpoints.router)
+    install_ui(app)
     return app

@@ -32,8 +32,8 @@ def note(msg: str) -> None:
 
 def show_warnings(obj: BaseModel) -> None:
     """A creating request's `warnings` (accepted, but maybe not meant), one stderr line each."""
-    for w in (obj.model_extra or {}).get("warnings") or ():
-        note(f"warning: {w.get('code')}: {w.get('message')}")
+    for w in getattr(obj, "warnings", ()):
+        note(f"warning: {w.code}: {w.message}")
 
 
 def print_json(obj: BaseModel | Iterable[BaseModel] | Any) -> None:

@@ -16,6 +16,13 @@ from service import schemas
 
 _OPEN = ConfigDict(extra="allow")
 
+
+class _Created(BaseModel):
+    """A resource a creating request returned: what it was accepted with but you may not have meant."""
+
+    # only the creating response has them: dumped (--json) only when there are some
+    warnings: list[schemas.ApiWarning] = Field(default_factory=list, exclude_if=lambda v: not v)
+
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
@@ -72,7 +79,7 @@ class JobEvent(schemas.JobEventOut):
         return (self.data or {}).get("type")
 
 
-class Dataset(schemas.DatasetOut):
+class Dataset(schemas.DatasetOut, _Created):
     model_config = _OPEN
 
 
@@ -93,7 +100,7 @@ class DatasetCounts(BaseModel):
     pruned: int
 
 
-class Pool(BaseModel):
+class Pool(_Created):
     model_config = _OPEN
     id: str
     object: Literal["pool"] = "pool"
@@ -119,7 +126,7 @@ class RoundJob(BaseModel):
     error: dict[str, Any] | None
 
 
-class Round(BaseModel):
+class Round(_Created):
     model_config = _OPEN
     id: str
     object: Literal["round"] = "round"

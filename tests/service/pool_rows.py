@@ -155,3 +155,9 @@ def add_checkpoint(
         for dataset_id, skill, m in evals:
             session.add(EvalResult(checkpoint_id=ckpt.id, dataset_id=dataset_id, skill=skill, metrics=m))
         return ckpt.id
+
+
+def with_images(database_url: str, dataset_id: str, n: int = 3) -> None:
+    """Mark a dataset as holding `n` images (the pool checks read the count)."""
+    with session_scope(database_url) as session:
+        session.get(Dataset, dataset_id).num_images = n

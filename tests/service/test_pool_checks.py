@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from apitools import memory_queue
 
-from service.db.models import Dataset, Round
+from service.db.models import Round
 from service.db.session import session_scope
-from tests.service.pool_rows import make_dataset, make_round
+from tests.service.pool_rows import make_dataset, make_round, with_images
 
 
 @pytest.fixture(autouse=True)
@@ -23,11 +23,6 @@ def new_pool(client, caller, model_type="llava", **body):
                     headers=caller.headers)
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def with_images(database_url, dataset_id, n=3):
-    with session_scope(database_url) as session:
-        session.get(Dataset, dataset_id).num_images = n
 
 
 def events(client, caller, job_id):

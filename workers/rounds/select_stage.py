@@ -5,7 +5,9 @@ Reads every shard blob (sha256 checked) into one float16 file in candidate order
 (DESIGN §2 step 8 runs after selection; doing it here saves a second read of all features).
 Selection rows are round-scoped and committed with the move to the next stage; the pruning
 decision and cluster assignment go to a blob, and (when the pool config asks for it,
-`pool_index`) the pool's FAISS index version to its own file; finalize records both.
+`pool_index`) the pool's FAISS index version to its own file; finalize records both. The
+dashboard's cluster view (a 2-D map and score histograms, `cluster_map`) goes to a third blob,
+named in this stage job's result as `cluster_view_blob`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from workers.engine.feature_file import FeatureFileWriter, FileRows
 from workers.engine.features import SCORE_NAMES, read_shard, read_shard_meta
 from workers.engine.pruning import prune_pool
 from workers.engine.selection import select_samples
+from workers.engine.selection.cluster_map import build_cluster_view
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
 from workers.rounds.plan import load_plan
 from workers.rounds.runner import StageRun
@@ -138,6 +141,11 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
             others = len(set(plan.members) - set(plan.candidates))
             pruned = prune_pool(ids, by, result.clustering, run.cfg.pruning, result.budget, others)
         run.watch.check(force=True)
+        clock["map"] = time.perf_counter()
+        # the dashboard's map and score histograms (bounded: <= 20k points, three reads of them)
+        view = build_cluster_view(ids, features, result.clustering.assign, np.array([p.sample_id for p in result.selected],
+                                  dtype=np.int64), np.array([p.sample_id for p in pruned], dtype=np.int64),
+                                  {c.id: c.expert for c in result.clusters}, scores, seed)
         clock["index"] = time.perf_counter()
         index = None
         if run.cfg.pool_index:
@@ -152,6 +160,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     seconds = {f"{name}_s": round(b - a, 3) for name, a, b in zip(clock, marks, marks[1:])}
     decision = {"assign": result.clustering.assign.tolist(), "pruned": [asdict(p) for p in pruned]}
     decision_blob = run.blobs.put_bytes(json.dumps(json_safe(decision), separators=(",", ":")).encode())
+    view_blob = run.blobs.put_bytes(json.dumps(json_safe(view), separators=(",", ":")).encode())
     pruned_per_cluster = np.bincount([p.cluster for p in pruned], minlength=result.clustering.n_clusters)
     clusters = [
         {"id": c.id, "size": c.size, "expert": c.expert, "entropies": c.entropies, "budget": c.budget,
@@ -170,7 +179,8 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         session.execute(delete(Selection).where(Selection.round_id == ref.round_id))  # none: a commit advances
         session.execute(insert(Selection), rows)
         out = enter_stage(session, parent, ref, run.settings, next_stage("select", updates, params), updates)
-    return out, {"selected": len(rows), "pruned": len(pruned), "clusters": len(clusters), "seconds": seconds}
+    return out, {"selected": len(rows), "pruned": len(pruned), "clusters": len(clusters), "seconds": seconds,
+                 "cluster_view_blob": view_blob.sha256}
 
 
 def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned: set[int],

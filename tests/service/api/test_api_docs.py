@@ -64,3 +64,13 @@ def test_swagger_ui_is_the_real_bundle_and_fetches_no_validator_badge(docs_clien
     assert "SwaggerUIBundle" in bundle.text and len(bundle.content) > 500_000
     redoc = docs_client.get(next(u for u in _page_urls(docs_client.get("/redoc").text) if u.endswith(".js")))
     assert "Redoc" in redoc.text and len(redoc.content) > 500_000
+
+
+def test_redoc_bundle_names_no_outside_host(docs_client):
+    """ReDoc's bundle hard-codes its footer logo's CDN URL; /redoc loads a copy that points it here."""
+    html = docs_client.get("/redoc").text
+    bundle_url = next(u for u in _page_urls(html) if u.endswith(".js"))
+    bundle = docs_client.get(bundle_url)
+    assert bundle.status_code == 200 and len(bundle.content) > 500_000
+    assert b"cdn.redoc.ly" not in bundle.content
+    assert b"/static-offline-docs/favicon.png" in bundle.content

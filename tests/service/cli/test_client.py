@@ -24,7 +24,7 @@ from service.db.session import session_scope
 from service.jobs import add_event
 from service.storage import BlobStore
 from tests.datagen import write_llava_dataset
-from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round
+from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round, with_images
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_pools_and_rounds(cli, alice, database_url):
     pool = json.loads(out)
     assert pool["config"]["selection"]["n_clusters"] == 4 and pool["config"]["selection"]["n_strata"] == 50
     assert pool["eval_sets"] == [{"dataset_id": ev, "skill": "count"}]
-    assert pool.pop("warnings") == []  # only the creating response carries them
+    assert "warnings" not in pool  # none: --json shows only warnings there are
     code, out, _ = cli("pools", "show", pool["id"], "--json")
     assert code == 0 and json.loads(out) == pool
 
@@ -331,3 +331,15 @@ def test_a_closed_pipe_ends_quietly(api_url, alice, database_url):
     shell = subprocess.run(["bash", "-o", "pipefail", "-c", " ".join(argv) + " | head -1"], capture_output=True,
                            env=env, cwd=repo, timeout=60)
     assert shell.stdout == b"[\n" and b"Traceback" not in shell.stderr and shell.returncode in (0, EXIT_BROKEN_PIPE)
+
+
+def test_a_creating_command_prints_its_warnings(cli, alice, database_url):
+    ev, _ = make_dataset(database_url, alice.owner_id, 2, name="ev")
+    with_images(database_url, ev)
+    code, out, err = cli("pools", "create", "--name", "text", "--base-model", "tiny-causal-lm", "--model-type",
+                         "causal-lm", "--eval-set", f"{ev}:vqa")
+    assert code == 0 and "text" in out
+    assert err.startswith("warning: images_dropped: dataset " + ev) and err.count("\n") == 1
+    code, out, err = cli("pools", "create", "--json", "--name", "text2", "--base-model", "tiny-causal-lm",
+                         "--model-type", "causal-lm", "--eval-set", f"{ev}:vqa")
+    assert [w["code"] for w in json.loads(out)["warnings"]] == ["images_dropped"] and "images_dropped" in err

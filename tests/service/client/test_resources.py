@@ -158,7 +158,8 @@ def test_errors_carry_the_problem(api):
         api.pools.create("p", "m", "llava", config={"selection": {"n_clusters": 0}})
     err = exc.value
     assert err.status == 422 and "body.config.selection.n_clusters" in str(err) and "\n" not in str(err)
-    assert err.problem.model_extra.get("errors")  # extension members kept
+    assert [e.field for e in err.problem.errors] == ["body.config.selection.n_clusters"]
+    assert err.problem.code == "validation_error"
     with Client(api.url, "ak_wrong") as bad, pytest.raises(ApiError) as exc:
         bad.pools.get("pool_x")
     assert exc.value.status == 401
