@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.progress import RateMeter, end_running, eta_seconds, finite_or_none, plan_stages, start_stage, utcnow
 from service.broker import QUEUES, task_name
 from service.config import Settings, get_settings
 from service.db.models import Job
@@ -87,7 +88,11 @@ class JobContext:
         self.job_id, self.kind, self.params = job.id, job.kind, dict(job.params or {})
         self.attempt, self.owner = job.attempts, owner
         self.settings, self.session_factory = settings, session_factory
-        self._progress = (0, 0)
+        # the job columns of the latest progress (core.progress), flushed by the heartbeat too
+        self._live: dict[str, Any] = {"progress_done": 0, "progress_total": 0}
+        self._meter = RateMeter(time.monotonic())
+        self._stages: list[dict[str, Any]] | None = None  # the stage log, once the job declared a plan
+        self._stage: tuple[str, float] | None = None  # this run's stage and its monotonic start
         self._last_write = 0.0
         self._cancel = bool(job.cancel_requested)
         self._lost = False
@@ -100,21 +105,88 @@ class JobContext:
             self._lost = True
             raise LeaseLost(f"job {self.job_id}: lease of {self.owner} lost")
 
-    def stage(self, name: str, total: int = 0) -> None:
-        """Enter stage `name` (progress restarts at 0 of `total`)."""
-        self._progress = (0, total)
-        self._last_write = time.monotonic()
-        self._write(stage=name, progress_done=0, progress_total=total)
-        self.event(f"stage {name}", stage=name, total=total)
+    @property
+    def current_stage(self) -> str | None:
+        return self._stage[0] if self._stage else None
 
-    def progress(self, done: int, total: int | None = None) -> None:
-        """Report progress; written at most once a second (and on the last step)."""
-        total = self._progress[1] if total is None else total
-        self._progress = (done, total)
+    def live_values(self) -> dict[str, Any]:
+        """The latest progress as job column values (what the heartbeat flushes)."""
+        return dict(self._live)
+
+    def plan(self, names: list[str]) -> None:
+        """Declare the job's stages up front, so it reports overall progress; restarts the log."""
+        self._stages = plan_stages(names)
+        self._write(stages=self._stages)
+
+    def stage(self, name: str, total: int = 0, unit: str | None = None) -> None:
+        """Enter stage `name` (progress restarts at 0 of `total` `unit`s); the previous one ends.
+
+        Writes a stage.end event for the previous stage (with its seconds) and a stage.start one.
+        """
         now = time.monotonic()
+        ended = self._stage_seconds(now)
+        self._stage = (name, now)
+        self._meter.reset(now, unit)
+        self._live = {"progress_done": 0, "progress_total": total, "progress_unit": unit, "progress_rate": None,
+                      "progress_eta": None, "progress_fraction": None, "metrics": None}
+        values: dict[str, Any] = {"stage": name, **self._live}
+        if self._stages is not None:
+            self._stages, _ = start_stage(self._stages, name, utcnow())
+            values["stages"] = self._stages
+        self._last_write = now
+        self._write(**values)
+        if ended is not None:
+            self._end_event(*ended)
+        self.event(f"stage {name}", type="stage.start", stage=name, total=total)
+
+    def end_stage(self) -> None:
+        """End the running stage: its stage.end event, and done in the stage log."""
+        ended = self._stage_seconds(time.monotonic())
+        self._stage = None
+        if ended is None:
+            return
+        if self._stages is not None:
+            self._stages, _ = end_running(self._stages, utcnow())
+            self._write(stages=self._stages)
+        self._end_event(*ended)
+
+    def _stage_seconds(self, now: float) -> tuple[str, float] | None:
+        return (self._stage[0], round(now - self._stage[1], 3)) if self._stage else None
+
+    def _end_event(self, name: str, seconds: float) -> None:
+        self.event(f"stage {name} done in {seconds:.1f}s", type="stage.end", stage=name, seconds=seconds)
+
+    def progress(
+        self, done: int, total: int | None = None, *, unit: str | None = None,
+        metrics: dict[str, Any] | None = None, fraction: float | None = None, eta: float | None = None,
+    ) -> None:
+        """Report progress; written at most once per PROGRESS_WRITE_INTERVAL (and on the last step).
+
+        Args:
+            done, total: units done of `total` in this stage (total None: the stage's).
+            unit: what is counted (None: as before in this stage); a new unit restarts the rate.
+            metrics: the latest live numbers (None: keep the last ones); non-finite floats become null.
+            fraction: the stage's fraction done when it is not done/total (a stage in phases).
+            eta: seconds left in the stage when the caller knows better than done/total at the
+                measured rate.
+        """
+        live = self._live
+        total = live["progress_total"] if total is None else total
+        unit = live.get("progress_unit") if unit is None else unit
+        now = time.monotonic()
+        rate = self._meter.observe(done, now, unit)
+        if metrics is not None:
+            metrics = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in metrics.items()}
+        eta = eta if eta is not None else eta_seconds(done, total, rate)
+        self._live = {
+            "progress_done": done, "progress_total": total, "progress_unit": unit,
+            "progress_rate": None if rate is None else round(rate, 4),
+            "progress_eta": None if eta is None else round(eta, 1),
+            "progress_fraction": fraction, "metrics": metrics if metrics is not None else live.get("metrics"),
+        }
         if done >= total or now - self._last_write >= self.PROGRESS_WRITE_INTERVAL:
             self._last_write = now
-            self._write(progress_done=done, progress_total=total)
+            self._write(**self._live)
 
     def fence(self, session: Session) -> None:
         """Inside `session`'s open transaction, prove this worker still holds the lease.
@@ -168,7 +240,7 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         ctx = self.ctx
         with ctx.session_factory() as session:
-            held, cancel = renew_lease(session, ctx.job_id, ctx.owner, ctx.settings.lease_seconds, ctx._progress)
+            held, cancel = renew_lease(session, ctx.job_id, ctx.owner, ctx.settings.lease_seconds, ctx.live_values())
         ctx._cancel = ctx._cancel or cancel
         if not held:
             ctx._lost = True
@@ -220,7 +292,9 @@ class JobTask(Task):
         heartbeat.start()
         try:
             ctx.check_cancelled()
-            outcome: tuple[str, dict | None, dict | None] = ("succeeded", fn(ctx), None)
+            result = fn(ctx)
+            ctx.end_stage()
+            outcome: tuple[str, dict | None, dict | None] = ("succeeded", result, None)
         except JobCancelled:
             outcome = ("cancelled", None, {"code": "cancelled", "message": "cancelled on request"})
         except LeaseLost:
