@@ -73,13 +73,15 @@ class RateMeter:
     def reset(self, now: float, unit: str | None = None) -> None:
         self.started, self.unit = now, unit
         self.first: tuple[float, float] | None = None  # (time, done) of the first report
+        self.last = 0.0
         self.rate: float | None = None
 
     def observe(self, done: float, now: float, unit: str | None = None) -> float | None:
         """Record `done` units at time `now` (seconds, monotonic); returns the rate. A change of
         unit (a stage moving to its next phase) or a count going back starts the meter afresh."""
-        if unit != self.unit or (self.first is not None and done < self.first[1]):
+        if unit != self.unit or done < self.last:
             self.reset(now if self.first is not None else self.started, unit)
+        self.last = done
         if self.first is None:
             if done > 0:
                 self.first = (now, done)
