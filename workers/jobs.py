@@ -17,7 +17,6 @@ from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.progress import RateMeter, end_running, eta_seconds, finite_or_none, plan_stages, start_stage, utcnow
 from service.broker import QUEUES, task_name
 from service.config import Settings, get_settings
 from service.db.models import Job
@@ -33,6 +32,7 @@ from workers.leases import (
     renew_lease,
     update_if_held,
 )
+from workers.live_progress import LiveProgress
 from workers.metrics import observe_job
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,7 @@ class JobContext:
         self.job_id, self.kind, self.params = job.id, job.kind, dict(job.params or {})
         self.attempt, self.owner = job.attempts, owner
         self.settings, self.session_factory = settings, session_factory
-        # the job columns of the latest progress (core.progress), flushed by the heartbeat too
-        self._live: dict[str, Any] = {"progress_done": 0, "progress_total": 0}
-        self._meter = RateMeter(time.monotonic())
-        self._stages: list[dict[str, Any]] | None = None  # the stage log, once the job declared a plan
-        self._stage: tuple[str, float] | None = None  # this run's stage and its monotonic start
+        self._live = LiveProgress()  # the latest progress; the heartbeat flushes it too
         self._last_write = 0.0
         self._cancel = bool(job.cancel_requested)
         self._lost = False
@@ -107,33 +103,23 @@ class JobContext:
 
     @property
     def current_stage(self) -> str | None:
-        return self._stage[0] if self._stage else None
+        return self._live.stage[0] if self._live.stage else None
 
     def live_values(self) -> dict[str, Any]:
         """The latest progress as job column values (what the heartbeat flushes)."""
-        return dict(self._live)
+        return dict(self._live.values)
 
     def plan(self, names: list[str]) -> None:
         """Declare the job's stages up front, so it reports overall progress; restarts the log."""
-        self._stages = plan_stages(names)
-        self._write(stages=self._stages)
+        self._write(**self._live.plan(names))
 
     def stage(self, name: str, total: int = 0, unit: str | None = None) -> None:
         """Enter stage `name` (progress restarts at 0 of `total` `unit`s); the previous one ends.
 
         Writes a stage.end event for the previous stage (with its seconds) and a stage.start one.
         """
-        now = time.monotonic()
-        ended = self._stage_seconds(now)
-        self._stage = (name, now)
-        self._meter.reset(now, unit)
-        self._live = {"progress_done": 0, "progress_total": total, "progress_unit": unit, "progress_rate": None,
-                      "progress_eta": None, "progress_fraction": None, "metrics": None}
-        values: dict[str, Any] = {"stage": name, **self._live}
-        if self._stages is not None:
-            self._stages, _ = start_stage(self._stages, name, utcnow())
-            values["stages"] = self._stages
-        self._last_write = now
+        values, ended = self._live.start(name, total, unit)
+        self._last_write = time.monotonic()
         self._write(**values)
         if ended is not None:
             self._end_event(*ended)
@@ -141,17 +127,11 @@ class JobContext:
 
     def end_stage(self) -> None:
         """End the running stage: its stage.end event, and done in the stage log."""
-        ended = self._stage_seconds(time.monotonic())
-        self._stage = None
-        if ended is None:
-            return
-        if self._stages is not None:
-            self._stages, _ = end_running(self._stages, utcnow())
-            self._write(stages=self._stages)
-        self._end_event(*ended)
-
-    def _stage_seconds(self, now: float) -> tuple[str, float] | None:
-        return (self._stage[0], round(now - self._stage[1], 3)) if self._stage else None
+        values, ended = self._live.end()
+        if values:
+            self._write(**values)
+        if ended is not None:
+            self._end_event(*ended)
 
     def _end_event(self, name: str, seconds: float) -> None:
         self.event(f"stage {name} done in {seconds:.1f}s", type="stage.end", stage=name, seconds=seconds)
@@ -170,23 +150,11 @@ class JobContext:
             eta: seconds left in the stage when the caller knows better than done/total at the
                 measured rate.
         """
-        live = self._live
-        total = live["progress_total"] if total is None else total
-        unit = live.get("progress_unit") if unit is None else unit
+        values = self._live.update(done, total, unit, metrics, fraction, eta)
         now = time.monotonic()
-        rate = self._meter.observe(done, now, unit)
-        if metrics is not None:
-            metrics = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in metrics.items()}
-        eta = eta if eta is not None else eta_seconds(done, total, rate)
-        self._live = {
-            "progress_done": done, "progress_total": total, "progress_unit": unit,
-            "progress_rate": None if rate is None else round(rate, 4),
-            "progress_eta": None if eta is None else round(eta, 1),
-            "progress_fraction": fraction, "metrics": metrics if metrics is not None else live.get("metrics"),
-        }
-        if done >= total or now - self._last_write >= self.PROGRESS_WRITE_INTERVAL:
+        if done >= values["progress_total"] or now - self._last_write >= self.PROGRESS_WRITE_INTERVAL:
             self._last_write = now
-            self._write(**self._live)
+            self._write(**values)
 
     def fence(self, session: Session) -> None:
         """Inside `session`'s open transaction, prove this worker still holds the lease.

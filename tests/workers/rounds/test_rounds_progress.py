@@ -129,3 +129,24 @@ def test_a_round_without_eval_sets_or_warmup_plans_neither(round_env: RoundEnv) 
     with env.factory() as s:
         ckpts = s.scalars(select(Checkpoint.metrics).where(Checkpoint.pool_id == pool_id)).all()
     assert all(m["eval"] is None and m["train"]["steps"] == 1 for m in ckpts)  # no evaluation sets: eval null
+
+
+def test_step_events_are_thinned_on_a_long_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """250 steps: an event every 3rd step and the last (84 in all, under the 100 cap); progress
+    and the cancel check on every step."""
+    from types import SimpleNamespace
+
+    from workers.engine.training import TrainStep
+    from workers.rounds.runner import ParentWatch
+
+    events, reports, checks = [], [], []
+    watch = ParentWatch(SimpleNamespace(current_stage="train"), "job_x")
+    monkeypatch.setattr(watch, "event", lambda message, **data: events.append(data))
+    monkeypatch.setattr(watch, "report", lambda done, total, **kw: reports.append((done, kw["metrics"]["loss"])))
+    monkeypatch.setattr(watch, "check", lambda force=False: checks.append(force))
+    for step in range(1, 251):
+        watch.on_step(TrainStep(step, 250, float("nan") if step == 7 else 1.0 / step, 1e-4, step / 50))
+    assert [d["step"] for d in events] == list(range(3, 250, 3)) + [250] and len(events) == 84
+    assert all(d["type"] == "train.step" and d["stage"] == "train" and d["max_steps"] == 250 for d in events)
+    assert len(reports) == 250 and reports[6] == (7, None)  # a NaN loss is reported as null
+    assert checks.count(True) == 1 and checks[-1] is True  # the last step checks the round at once
