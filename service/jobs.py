@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.progress import overall
 from core.statuses import CANCELLED, CANCELLING, QUEUED, TERMINAL
 from service.db.models import Dataset, Job, JobEvent, Round, utcnow
-
 
 
 class JobStateError(Exception):
@@ -115,6 +115,29 @@ def iso_utc(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
+def progress_to_dict(job: Job) -> dict[str, Any]:
+    """The job's progress in its current stage: {done, total, unit, rate, eta_seconds}."""
+    return {"done": job.progress_done, "total": job.progress_total, "unit": job.progress_unit,
+            "rate": job.progress_rate, "eta_seconds": job.progress_eta}
+
+
+def stage_fraction(job: Job) -> float | None:
+    """How much of the current stage is done: the worker's own fraction (finer than done/total,
+    e.g. samples while shards are counted), else done/total."""
+    if job.progress_fraction is not None:
+        return job.progress_fraction
+    return job.progress_done / job.progress_total if job.progress_total else None
+
+
+def overall_to_dict(job: Job, now: datetime | None = None) -> dict[str, Any] | None:
+    """Progress across the job's planned stages with an ETA (an estimate: core.progress.overall)."""
+    now = now or datetime.now(timezone.utc)
+    if job.status in TERMINAL:  # the ETA of an ended job is 0 or meaningless; its fractions stay
+        out = overall(job.stages, job.kind, stage_fraction(job), None, now)
+        return out and {**out, "eta_seconds": 0.0 if job.status == "succeeded" else None}
+    return overall(job.stages, job.kind, stage_fraction(job), job.progress_eta, now)
+
+
 def job_to_dict(job: Job) -> dict[str, Any]:
     """The public JSON form of a job (GET /v1/jobs/{id})."""
     return {
@@ -125,7 +148,9 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "parent_id": job.parent_id,
         "status": job.status,
         "stage": job.stage,
-        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "progress": progress_to_dict(job),
+        "overall": overall_to_dict(job),
+        "metrics": job.metrics,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.statuses import UNFINISHED
 from service.db.models import Checkpoint, Dataset, Job, Pool, PoolEvalSet, PoolMember, Round, Sample
-from service.jobs import create_job, iso_utc
+from service.jobs import create_job, iso_utc, progress_to_dict
 from service.pool_config import PoolConfig, RoundParams
 
 
@@ -217,7 +217,7 @@ def round_to_dict(rnd: Round, job: Job | None) -> dict[str, Any]:
         else {
             "status": job.status,
             "stage": job.stage,
-            "progress": {"done": job.progress_done, "total": job.progress_total},
+            "progress": progress_to_dict(job),
             "attempts": job.attempts,
             "error": job.error,
         },

@@ -60,6 +60,24 @@ def created_example(model: type[BaseModel], warning: dict[str, str], **changes: 
 class Progress(BaseModel):
     done: int
     total: int
+    unit: str | None = Field(None, description="what is counted: shards, samples, steps, clusters, images ...")
+    rate: float | None = Field(None, description="units per second in this stage so far")
+    eta_seconds: float | None = Field(None, description="estimated seconds left in this stage")
+
+
+class StageProgress(BaseModel):
+    name: str
+    status: Literal["pending", "running", "done"]
+    fraction: float = Field(ge=0, le=1)
+
+
+class OverallProgress(BaseModel):
+    """Progress across the job's stages, each weighted by its typical share of the time."""
+
+    fraction: float = Field(ge=0, le=1)
+    eta_seconds: float | None = Field(description="an estimate: the running stage's ETA plus the pending stages "
+                                      "at the pace the job has kept so far; null until some work is done")
+    stages: list[StageProgress]
 
 
 class JobError(BaseModel):
@@ -82,6 +100,9 @@ class JobOut(BaseModel):
     status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
     stage: str | None
     progress: Progress
+    overall: OverallProgress | None = Field(None, description="rounds and ingests: progress across their stages")
+    metrics: dict[str, Any] | None = Field(None, description="the latest live numbers, e.g. step, max_steps, loss "
+                                           "and lr while training, samples_per_second while computing features")
     attempts: int
     max_attempts: int
     cancel_requested: bool

@@ -32,6 +32,7 @@ from workers.leases import (
     renew_lease,
     update_if_held,
 )
+from workers.live_progress import LiveProgress
 from workers.metrics import observe_job
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class JobContext:
         self.job_id, self.kind, self.params = job.id, job.kind, dict(job.params or {})
         self.attempt, self.owner = job.attempts, owner
         self.settings, self.session_factory = settings, session_factory
-        self._progress = (0, 0)
+        self._live = LiveProgress()  # the latest progress; the heartbeat flushes it too
         self._last_write = 0.0
         self._cancel = bool(job.cancel_requested)
         self._lost = False
@@ -100,21 +101,60 @@ class JobContext:
             self._lost = True
             raise LeaseLost(f"job {self.job_id}: lease of {self.owner} lost")
 
-    def stage(self, name: str, total: int = 0) -> None:
-        """Enter stage `name` (progress restarts at 0 of `total`)."""
-        self._progress = (0, total)
-        self._last_write = time.monotonic()
-        self._write(stage=name, progress_done=0, progress_total=total)
-        self.event(f"stage {name}", stage=name, total=total)
+    @property
+    def current_stage(self) -> str | None:
+        return self._live.stage[0] if self._live.stage else None
 
-    def progress(self, done: int, total: int | None = None) -> None:
-        """Report progress; written at most once a second (and on the last step)."""
-        total = self._progress[1] if total is None else total
-        self._progress = (done, total)
+    def live_values(self) -> dict[str, Any]:
+        """The latest progress as job column values (what the heartbeat flushes)."""
+        return dict(self._live.values)
+
+    def plan(self, names: list[str]) -> None:
+        """Declare the job's stages up front, so it reports overall progress; restarts the log."""
+        self._write(**self._live.plan(names))
+
+    def stage(self, name: str, total: int = 0, unit: str | None = None) -> None:
+        """Enter stage `name` (progress restarts at 0 of `total` `unit`s); the previous one ends.
+
+        Writes a stage.end event for the previous stage (with its seconds) and a stage.start one.
+        """
+        values, ended = self._live.start(name, total, unit)
+        self._last_write = time.monotonic()
+        self._write(**values)
+        if ended is not None:
+            self._end_event(*ended)
+        self.event(f"stage {name}", type="stage.start", stage=name, total=total)
+
+    def end_stage(self) -> None:
+        """End the running stage: its stage.end event, and done in the stage log."""
+        values, ended = self._live.end()
+        if values:
+            self._write(**values)
+        if ended is not None:
+            self._end_event(*ended)
+
+    def _end_event(self, name: str, seconds: float) -> None:
+        self.event(f"stage {name} done in {seconds:.1f}s", type="stage.end", stage=name, seconds=seconds)
+
+    def progress(
+        self, done: int, total: int | None = None, *, unit: str | None = None,
+        metrics: dict[str, Any] | None = None, fraction: float | None = None, eta: float | None = None,
+    ) -> None:
+        """Report progress; written at most once per PROGRESS_WRITE_INTERVAL (and on the last step).
+
+        Args:
+            done, total: units done of `total` in this stage (total None: the stage's).
+            unit: what is counted (None: as before in this stage); a new unit restarts the rate.
+            metrics: the latest live numbers (None: keep the last ones); non-finite floats become null.
+            fraction: the stage's fraction done when it is not done/total (a stage in phases).
+            eta: seconds left in the stage when the caller knows better than done/total at the
+                measured rate.
+        """
+        values = self._live.update(done, total, unit, metrics, fraction, eta)
         now = time.monotonic()
-        if done >= total or now - self._last_write >= self.PROGRESS_WRITE_INTERVAL:
+        if done >= values["progress_total"] or now - self._last_write >= self.PROGRESS_WRITE_INTERVAL:
             self._last_write = now
-            self._write(progress_done=done, progress_total=total)
+            self._write(**values)
 
     def fence(self, session: Session) -> None:
         """Inside `session`'s open transaction, prove this worker still holds the lease.
@@ -168,7 +208,7 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         ctx = self.ctx
         with ctx.session_factory() as session:
-            held, cancel = renew_lease(session, ctx.job_id, ctx.owner, ctx.settings.lease_seconds, ctx._progress)
+            held, cancel = renew_lease(session, ctx.job_id, ctx.owner, ctx.settings.lease_seconds, ctx.live_values())
         ctx._cancel = ctx._cancel or cancel
         if not held:
             ctx._lost = True
@@ -220,7 +260,9 @@ class JobTask(Task):
         heartbeat.start()
         try:
             ctx.check_cancelled()
-            outcome: tuple[str, dict | None, dict | None] = ("succeeded", fn(ctx), None)
+            result = fn(ctx)
+            ctx.end_stage()
+            outcome: tuple[str, dict | None, dict | None] = ("succeeded", result, None)
         except JobCancelled:
             outcome = ("cancelled", None, {"code": "cancelled", "message": "cancelled on request"})
         except LeaseLost:

@@ -101,12 +101,11 @@ def lease_values(lease_seconds: float) -> dict[str, Any]:
 
 
 def renew_lease(
-    session: Session, job_id: str, owner: str, lease_seconds: float, progress: tuple[int, int] | None = None
+    session: Session, job_id: str, owner: str, lease_seconds: float, progress: dict[str, Any] | None = None
 ) -> tuple[bool, bool]:
-    """Extend the lease (and flush progress); returns (still held, cancel requested). Commits."""
-    values = lease_values(lease_seconds)
-    if progress is not None:
-        values["progress_done"], values["progress_total"] = progress
+    """Extend the lease (and flush `progress`, job column values); returns (still held, cancel
+    requested). Commits."""
+    values = {**(progress or {}), **lease_values(lease_seconds)}
     held = update_if_held(session, job_id, owner, values)
     cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
     session.commit()

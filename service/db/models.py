@@ -236,6 +236,14 @@ class Job(Base):
     stage: Mapped[str | None] = mapped_column(String(64))
     progress_done: Mapped[int] = mapped_column(default=0)
     progress_total: Mapped[int] = mapped_column(default=0)
+    # Live progress (core.progress): the unit counted, units per second and seconds left in this
+    # stage, the stage's fraction when it is not done/total, the latest live numbers, the stage log.
+    progress_unit: Mapped[str | None] = mapped_column(String(32))
+    progress_rate: Mapped[float | None] = mapped_column(Float)
+    progress_eta: Mapped[float | None] = mapped_column(Float)
+    progress_fraction: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any] | None]
+    stages: Mapped[list[Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(200))

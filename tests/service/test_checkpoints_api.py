@@ -41,7 +41,12 @@ def test_read_and_list(client, alice, bob, ckpt, database_url, blobs):
         "checkpoint", ckpt["pool_id"], ckpt["round_id"], 1, "round")
     assert c["sha256"] == hashlib.sha256(content).hexdigest() and c["size_bytes"] == len(content)
     assert c["eval"] == [{"dataset_id": ckpt["eval_ds"], "skill": "count", "loss": 1.25, "accuracy": 0.5, "n": 8}]
-    assert c["metrics"]["steps"] == 4 and c["content_url"] == f"/v1/checkpoints/{ckpt['id']}/content"
+    assert c["content_url"] == f"/v1/checkpoints/{ckpt['id']}/content"
+    # a row written before metrics held {train, eval}: its training numbers under train (the last
+    # step's loss as final_loss), eval pooled per skill from its evaluation results
+    train = c["metrics"]["train"]
+    assert (train["steps"], train["final_loss"], train["mean_loss"], train["loss_last"]) == (4, 1.5, 1.7, 1.5)
+    assert "seconds" not in train and c["metrics"]["eval"] == {"count": {"accuracy": 0.5, "loss": 1.25, "n": 8}}
 
     warm = add_checkpoint(database_url, ckpt["pool_id"], blobs, round_id=ckpt["round_id"], kind="warmup")
     other_pool = _pool(client, alice, "other")

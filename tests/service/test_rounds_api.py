@@ -64,8 +64,8 @@ def test_create_round(client, alice, pool, ready, database_url, select_queue):
         j = session.get(Job, rnd["job_id"])
         j.status, j.stage, j.progress_done, j.progress_total = "running", "features", 3, 8
     got = client.get(f"/v1/rounds/{rnd['id']}", headers=alice.headers).json()
-    assert got["job"] == {"status": "running", "stage": "features", "progress": {"done": 3, "total": 8},
-                          "attempts": 0, "error": None}
+    progress = {"done": 3, "total": 8, "unit": None, "rate": None, "eta_seconds": None}
+    assert got["job"] == {"status": "running", "stage": "features", "progress": progress, "attempts": 0, "error": None}
     assert got["params"] == rnd["params"] and got["created_at"] == rnd["created_at"]
 
 

@@ -37,7 +37,8 @@ def test_create_job_and_events(database_url, owner_id):
         assert [e.message for e in events] == ["round job created", "stage features"]
         assert events[1].data == {"shards": 4}
         d = job_to_dict(job)
-        assert d["progress"] == {"done": 0, "total": 0} and d["error"] is None
+        assert d["progress"] == {"done": 0, "total": 0, "unit": None, "rate": None, "eta_seconds": None}
+        assert d["overall"] is None and d["metrics"] is None and d["error"] is None
         assert d["created_at"].endswith("Z") and d["finished_at"] is None
         assert set(d) >= {"id", "status", "stage", "attempts", "max_attempts", "result", "started_at"}
 

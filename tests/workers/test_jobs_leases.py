@@ -233,6 +233,39 @@ def test_context_writes_stage_and_progress_and_detects_a_lost_lease(factory, set
         ctx.check_cancelled()
 
 
+def test_context_live_progress_is_rate_limited_flushed_by_the_heartbeat_and_logs_stages(factory, settings: Settings) -> None:
+    job_id = make_job(factory)
+    with factory() as s:
+        job = acquire_lease(s, job_id, "me", LEASE)
+    ctx = JobContext(job, "me", settings, factory)
+    ctx.PROGRESS_WRITE_INTERVAL = 3600.0  # only the last step and the heartbeat write
+    ctx.plan(["parse", "images", "write"])
+    ctx.stage("parse")
+    ctx.stage("images", total=10, unit="images")
+    for k in range(1, 4):
+        time.sleep(0.02)
+        ctx.progress(k, metrics={"loss": float("nan"), "step": k})
+    row = job_row(factory, job_id)
+    assert (row.progress_done, row.progress_unit, row.metrics) == (0, "images", None)  # not written yet
+    Heartbeat(ctx, 1.0).beat()  # the heartbeat flushes the latest values
+    row = job_row(factory, job_id)
+    assert (row.progress_done, row.progress_total, row.progress_unit) == (3, 10, "images")
+    assert row.metrics == {"loss": None, "step": 3}  # NaN is not JSON: null
+    assert row.progress_rate > 0 and row.progress_eta == pytest.approx(7 / row.progress_rate, abs=0.1)
+    assert [(st["name"], st["status"]) for st in row.stages] == [("parse", "done"), ("images", "running"),
+                                                                ("write", "pending")]
+    ctx.progress(10)  # the last step is written at once
+    assert (job_row(factory, job_id).progress_done, job_row(factory, job_id).progress_eta) == (10, 0.0)
+    ctx.end_stage()
+    row = job_row(factory, job_id)
+    assert [st["status"] for st in row.stages] == ["done", "done", "pending"] and row.stages[1]["seconds"] >= 0
+    with factory() as s:
+        data = s.scalars(select(JobEvent.data).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+    kinds = [(d["type"], d["stage"]) for d in data if d and "type" in d]
+    assert kinds == [("stage.start", "parse"), ("stage.end", "parse"), ("stage.start", "images"), ("stage.end", "images")]
+    assert all(d["seconds"] >= 0 for d in data if d and d.get("type") == "stage.end")
+
+
 def test_a_write_longer_than_the_lease_keeps_it(factory, settings: Settings) -> None:
     """A fenced transaction holds the job row, so neither the heartbeat nor the reaper can touch
     it until the commit. Renewed again just before that commit, the lease outlives a write three

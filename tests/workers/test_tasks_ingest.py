@@ -77,6 +77,14 @@ def test_ingest_writes_all_samples_and_a_rerun_writes_nothing(settings: Settings
     assert first.result["written"] is True and second.result["written"] is False
     assert second.result["num_samples"] == 10
     assert not list(settings.work_dir.glob("ingest-*"))
+    # its own stages, all done, in the job's overall progress; the last stage counted samples
+    from service.jobs import job_to_dict
+
+    shown = job_to_dict(first)
+    assert [(st["name"], st["status"]) for st in shown["overall"]["stages"]] == [
+        ("parse", "done"), ("images", "done"), ("write", "done")]
+    assert shown["overall"]["fraction"] == 1.0 and shown["overall"]["eta_seconds"] == 0.0
+    assert (shown["progress"]["done"], shown["progress"]["total"], shown["progress"]["unit"]) == (10, 10, "samples")
 
 
 def test_a_records_skill_wins_over_the_datasets(settings: Settings, tmp_path: Path) -> None:

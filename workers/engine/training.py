@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -11,7 +12,27 @@ from workers.engine.models.batching import collate
 from workers.engine.models.encoding import encode_sample
 from workers.engine.models.loading import LoadedModel
 
-OnStep = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """What `train_lora` reports after each optimizer step.
+
+    Args:
+        step: 1-based optimizer steps done; total: the steps of the run.
+        loss: the step's batch loss (mean response-token NLL).
+        lr: the learning rate the step used (the LoRA factors' group).
+        epoch: passes over the samples so far, fractional (step / steps per epoch).
+    """
+
+    step: int
+    total: int
+    loss: float
+    lr: float
+    epoch: float
+
+
+OnStep = Callable[[TrainStep], None]
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,7 @@ class TrainStats:
     loss_first: float
     loss_last: float
     mean_loss: float
+    seconds: float = 0.0  # wall time of the training loop
 
 
 def _batch_loss(loaded: LoadedModel, samples: Sequence[EngineSample], cfg: TrainConfig) -> Any:
@@ -80,8 +102,9 @@ def train_lora(
     """Train the LoRA weights of `loaded` in place (the base stays frozen; a projector set to be
     trained in full is trained too).
 
-    `on_step(step, total, loss)` runs after every optimizer step; raising from it cancels
-    training (the adapter keeps the steps done so far).
+    `on_step(TrainStep)` runs after every optimizer step; raising from it cancels training (the
+    adapter keeps the steps done so far). The learning rate warms up linearly over
+    `warmup_ratio` of the steps, then decays linearly to 0 (transformers' schedule).
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -107,6 +130,7 @@ def train_lora(
     schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
     generator = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
+    start = time.perf_counter()
     try:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -124,15 +148,17 @@ def train_lora(
                 loss.backward()
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(lora, cfg.grad_clip)
+                lr = float(schedule.get_last_lr()[0])  # the rate this step uses
                 optimizer.step()
                 schedule.step()
                 step += 1
                 losses.append(float(loss.detach()))
                 if on_step is not None:
-                    on_step(step, total, losses[-1])
+                    on_step(TrainStep(step, total, losses[-1], lr, step / per_epoch))
     finally:
         optimizer.zero_grad(set_to_none=True)
         for p in model.parameters():
             p.requires_grad_(flags[id(p)])
         model.eval()
-    return TrainStats(steps=len(losses), loss_first=losses[0], loss_last=losses[-1], mean_loss=sum(losses) / len(losses))
+    return TrainStats(steps=len(losses), loss_first=losses[0], loss_last=losses[-1], mean_loss=sum(losses) / len(losses),
+                      seconds=round(time.perf_counter() - start, 3))

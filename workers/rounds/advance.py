@@ -19,13 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
+from core.progress import end_running, plan_stages, start_stage
 from core.statuses import TERMINAL
 from service.broker import enqueue_job
 from service.config import Settings
-from service.db.models import Job, Pool, Round, utcnow
+from service.db.models import Job, Pool, PoolEvalSet, Round, utcnow
 from service.jobs import add_event, create_job
 from workers.jobs import JobContext
 from workers.leases import ACTIVE, JobCancelled
@@ -107,22 +108,52 @@ def next_stage(stage: str, state: dict[str, Any], params: dict[str, Any]) -> str
     return STAGES[STAGES.index(stage) + 1]
 
 
+def round_stage_names(warmup: bool, train: bool, evaluate: bool) -> list[str]:
+    """The stages a round is planned to go through, for its overall progress. "eval" is the
+    train stage's evaluation, shown apart; a planned stage the round skips drops out."""
+    return (["prepare"] + (["warmup"] if warmup else []) + ["features", "select"]
+            + (["train"] + (["eval"] if evaluate else []) if train else []) + ["finalize"])
+
+
+def stage_events(session: Session, job_id: str, ended: dict[str, Any] | None, started: str | None,
+                 **data: Any) -> None:
+    """The stage.end event of the stage that ended (with its seconds) and the stage.start one."""
+    if ended is not None:
+        seconds = ended.get("seconds")
+        add_event(session, job_id, f"stage {ended['name']} done" + (f" in {seconds:.1f}s" if seconds is not None else ""),
+                  data={"type": "stage.end", "stage": ended["name"], "seconds": seconds})
+    if started is not None:
+        add_event(session, job_id, f"stage {started}", data={"type": "stage.start", "stage": started, **data})
+
+
+def set_live_progress(job: Job, done: int = 0, total: int = 0, unit: str | None = None,
+                      metrics: dict[str, Any] | None = None) -> None:
+    """Restart the job's live progress (a new stage)."""
+    job.progress_done, job.progress_total, job.progress_unit = done, total, unit
+    job.progress_rate = job.progress_eta = job.progress_fraction = None
+    job.metrics = metrics
+
+
 def enter_stage(
     session: Session, parent: Job, ref: RoundRef, settings: Settings, stage: str, updates: dict[str, Any],
-    children: list[dict[str, Any]] | None = None, total: int = 0,
+    children: list[dict[str, Any]] | None = None, total: int = 0, unit: str | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> list[Outgoing]:
     """Record `updates` in the parent's state, move it to `stage`, create that stage's jobs.
 
-    `children` are the params of each child job (default: one job, params {"round_id"}).
+    `children` are the params of each child job (default: one job, params {"round_id"});
+    `total`, `unit` and `metrics` start the parent's live progress in the stage.
     """
     parent.result = {**(parent.result or {}), **updates}
-    parent.stage, parent.progress_done, parent.progress_total = stage, 0, total
+    parent.stage = stage
+    set_live_progress(parent, 0, total, unit, metrics)
+    parent.stages, ended = start_stage(parent.stages, stage, utcnow())
     out = []
     for params in children or [{}]:
         job = create_job(session, ref.owner_id, kind_of(stage), QUEUES[stage], {"round_id": ref.round_id, **params},
                          max_attempts=settings.max_attempts, parent_id=parent.id)
         out.append(Outgoing(job.id, job.kind, job.queue))
-    add_event(session, parent.id, f"stage {stage}", data={"stage": stage, "jobs": len(out)})
+    stage_events(session, parent.id, ended, stage, jobs=len(out))
     return out
 
 
@@ -146,7 +177,10 @@ def finish_round(session: Session, parent: Job, status: str, result: dict[str, A
         rnd.status, rnd.finished_at = status, now
         if result is not None:
             rnd.result = result
-    if status != "succeeded":
+    if status == "succeeded":
+        parent.stages, ended = end_running(parent.stages, now)
+        stage_events(session, parent.id, ended, None)
+    else:
         _stop_children(session, parent.id, now, status)
     level = "error" if status == "failed" else "info"
     add_event(session, parent.id, f"round {status}", level=level, data={"error": error} if error else None)
@@ -222,6 +256,11 @@ def start_round(session: Session, settings: Settings, parent_id: str) -> list[Ou
     ref = RoundRef(parent.id, rnd.id, pool.id, rnd.number, parent.owner_id, dict(rnd.params), {}, pool.base_model,
                    pool.model_type, dict(pool.config or {}), pool.current_checkpoint_id)
     add_event(session, parent.id, f"round {rnd.number} of pool {pool.id} started")
+    # the plan of the overall progress: a pool without a current checkpoint may warm up (prepare
+    # decides; a skipped stage drops out), and "eval" runs when the pool has evaluation sets
+    has_evals = session.scalar(select(exists().where(PoolEvalSet.pool_id == pool.id)))
+    parent.stages = plan_stages(round_stage_names(pool.current_checkpoint_id is None,
+                                                  bool(rnd.params.get("train", True)), bool(has_evals)))
     out = enter_stage(session, parent, ref, settings, "prepare", {})
     session.commit()
     return out

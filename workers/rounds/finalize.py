@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core.checkpoint_metrics import checkpoint_metrics
 from core.skill_scores import pool_by_skill
 from service.db.bulk import bulk_insert
 from service.db.models import Checkpoint, EvalResult, IndexVersion, Pool, PoolMember, Round
@@ -40,11 +41,13 @@ def load_decision(run: StageRun) -> dict[str, Any]:
 
 def _add_checkpoint(session: Session, ref: RoundRef, kind: str, record: dict[str, Any]) -> str:
     """A checkpoint row recorded by warmup/train, with its evaluation results; returns its id."""
+    evals = record.get("eval_datasets") or {}
+    metrics = checkpoint_metrics(record["metrics"], ((m["skill"], m) for m in evals.values()))
     ckpt = Checkpoint(pool_id=ref.pool_id, round_id=ref.round_id, kind=kind, blob=record["blob"],
-                      size_bytes=record["size_bytes"], metrics=json_safe(record["metrics"]))
+                      size_bytes=record["size_bytes"], metrics=json_safe(metrics))
     session.add(ckpt)
     session.flush()
-    for dataset_id, m in (record.get("eval_datasets") or {}).items():
+    for dataset_id, m in evals.items():
         metrics = json_safe({"loss": m["loss"], "accuracy": m["accuracy"], "n": m["n"], "n_scored": m.get("n_scored")})
         session.add(EvalResult(checkpoint_id=ckpt.id, dataset_id=dataset_id, skill=m["skill"], metrics=metrics))
     return ckpt.id

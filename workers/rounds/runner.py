@@ -14,13 +14,17 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.progress import finite_or_none, is_logged_step, start_stage, utcnow
 from core.statuses import TERMINAL
 from service.config import Settings
 from service.db.models import Job, Pool, Round
+from service.jobs import add_event
 from service.storage import BlobStore
 from workers.jobs import JobContext
 from workers.leases import ACTIVE, JobCancelled
-from workers.rounds.advance import Outgoing, RoundRef, StageDone, check_live, send
+from workers.rounds.advance import (
+    Outgoing, RoundRef, StageDone, check_live, lock_parent, send, set_live_progress, stage_events,
+)
 from workers.rounds.config import RoundEngineConfig, engine_config, model_spec
 
 log = logging.getLogger(__name__)
@@ -59,7 +63,7 @@ def load_ref(session: Session, child_id: str) -> RoundRef:
 
 
 class ParentWatch:
-    """The child's view of its round: the parent's cancel flag and the round's progress.
+    """The child's view of its round: the parent's cancel flag, its progress and its events.
 
     Reads and writes at most once per `interval` seconds (forced on the last step).
     """
@@ -80,23 +84,60 @@ class ParentWatch:
         if row is None or row.status in TERMINAL or row.cancel_requested or row.status != "running":
             raise JobCancelled(f"round job {self.parent_id}: cancel requested or ended")
 
-    def report(self, done: int, total: int) -> None:
-        """The round's (parent's) progress; the child's own goes through ctx.progress."""
-        self.ctx.progress(done, total)
+    def due(self, force: bool = False) -> bool:
+        """Whether the parent's progress is due a write (once per interval, or forced)."""
         now = time.monotonic()
-        if done < total and now - self._last_report < self.interval:
-            return
+        if not force and now - self._last_report < self.interval:
+            return False
         self._last_report = now
+        return True
+
+    def report(self, done: int, total: int, *, unit: str | None = None, metrics: dict[str, Any] | None = None,
+               fraction: float | None = None) -> None:
+        """The round's (parent's) progress: the child's own (`JobContext.progress`, which measures
+        rate and ETA), copied to the parent at most once per interval and on the last step."""
+        self.ctx.progress(done, total, unit=unit, metrics=metrics, fraction=fraction)
+        if self.due(force=done >= total):
+            self.write_parent(self.ctx.live_values())
+
+    def write_parent(self, values: dict[str, Any]) -> None:
         with self.ctx.session_factory() as session:
             session.execute(
                 update(Job).where(Job.id == self.parent_id, Job.status.in_(ACTIVE))
-                .values(progress_done=done, progress_total=total).execution_options(synchronize_session=False)
+                .values(**values).execution_options(synchronize_session=False)
             )
             session.commit()
 
-    def on_step(self, step: int, total: int, loss: float) -> None:  # noqa: ARG002 - train_lora's callback
-        self.report(step, total)
-        self.check(force=step >= total)
+    def event(self, message: str, **data: Any) -> None:
+        """An event on the round's job (the one users watch)."""
+        with self.ctx.session_factory() as session:
+            add_event(session, self.parent_id, message, data=data or None)
+            session.commit()
+
+    def stage(self, name: str, total: int = 0, unit: str | None = None) -> None:
+        """Show `name` as the round's running stage in its overall progress and events (train's
+        evaluation, "eval"); the stage machine's own `stage` column stays as it is."""
+        with self.ctx.session_factory() as session, session.begin():
+            parent = lock_parent(session, self.parent_id)
+            if parent is None or parent.status not in ACTIVE:
+                return
+            parent.stages, ended = start_stage(parent.stages, name, utcnow())
+            set_live_progress(parent, 0, total, unit)
+            stage_events(session, parent.id, ended, name)
+        self._last_report = 0.0
+
+    def on_step(self, info: Any) -> None:
+        """train_lora's callback (a `TrainStep`): steps, loss and lr on the round, a train.step
+        event every few steps (`core.progress.is_logged_step`), and the cancel check."""
+        loss = finite_or_none(info.loss)
+        metrics = {"step": info.step, "max_steps": info.total, "loss": loss, "lr": info.lr,
+                   "epoch": round(info.epoch, 4)}
+        self.report(info.step, info.total, unit="steps", metrics=metrics)
+        if is_logged_step(info.step, info.total):
+            shown = "nan" if loss is None else f"{loss:.4f}"
+            self.event(f"{self.ctx.current_stage or 'train'} step {info.step}/{info.total} loss {shown}",
+                       type="train.step", stage=self.ctx.current_stage, **metrics)
+        self.check(force=info.step >= info.total)
 
 
 def run_stage(ctx: JobContext, stage: str, fn: Callable[[StageRun], tuple[list[Outgoing], dict[str, Any]]]) -> dict[str, Any]:

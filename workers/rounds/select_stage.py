@@ -101,7 +101,8 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
             for name in SCORE_NAMES:
                 scores[name][pos : pos + m] = batch.scores[name]
             pos += m
-            run.watch.report(k + 1, len(shards))
+            # the round's select stage: reading the shards is its first half, selecting per cluster its second
+            run.watch.report(k + 1, len(shards), unit="shards", fraction=0.5 * (k + 1) / len(shards))
             run.watch.check()  # cancel honoured between shard reads (at most once a second)
     finally:
         for f in files.values():
@@ -115,7 +116,7 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
 
 def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     ref, params = run.ref, run.ref.params
-    run.ctx.stage("select")
+    run.ctx.stage("select", unit="shards")
     plan = load_plan(run.blobs, ref.state["candidates_blob"])
     run.settings.work_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"select-{ref.round_id}-", dir=run.settings.work_dir))
@@ -129,7 +130,8 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         seed = int(params.get("seed", 0))
         clock["select"] = time.perf_counter()
         result = select_samples(ids, features, scores, params.get("method", "adapt-inf"), params["budget"],
-                                run.cfg.selection, seed)
+                                run.cfg.selection, seed,
+                                on_cluster=lambda c, n: run.watch.report(c, n, unit="clusters", fraction=0.5 + 0.5 * c / n))
         run.watch.check(force=True)
         clock["prune"] = time.perf_counter()
         pruned = []

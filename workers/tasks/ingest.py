@@ -55,6 +55,7 @@ def ingest_dataset(
             return _already_ingested(session, dataset)
         file_blob, archive_blob, skill = dataset.file_blob, dataset.archive_blob, dataset.skill
 
+    ctx.plan(["parse", "images", "write"])
     ctx.stage("parse")
     for sha in filter(None, (file_blob, archive_blob)):
         if not blobs.verify(sha):
@@ -76,7 +77,7 @@ def ingest_dataset(
         ctx.check_cancelled()
         _store_images(validated, blobs, ctx)
         ctx.check_cancelled()
-        ctx.stage("write", total=validated.num_samples)
+        ctx.stage("write", total=validated.num_samples, unit="samples")
         written = _write_samples(session_factory, dataset_id, validated, skill, ctx)
         ctx.progress(validated.num_samples, validated.num_samples)
     finally:
@@ -87,7 +88,7 @@ def ingest_dataset(
 
 def _store_images(validated: ValidatedDataset, blobs: BlobStore, ctx: JobContext) -> None:
     images = list(validated.images.values())
-    ctx.stage("images", total=len(images))
+    ctx.stage("images", total=len(images), unit="images")
     for k, image in enumerate(images, 1):
         ref = blobs.put_file(image.path, move=True)  # a same-sha blob already there is kept (dedup)
         if ref.sha256 != image.sha256:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.checkpoint_metrics import read_checkpoint_metrics
 from service.api.blob_response import BlobResponse, etag_for, etag_matches
 from service.api.deps import BlobsDep, OwnerDep, SessionDep
 from service.api.errors import ApiProblem, not_found
@@ -29,11 +30,24 @@ MEDIA_TYPE = "application/gzip"
 class TrainMetricsOut(BaseModel):
     model_config = ConfigDict(extra="allow")  # stored JSON: members a later release adds stay visible
     steps: int | None = None
+    final_loss: float | None = Field(None, description="the last step's batch loss")
+    mean_loss: float | None = Field(None, description="mean batch loss over all steps")
     loss_first: float | None = None
     loss_last: float | None = None
-    mean_loss: float | None = None
+    seconds: float | None = Field(None, description="wall time of training (null for checkpoints of older releases)")
     samples: int | None = Field(None, description="samples trained on")
     fraction: float | None = Field(None, description="the warm-up's share of round 1's data (warm-up only)")
+
+
+class SkillEvalOut(BaseModel):
+    accuracy: float | None = Field(description="exact-match accuracy over the skill's short-answer samples")
+    loss: float | None = Field(description="mean response NLL")
+    n: int
+
+
+class CheckpointMetricsOut(BaseModel):
+    train: TrainMetricsOut | None = Field(description="the training run that made it")
+    eval: dict[str, SkillEvalOut] | None = Field(description="its scores per skill; null when the pool has no evaluation sets")
 
 
 class CheckpointEvalOut(BaseModel):
@@ -51,7 +65,9 @@ class CheckpointOut(BaseModel):
         "id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f", "object": "checkpoint", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
         "round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "round_number": 1, "kind": "round", "format": "peft-lora-tar-gz",
         "sha256": "3f5e0c1d9b7a2e4f6a8c0e2d4b6f8a0c1e3d5b7f9a1c3e5d7b9f1a3c5e7d9b1f", "size_bytes": 2359811,
-        "metrics": {"steps": 120, "loss_first": 2.31, "loss_last": 1.12, "mean_loss": 1.48, "samples": 480},
+        "metrics": {"train": {"steps": 120, "final_loss": 1.12, "mean_loss": 1.48, "loss_first": 2.31, "loss_last": 1.12,
+                              "seconds": 412.5, "samples": 480},
+                    "eval": {"counting": {"accuracy": 0.64, "loss": 0.91, "n": 200}}},
         "eval": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting", "loss": 0.91, "accuracy": 0.64,
                   "n": 200, "n_scored": 200}],
         "content_url": "/v1/checkpoints/ckpt_5a6b7c8d9e0f1a2b3c4d5e6f/content", "created_at": "2026-11-30T09:41:17Z",
@@ -65,8 +81,8 @@ class CheckpointOut(BaseModel):
     format: str
     sha256: str
     size_bytes: int
-    metrics: TrainMetricsOut | None = Field(description="the training run that made it")
-    eval: list[CheckpointEvalOut] = Field(description="its scores on the pool's evaluation sets")
+    metrics: CheckpointMetricsOut | None = Field(description="how it trained, and how it scored per skill")
+    eval: list[CheckpointEvalOut] = Field(description="its scores on each of the pool's evaluation sets")
     content_url: str
     created_at: datetime
 
@@ -82,7 +98,7 @@ def checkpoint_to_dict(ckpt: Checkpoint, round_number: int | None, evals: list[d
         "format": "peft-lora-tar-gz",  # adapter_config.json + adapter_model.safetensors at the root
         "sha256": ckpt.blob,
         "size_bytes": ckpt.size_bytes,
-        "metrics": ckpt.metrics,
+        "metrics": read_checkpoint_metrics(ckpt.metrics, ((e["skill"], e) for e in evals)),
         "eval": evals,
         "content_url": f"/v1/checkpoints/{ckpt.id}/content",
         "created_at": iso_utc(ckpt.created_at),

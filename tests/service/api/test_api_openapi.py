@@ -105,7 +105,9 @@ def test_clusters_and_metrics_responses_are_typed(spec):
     assert _resolve(spec, result["properties"]["clusters"]["items"]) is schemas["ClusterOut"]
     ckpt = schemas["CheckpointOut"]["properties"]
     assert _resolve(spec, ckpt["eval"]["items"])["properties"]["accuracy"]
-    assert _resolve(spec, ckpt["metrics"]["anyOf"][0])["properties"]["mean_loss"]
+    metrics = _resolve(spec, ckpt["metrics"]["anyOf"][0])["properties"]
+    assert _resolve(spec, metrics["train"]["anyOf"][0])["properties"]["mean_loss"]
+    assert _resolve(spec, metrics["eval"]["anyOf"][0]["additionalProperties"])["properties"]["accuracy"]
 
 
 def test_every_json_response_has_a_schema_with_a_type(spec):

@@ -20,10 +20,15 @@ def test_training_lowers_the_loss_and_only_moves_lora_weights():
     lora_before = _lora_state(loaded)
     steps = []
     stats = train_lora(loaded, _samples(), TrainConfig(epochs=20, lr=5e-3, batch_size=4, max_steps=30),
-                       on_step=lambda s, t, l: steps.append((s, t, l)))
-    assert stats.steps == 30 and [s for s, _, _ in steps] == list(range(1, 31)) and steps[0][1] == 30
+                       on_step=lambda st: steps.append((st.step, st.total, st.loss, st.lr, st.epoch)))
+    assert stats.steps == 30 and [s for s, *_ in steps] == list(range(1, 31)) and steps[0][1] == 30
+    # 8 samples in batches of 4: two steps per epoch; warm-up of int(0.03 * 30) = 0 steps, then
+    # the rate decays linearly from lr to 0 (transformers' linear schedule)
+    assert [e for *_, e in steps][:3] == [0.5, 1.0, 1.5]
+    assert [lr for *_, lr, _ in steps] == pytest.approx([5e-3 * (30 - k) / 30 for k in range(30)])
+    assert stats.seconds > 0
     assert stats.loss_last < 0.5 * stats.loss_first
-    assert stats.mean_loss == pytest.approx(sum(l for _, _, l in steps) / 30)
+    assert stats.mean_loss == pytest.approx(sum(l for _, _, l, *_ in steps) / 30)
     after = loaded.model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in base_before.items())
     assert any(not torch.equal(v, after[k]) for k, v in lora_before.items())
@@ -49,8 +54,8 @@ def test_training_is_seeded_and_continues_a_saved_adapter(tmp_path):
 def test_on_step_can_cancel():
     loaded = load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"))
 
-    def cancel(step, total, loss):
-        if step == 2:
+    def cancel(info):
+        if info.step == 2:
             raise RuntimeError("cancelled")
 
     with pytest.raises(RuntimeError, match="cancelled"):

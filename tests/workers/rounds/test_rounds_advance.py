@@ -438,7 +438,7 @@ def test_cancel_is_honoured_between_training_steps(round_env: RoundEnv, monkeypa
     real = runner.ParentWatch.on_step
     totals: list = []
     monkeypatch.setattr(runner.ParentWatch, "on_step",
-                        lambda self, step, total, loss: (totals.append(total), hook(), real(self, step, total, loss)))
+                        lambda self, info: (totals.append(info.total), hook(), real(self, info)))
     env.drain()
     assert totals == [6]  # the warm-up's epoch has 6 steps; it stopped at the one during which cancel came
     with env.factory() as s:

@@ -1,7 +1,7 @@
 """The selection entry point: one round's methods over a clustered pool."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +71,7 @@ def select_samples(
     cfg: SelectionConfig,
     seed: int,
     clustering: Clustering | None = None,
+    on_cluster: Callable[[int, int], None] | None = None,
 ) -> SelectionResult:
     """Select a training subset of the candidate pool.
 
@@ -89,6 +90,8 @@ def select_samples(
         cfg: SelectionConfig.
         seed: seeds clustering and sampling; same inputs and seed give the same result.
         clustering: reuse a clustering of these rows instead of computing one.
+        on_cluster: `on_cluster(done, n_clusters)` after each cluster's selection (progress;
+            raising from it stops the selection).
     """
     kind, fixed_expert = parse_method(method)
     ids = np.asarray(ids, dtype=np.int64)
@@ -129,6 +132,8 @@ def select_samples(
             pos, strata = ccs_sample(values, share, np.random.default_rng([seed, c]), cfg.tails, cfg.n_strata)
             pos = np.asarray(pos, dtype=np.int64)
             parts.append((rows[pos], np.full(len(pos), c, dtype=np.int64), raw[pos], np.asarray(strata, dtype=np.int64)))
+            if on_cluster is not None:
+                on_cluster(c + 1, len(members))
         prow, pclu, pscore, pstratum = (np.concatenate(a) for a in zip(*parts)) if parts else (np.zeros(0, np.int64),) * 4
     else:
         rng = np.random.default_rng([seed, 0xA11])
@@ -144,6 +149,8 @@ def select_samples(
         prow = np.asarray(prow, dtype=np.int64)
         pclu = clustering.assign[prow]
         pscore, pstratum = np.full(len(prow), np.nan), np.full(len(prow), STRATUM_UNSCORED, dtype=np.int64)
+        if on_cluster is not None:  # one draw over the whole pool: every cluster at once
+            on_cluster(len(members), len(members))
 
     order = np.lexsort((ids[prow], pclu))  # by cluster, then sample id
     prow, pclu, pscore, pstratum = prow[order], pclu[order], pscore[order], pstratum[order]

@@ -23,7 +23,10 @@ def test_read_job_shape(client, alice, database_url):
         add_event(session, job_id, "shard 3 done", data={"shard": 3})
     body = client.get(f"/v1/jobs/{job_id}", headers=alice.headers).json()
     assert body["status"] == "running" and body["stage"] == "features"
-    assert body["progress"] == {"done": 3, "total": 8} and body["attempts"] == 1 and body["max_attempts"] == 3
+    # a job that reports no live progress (older rows, other kinds): the new fields are null
+    assert body["progress"] == {"done": 3, "total": 8, "unit": None, "rate": None, "eta_seconds": None}
+    assert body["overall"] is None and body["metrics"] is None
+    assert body["attempts"] == 1 and body["max_attempts"] == 3
     assert body["params"] == {"pool_id": "pool_1"} and body["error"] is None and body["result"] is None
     events = client.get(f"/v1/jobs/{job_id}/events", headers=alice.headers).json()["data"]
     assert [e["message"] for e in events] == ["round job created", "shard 3 done"]
@@ -79,3 +82,32 @@ def test_cancel_transitions(client, alice, database_url):
 def test_missing_job_is_404(client, alice, path):
     assert client.get(path, headers=alice.headers).status_code == 404
     assert client.post("/v1/jobs/job_nope/cancel", headers=alice.headers).status_code == 404
+
+
+def test_read_job_live_progress_and_overall(client, alice, database_url):
+    from datetime import timedelta
+
+    from core.progress import iso, utcnow
+
+    job_id = _job(database_url, alice.owner_id, status="running")
+    start = utcnow() - timedelta(seconds=100)
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        job.stage, job.progress_done, job.progress_total = "features", 1, 4
+        job.progress_unit, job.progress_rate, job.progress_eta, job.progress_fraction = "shards", 0.02, 90.0, 0.5
+        job.metrics = {"samples_done": 50, "samples_total": 100, "samples_per_second": 1.0}
+        job.stages = [{"name": "prepare", "status": "done", "started_at": iso(start), "seconds": 10.0},
+                      {"name": "features", "status": "running", "started_at": iso(start + timedelta(seconds=10)),
+                       "seconds": None},
+                      {"name": "select", "status": "pending", "started_at": None, "seconds": None},
+                      {"name": "finalize", "status": "pending", "started_at": None, "seconds": None}]
+    body = client.get(f"/v1/jobs/{job_id}", headers=alice.headers).json()
+    assert body["progress"] == {"done": 1, "total": 4, "unit": "shards", "rate": 0.02, "eta_seconds": 90.0}
+    assert body["metrics"] == {"samples_done": 50, "samples_total": 100, "samples_per_second": 1.0}
+    overall = body["overall"]
+    assert [(s["name"], s["status"], s["fraction"]) for s in overall["stages"]] == [
+        ("prepare", "done", 1.0), ("features", "running", 0.5), ("select", "pending", 0.0), ("finalize", "pending", 0.0)]
+    # round weights: prepare .02, features .45, select .06, finalize .02 (of .55 planned)
+    assert overall["fraction"] == pytest.approx((0.02 + 0.45 * 0.5) / 0.55, abs=1e-4)
+    # 100 s for 0.245 weight done; features' own ETA (90 s) plus select and finalize at that pace
+    assert overall["eta_seconds"] == pytest.approx(90 + 0.08 * 100 / 0.245, abs=1.0)
