@@ -34,11 +34,9 @@ class Progress(schemas.Progress):
     """Progress inside the current stage; unit, rate and ETA when the server reports them."""
 
     model_config = _OPEN
-    unit: str | None = None
-    rate: float | None = Field(None, description="units per second in this stage")
-    eta_seconds: float | None = Field(None, description="seconds left in this stage")
 
 
+# Looser than the server's models on purpose: a stage status a newer server adds still parses.
 class StageState(BaseModel):
     model_config = _OPEN
     name: str
