@@ -44,6 +44,19 @@ def refuse_while_round_active(session: Session, pool: Pool, action: str) -> None
             f"{active.status}; wait for it or cancel its job {active.job_id} (POST /v1/jobs/{active.job_id}/cancel)",
             code="round_in_progress",
         )
+    # A failed round ends before its other stage jobs do (a failed shard only asks its running
+    # siblings to stop): their rows, and the blobs they still write, must outlive them.
+    stage = session.execute(
+        select(Job.id, Job.status, Job.parent_id)
+        .where(Job.parent_id.in_(select(Round.job_id).where(Round.pool_id == pool.id)), Job.status.in_(UNFINISHED))
+        .limit(1)
+    ).first()
+    if stage is not None:
+        raise Conflict(
+            f"cannot {action} while job {stage.id}, a stage of round job {stage.parent_id} of pool {pool.id}, "
+            f"is still {stage.status}; it stops within seconds, try again then",
+            code="round_in_progress",
+        )
 
 
 def _samples_of(dataset_id: str):  # noqa: ANN202 - a scalar subquery

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.statuses import UNFINISHED
@@ -36,6 +36,13 @@ class Conflict(DomainError):
 
 
 def get_pool(session: Session, pool_id: str, owner_id: str, *, for_update: bool = False) -> Pool | None:
+    """The caller's pool; `for_update` locks its row until the transaction ends, so the checks a
+    caller then makes and the writes they allow are serialised against any other such caller."""
+    if for_update and session.get_bind().dialect.name == "sqlite":
+        # SQLite ignores FOR UPDATE, and pysqlite opens a transaction only at the first write: a
+        # no-op write here takes the database's one write lock (waiting for it) until commit.
+        session.execute(update(Pool).where(Pool.id == pool_id).values(id=Pool.id)
+                        .execution_options(synchronize_session=False))
     pool = session.get(Pool, pool_id, with_for_update=for_update or None, populate_existing=for_update)
     return pool if pool is not None and pool.owner_id == owner_id else None
 

@@ -103,6 +103,25 @@ def test_removal_and_deletion_wait_for_an_unfinished_round(client, alice, world,
     assert client.get(f"/v1/pools/{pool}", headers=alice.headers).status_code == 200
 
 
+def test_removal_and_deletion_wait_for_a_failed_rounds_last_stage_jobs(client, alice, world, database_url):
+    """A round fails as soon as one shard does; its sibling shards stop a moment later."""
+    pool = world["pool"]
+    rnd = make_round(database_url, pool, alice.owner_id, number=2, status="failed")
+    with session_scope(database_url) as session:
+        shard = Job(owner_id=alice.owner_id, kind="round.features", queue="gpu", params={}, status="cancelling",
+                    parent_id=rnd["job_id"])
+        session.add(shard)
+        session.flush()
+        shard_id = shard.id
+    for url in (f"/v1/pools/{pool}/datasets/{world['d1']}", f"/v1/pools/{pool}"):
+        r = client.delete(url, headers=alice.headers)
+        assert r.status_code == 409 and r.json()["code"] == "round_in_progress", url
+        assert shard_id in r.json()["detail"] and "cancelling" in r.json()["detail"]
+    with session_scope(database_url) as session:
+        session.get(Job, shard_id).status = "cancelled"
+    assert client.delete(f"/v1/pools/{pool}", headers=alice.headers).status_code == 204
+
+
 def test_another_owner_gets_404(client, alice, bob, world, database_url):
     pool, d1 = world["pool"], world["d1"]
     for url in (f"/v1/pools/{pool}/datasets/{d1}", f"/v1/pools/{pool}/eval-sets/{world['ev']}", f"/v1/pools/{pool}"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, insert, select
 
+from core.text import json_safe
 from service.db.models import FeatureShard, Selection
 from workers.engine.feature_file import FeatureFileWriter, FileRows
 from workers.engine.features import SCORE_NAMES, read_shard, read_shard_meta
@@ -34,22 +36,13 @@ from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stag
 from workers.rounds.plan import load_plan
 from workers.rounds.runner import StageRun
 
+log = logging.getLogger(__name__)
+
 
 class ShardBlobError(Exception):
     """A feature shard blob is missing, corrupt, or does not match the plan."""
 
     code = "blob_corrupt"
-
-
-def json_safe(value: Any) -> Any:
-    """Non-finite floats → None, recursively (JSON columns reject NaN on PostgreSQL)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, dict[str, np.ndarray], FileRows | None]:
@@ -144,10 +137,16 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
             pruned = prune_pool(ids, by, result.clustering, run.cfg.pruning, result.budget, others)
         run.watch.check(force=True)
         clock["map"] = time.perf_counter()
-        # the dashboard's map and score histograms (bounded: <= 20k points, three reads of them)
-        view = build_cluster_view(ids, features, result.clustering.assign, np.array([p.sample_id for p in result.selected],
-                                  dtype=np.int64), np.array([p.sample_id for p in pruned], dtype=np.int64),
-                                  {c.id: c.expert for c in result.clusters}, scores, seed)
+        # the dashboard's map and score histograms (bounded: <= 20k points, three reads of them); a
+        # picture, so a failure to draw it is logged and leaves the round without one (the API's 404)
+        try:
+            view = build_cluster_view(
+                ids, features, result.clustering.assign, np.array([p.sample_id for p in result.selected], dtype=np.int64),
+                np.array([p.sample_id for p in pruned], dtype=np.int64), {c.id: c.expert for c in result.clusters},
+                scores, seed)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+            log.exception("round %s: no cluster view (the dashboard's map) for this round", ref.round_id)
+            view = None
         clock["index"] = time.perf_counter()
         index = None
         if run.cfg.pool_index:
@@ -162,7 +161,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     seconds = {f"{name}_s": round(b - a, 3) for name, a, b in zip(clock, marks, marks[1:])}
     decision = {"assign": result.clustering.assign.tolist(), "pruned": [asdict(p) for p in pruned]}
     decision_blob = run.blobs.put_bytes(json.dumps(json_safe(decision), separators=(",", ":")).encode())
-    view_blob = run.blobs.put_bytes(json.dumps(json_safe(view), separators=(",", ":")).encode())
+    view_blob = None if view is None else run.blobs.put_bytes(json.dumps(json_safe(view), separators=(",", ":")).encode())
     pruned_per_cluster = np.bincount([p.cluster for p in pruned], minlength=result.clustering.n_clusters)
     clusters = [
         {"id": c.id, "size": c.size, "expert": c.expert, "entropies": c.entropies, "budget": c.budget,
@@ -182,7 +181,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         session.execute(insert(Selection), rows)
         out = enter_stage(session, parent, ref, run.settings, next_stage("select", updates, params), updates)
     return out, {"selected": len(rows), "pruned": len(pruned), "clusters": len(clusters), "seconds": seconds,
-                 "cluster_view_blob": view_blob.sha256}
+                 "cluster_view_blob": view_blob and view_blob.sha256}
 
 
 def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned: set[int],
@@ -192,7 +191,7 @@ def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned:
     from workers.engine.index import write_index_version
 
     keep = ~np.isin(ids, np.fromiter(pruned, dtype=np.int64, count=len(pruned)))
-    directory = run.settings.data_dir.resolve() / "indexes" / run.ref.pool_id
+    directory = run.settings.index_dir(run.ref.pool_id)
     with contextlib.ExitStack() as opened:
         if not keep.all():
             # the survivors copied block by block into a second file (the index build itself

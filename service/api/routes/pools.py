@@ -205,7 +205,7 @@ def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, A
                      422: "The dataset is unknown or not ready, or the pool trains on it."}))
 def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner: OwnerDep) -> JSONResponse:
     """Add a held-out dataset, tagged with a skill, that every later checkpoint is scored on."""
-    pool = owned_pool(session, pool_id, owner.id)
+    pool = owned_pool(session, pool_id, owner.id, for_update=True)  # against a round naming it meanwhile
     try:
         warnings = check_eval_set(session, pool, body.dataset_id, "body.dataset_id")
         add_eval_set(session, pool, body.dataset_id, body.skill)
@@ -286,5 +286,5 @@ def delete_pool_route(pool_id: str, session: SessionDep, owner: OwnerDep, settin
     session.commit()
     # The pool's FAISS index versions (config pool_index) are files in its own folder, not blobs:
     # no round runs (refused above) and no other pool writes there, so the folder goes whole.
-    shutil.rmtree(settings.data_dir.resolve() / "indexes" / pool_id, ignore_errors=True)
+    shutil.rmtree(settings.index_dir(pool.id), ignore_errors=True)
     return Response(status_code=204)
