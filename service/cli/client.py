@@ -114,6 +114,12 @@ def _interval(text: str) -> float:
     return value
 
 
+def _limit(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--limit must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 # ---- the tree ----------------------------------------------------------------------------------
 
 
@@ -158,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ds("list", c.datasets_list, "List your datasets.")
     ds("show", c.datasets_show, "Show a dataset.", "dataset_id")
     p = ds("samples", c.datasets_samples, "List a dataset's samples.", "dataset_id")
-    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    p.add_argument("--limit", type=_limit, help="at most this many (default: all)")
     ds("delete", c.datasets_delete, "Delete a dataset (refused while a pool uses it).", "dataset_id")
 
     pools = group("pools", "Create, list and inspect pools.")

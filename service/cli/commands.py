@@ -6,6 +6,7 @@ be reached (see service/cli/client.py).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def datasets_upload(client: Client, args: argparse.Namespace) -> int:
     if args.wait:
         note(f"dataset {ds.id} uploaded; ingest job {ds.job_id}")
         code = _code(_finish(client, ds.job_id, args))
-        ds = client.datasets.get(ds.id)
+        ds = client.datasets.get(ds.id).model_copy(update={"warnings": ds.warnings})  # the upload's own
     print_json(ds) if args.json else output.show_dataset(ds)
     return code
 
@@ -59,7 +60,7 @@ def datasets_show(client: Client, args: argparse.Namespace) -> int:
 
 def datasets_samples(client: Client, args: argparse.Namespace) -> int:
     samples = client.datasets.samples(args.dataset_id)
-    rows = [s for s, _ in zip(samples, range(args.limit), strict=False)] if args.limit else list(samples)
+    rows = list(itertools.islice(samples, args.limit) if args.limit else samples)
     if args.json:
         print_json(rows)
     else:
@@ -160,7 +161,7 @@ def rounds_start(client: Client, args: argparse.Namespace) -> int:
     if args.wait:
         note(f"round {rnd.id} (number {rnd.number}) started; job {rnd.job_id}")
         code = _code(_finish(client, rnd.job_id, args))
-        rnd = client.rounds.get(rnd.id)
+        rnd = client.rounds.get(rnd.id).model_copy(update={"warnings": rnd.warnings})  # the request's own
     print_json(rnd) if args.json else output.show_round(rnd)
     return code
 

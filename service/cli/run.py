@@ -78,8 +78,11 @@ def _fresh_metrics_dir() -> None:
         return
     folder = Path(given)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):  # prometheus_client's files only
-        stale.unlink(missing_ok=True)
+    # prometheus_client's own files only (counter_<pid>.db, gauge_livesum_<pid>.db ...): a folder
+    # pointed elsewhere by mistake (the data dir, with its adaptinf.db) loses nothing else
+    for kind in ("counter", "gauge", "histogram", "summary"):
+        for stale in folder.glob(f"{kind}_*.db"):
+            stale.unlink(missing_ok=True)
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from core.statuses import TERMINAL
 from service.client.downloads import Download, download_checkpoint, download_to
@@ -16,6 +17,11 @@ from service.client.models import (
 )
 
 _UNSET: Any = object()
+
+
+def _q(resource_id: str) -> str:
+    """An id as one path segment: `a/b` cannot reach another route."""
+    return quote(str(resource_id), safe="")
 
 
 class _Resource:
@@ -42,18 +48,18 @@ class Datasets(_Resource):
         return self._http.paged("/v1/datasets", Dataset)
 
     def get(self, dataset_id: str) -> Dataset:
-        return self._http.get(f"/v1/datasets/{dataset_id}", Dataset)
+        return self._http.get(f"/v1/datasets/{_q(dataset_id)}", Dataset)
 
     def samples(self, dataset_id: str, *, after: int | None = None) -> Iterator[Sample]:
-        return self._http.paged(f"/v1/datasets/{dataset_id}/samples", Sample, after=after)
+        return self._http.paged(f"/v1/datasets/{_q(dataset_id)}/samples", Sample, after=after)
 
     def patch(self, dataset_id: str, *, skill: str | None = _UNSET) -> Dataset:
         """Set (or with `skill=None` clear) a ready dataset's declared skill."""
         body = {} if skill is _UNSET else {"skill": skill}
-        return self._http.send_json("PATCH", f"/v1/datasets/{dataset_id}", body, Dataset)
+        return self._http.send_json("PATCH", f"/v1/datasets/{_q(dataset_id)}", body, Dataset)
 
     def delete(self, dataset_id: str) -> None:
-        self._http.request("DELETE", f"/v1/datasets/{dataset_id}")
+        self._http.request("DELETE", f"/v1/datasets/{_q(dataset_id)}")
 
 
 class Pools(_Resource):
@@ -67,45 +73,45 @@ class Pools(_Resource):
         return self._http.paged("/v1/pools", Pool)
 
     def get(self, pool_id: str) -> Pool:
-        return self._http.get(f"/v1/pools/{pool_id}", Pool)
+        return self._http.get(f"/v1/pools/{_q(pool_id)}", Pool)
 
     def add_eval_set(self, pool_id: str, dataset_id: str, skill: str) -> Pool:
         body = {"dataset_id": dataset_id, "skill": skill}
-        return self._http.send_json("POST", f"/v1/pools/{pool_id}/eval-sets", body, Pool)
+        return self._http.send_json("POST", f"/v1/pools/{_q(pool_id)}/eval-sets", body, Pool)
 
     def clusters(self, pool_id: str) -> Clusters:
-        return self._http.get(f"/v1/pools/{pool_id}/clusters", Clusters)
+        return self._http.get(f"/v1/pools/{_q(pool_id)}/clusters", Clusters)
 
     def metrics(self, pool_id: str, *, reference_pool_id: str | None = None) -> PoolMetrics:
-        return self._http.get(f"/v1/pools/{pool_id}/metrics", PoolMetrics, reference_pool_id=reference_pool_id)
+        return self._http.get(f"/v1/pools/{_q(pool_id)}/metrics", PoolMetrics, reference_pool_id=reference_pool_id)
 
     def delete(self, pool_id: str) -> None:
         """Delete the pool, its rounds and checkpoints (409 while a round is unfinished)."""
-        self._http.request("DELETE", f"/v1/pools/{pool_id}")
+        self._http.request("DELETE", f"/v1/pools/{_q(pool_id)}")
 
     def remove_dataset(self, pool_id: str, dataset_id: str) -> None:
         """Take a dataset's samples (members, selections, scores) and its eval-set link out of the pool."""
-        self._http.request("DELETE", f"/v1/pools/{pool_id}/datasets/{dataset_id}")
+        self._http.request("DELETE", f"/v1/pools/{_q(pool_id)}/datasets/{_q(dataset_id)}")
 
     def remove_eval_set(self, pool_id: str, dataset_id: str) -> None:
-        self._http.request("DELETE", f"/v1/pools/{pool_id}/eval-sets/{dataset_id}")
+        self._http.request("DELETE", f"/v1/pools/{_q(pool_id)}/eval-sets/{_q(dataset_id)}")
 
 
 class Rounds(_Resource):
     def create(self, pool_id: str, dataset_ids: list[str], budget: int | float, **params: Any) -> Round:
         """Start a round; `params` are the other round parameters (method, seed, candidates, train, prune)."""
         body = {"dataset_ids": dataset_ids, "budget": budget} | {k: v for k, v in params.items() if v is not None}
-        return self._http.send_json("POST", f"/v1/pools/{pool_id}/rounds", body, Round, idempotent=True)
+        return self._http.send_json("POST", f"/v1/pools/{_q(pool_id)}/rounds", body, Round, idempotent=True)
 
     def list(self, pool_id: str) -> Iterator[Round]:
-        return self._http.paged(f"/v1/pools/{pool_id}/rounds", Round)
+        return self._http.paged(f"/v1/pools/{_q(pool_id)}/rounds", Round)
 
     def get(self, round_id: str) -> Round:
-        return self._http.get(f"/v1/rounds/{round_id}", Round)
+        return self._http.get(f"/v1/rounds/{_q(round_id)}", Round)
 
     def download_selection(self, round_id: str, dest: str | Path | BinaryIO, *, format: str = "jsonl") -> int:  # noqa: A002
         """Write the selected samples (jsonl, json or tar) to a path (atomically) or a binary file; bytes written."""
-        return download_to(self._http, f"/v1/rounds/{round_id}/selection", dest, params={"format": format})
+        return download_to(self._http, f"/v1/rounds/{_q(round_id)}/selection", dest, params={"format": format})
 
 
 class Jobs(_Resource):
@@ -114,14 +120,14 @@ class Jobs(_Resource):
         return self._http.paged("/v1/jobs", Job, status=status, kind=kind, parent_id=parent_id)
 
     def get(self, job_id: str) -> Job:
-        return self._http.get(f"/v1/jobs/{job_id}", Job)
+        return self._http.get(f"/v1/jobs/{_q(job_id)}", Job)
 
     def events(self, job_id: str, *, after: int | None = None) -> Iterator[JobEvent]:
         """The job's events, oldest first; `after` an event id to get only newer ones."""
-        return self._http.paged(f"/v1/jobs/{job_id}/events", JobEvent, after=after)
+        return self._http.paged(f"/v1/jobs/{_q(job_id)}/events", JobEvent, after=after)
 
     def cancel(self, job_id: str) -> Job:
-        return self._http.send_json("POST", f"/v1/jobs/{job_id}/cancel", None, Job)
+        return self._http.send_json("POST", f"/v1/jobs/{_q(job_id)}/cancel", None, Job)
 
     def wait(self, job_id: str, *, timeout: float | None = None, on_update: Callable[[Job], None] | None = None,
              interval: float = 1.0) -> Job:
@@ -146,7 +152,7 @@ class Checkpoints(_Resource):
         return self._http.paged("/v1/checkpoints", Checkpoint, pool_id=pool_id)
 
     def get(self, checkpoint_id: str) -> Checkpoint:
-        return self._http.get(f"/v1/checkpoints/{checkpoint_id}", Checkpoint)
+        return self._http.get(f"/v1/checkpoints/{_q(checkpoint_id)}", Checkpoint)
 
     def download(self, checkpoint_id: str, path: str | Path | None = None) -> Download:
         """The adapter tar.gz to `path` (default <id>.tar.gz): resumes a `.part` file, checks the sha256."""
