@@ -48,10 +48,6 @@ def parse_iso(text: str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def finite_or_none(x: float | None) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 def eta_seconds(done: float, total: float, rate: float | None) -> float | None:
     """Seconds left at `rate` units per second (None without a positive rate or a total)."""
     if rate is None or not rate > 0 or total <= 0:
@@ -163,10 +159,13 @@ def overall(
     The fraction weighs each stage's own fraction (done 1, pending 0, running `stage_fraction`)
     by `STAGE_WEIGHTS[kind]` (equal weights for a kind or stage not listed).
 
-    The ETA is an estimate: the running stage's own ETA when it has one (from its measured rate),
-    else its remaining weight, plus the pending stages' weights, each weight costing the seconds
-    per unit of weight the job took so far (time since its first stage started over the weighted
-    fraction done). None until some work is done.
+    The ETA is an estimate: the running stage's time left, plus the pending stages' weights, each
+    weight costing the seconds per unit of weight the job took so far (time since its first stage
+    started over the weighted fraction done). The running stage's time left is the larger of its
+    reported ETA (from its measured rate) and its own pace over its fraction (time in the stage x
+    (1 - f) / f): a stage that reports in phases (select: shards read, then clusters) gives an ETA
+    for the current phase only. Without either, its remaining weight at the job's pace. None until
+    some work is done.
     """
     if not stages:
         return None
@@ -174,12 +173,16 @@ def overall(
     default = 1.0 / len(stages)
     rows, done_w, total_w, pending_w, running_left = [], 0.0, 0.0, 0.0, 0.0
     running_eta: float | None = None
+    running_pace: float | None = None  # the running stage's time left at its own pace so far
     for s in stages:
         w = weights.get(s["name"], default)
         f = 1.0 if s["status"] == DONE else 0.0
         if s["status"] == RUNNING:
             f = min(1.0, max(0.0, stage_fraction or 0.0))
             running_left, running_eta = w * (1.0 - f), stage_eta
+            stage_start = parse_iso(s.get("started_at"))
+            if stage_start is not None and f > 0:
+                running_pace = max(0.0, (now - stage_start).total_seconds()) * (1.0 - f) / f
         elif s["status"] == PENDING:
             pending_w += w
         rows.append({"name": s["name"], "status": s["status"], "fraction": round(f, 4)})
@@ -189,7 +192,8 @@ def overall(
     eta = None
     if started is not None and done_w > 0:
         per_weight = max(0.0, (now - started).total_seconds()) / done_w
-        left = running_eta if running_eta is not None else running_left * per_weight
+        own = [t for t in (running_eta, running_pace) if t is not None]
+        left = max(own) if own else running_left * per_weight
         eta = round(left + pending_w * per_weight, 1)
     if all(s["status"] == DONE for s in stages):
         fraction, eta = 1.0, 0.0
