@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -192,17 +193,22 @@ def _ts(text: str | None) -> float | None:
 def list_all(api: Any, path: str, **params: Any) -> list[dict[str, Any]]:
     out, after = [], None
     while True:
-        page = api.get(path, params={**params, "limit": 100, **({"after": after} if after else {})})
+        page = api.request("GET", path, params={**params, "limit": 100, **({"after": after} if after else {})}).json()
         out += page["data"]
         if not page["has_more"]:
             return out
         after = page["data"][-1]["id"]
 
 
+def create(api: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A creating POST, safe to retry (an Idempotency-Key)."""
+    return api.request("POST", path, json=body, idempotency_key=f"bench-{uuid.uuid4()}").json()
+
+
 def wait_job(api: Any, job_id: str, what: str, poll: float = 1.0) -> dict[str, Any]:
     last = None
     while True:
-        job = api.get(f"/v1/jobs/{job_id}")
+        job = api.request("GET", f"/v1/jobs/{job_id}").json()
         state = (job["status"], job["stage"], job["progress"]["done"] // max(1, job["progress"]["total"] // 10))
         if state != last:
             log(f"{what}: {job['status']} {job['stage'] or ''} {job['progress']['done']}/{job['progress']['total']}")
@@ -229,7 +235,7 @@ def stage_spans(children: list[dict[str, Any]]) -> dict[str, tuple[float, float]
 
 
 def download(api: Any, path: str, to: Path, params: dict[str, str] | None = None) -> int:
-    with api.http.stream("GET", path, params=params) as r, open(to, "wb") as f:
+    with api.http.client.stream("GET", path, params=params) as r, open(to, "wb") as f:
         r.raise_for_status()
         for chunk in r.iter_bytes(1 << 20):
             f.write(chunk)
@@ -256,19 +262,19 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
 
         t0 = time.time()
         with open(data, "rb") as f:
-            ds = api.call("POST", "/v1/datasets", files={"file": ("scale.jsonl", f, "application/x-ndjson")},
+            ds = api.request("POST", "/v1/datasets", files={"file": ("scale.jsonl", f, "application/x-ndjson")},
                           data={"name": "scale", "skill": "text"}, timeout=None).json()
         put("upload", t0, time.time(), "api", bytes=data.stat().st_size)
         log(f"uploaded {data.stat().st_size / 2**20:.0f} MB in {stages['upload']['seconds']} s")
         ingest = wait_job(api, ds["job_id"], "ingest")
         put("ingest", _ts(ingest["started_at"]), _ts(ingest["finished_at"]), "worker")
-        dataset = api.get(f"/v1/datasets/{ds['id']}")
+        dataset = api.request("GET", f"/v1/datasets/{ds['id']}").json()
 
-        pool = api.create("/v1/pools", {"name": "scale", "base_model": "tiny-causal-lm", "model_type": "causal-lm",
+        pool = create(api, "/v1/pools", {"name": "scale", "base_model": "tiny-causal-lm", "model_type": "causal-lm",
                                         "config": pool_config(args)})
-        rnd = api.create(f"/v1/pools/{pool['id']}/rounds", {"dataset_ids": [ds["id"]], "budget": args.budget})
+        rnd = create(api, f"/v1/pools/{pool['id']}/rounds", {"dataset_ids": [ds["id"]], "budget": args.budget})
         t_round = time.time()
-        with Poller(svc.url, api.http.headers["Authorization"].split()[-1], f"/v1/jobs/{rnd['job_id']}",
+        with Poller(svc.url, api.http.client.headers["Authorization"].split()[-1], f"/v1/jobs/{rnd['job_id']}",
                     args.poll_rps) as poller:
             job = wait_job(api, rnd["job_id"], "round", poll=2.0)
         polls = poller.report(time.time() - t_round)
@@ -285,7 +291,7 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
         put("prune", prune_start, prune_start + secs["prune_s"], "worker")
         put("train", *spans["train"], "worker")
         put("finalize", *spans["finalize"], "worker")
-        result = api.get(f"/v1/rounds/{rnd['id']}")["result"] or {}
+        result = api.request("GET", f"/v1/rounds/{rnd['id']}").json()["result"] or {}
 
         t0, sizes = time.time(), {}
         for fmt in ("jsonl", "json", "tar"):
@@ -300,14 +306,14 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
             base = rss_bytes(svc.api_pid)
             t0 = time.time()
             with open(big, "rb") as f:
-                r = api.http.post("/v1/datasets", files={"file": (big.name, f, "application/octet-stream")},
+                r = api.http.client.post("/v1/datasets", files={"file": (big.name, f, "application/octet-stream")},
                                   data={"name": "big"}, timeout=None)
             t1 = time.time()
             big_status = r.status_code
             peak = max([s[1] for s in rss.samples if t0 <= s[0] <= t1 + rss.interval] + [rss_bytes(svc.api_pid)])
             big_growth = round((peak - base) / 2**20, 1)
             if r.status_code < 300:
-                api.call("POST", f"/v1/jobs/{r.json()['job_id']}/cancel")
+                api.request("POST", f"/v1/jobs/{r.json()['job_id']}/cancel")
             log(f"big upload ({big.stat().st_size / GB:.2f} GB): {r.status_code} in {t1 - t0:.0f} s, "
                 f"API RSS +{big_growth} MB")
     finally:

@@ -1,7 +1,8 @@
-"""Text every store accepts: PostgreSQL refuses NUL in text, and UTF-8 cannot encode an unpaired
-surrogate (JSON's "\\ud800" decodes to one)."""
+"""Text and JSON every store accepts: PostgreSQL refuses NUL in text and NaN in JSON, and UTF-8
+cannot encode an unpaired surrogate (JSON's "\\ud800" decodes to one)."""
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -34,3 +35,17 @@ def json_leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any, bool]]:
             yield from json_leaves(item, f"{path}[{i}]")
     else:
         yield path, value, False
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float made None, recursively, and numpy scalars made Python
+    ones (JSON has no NaN, and PostgreSQL's JSON columns refuse it)."""
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

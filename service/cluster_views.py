@@ -13,7 +13,8 @@ from service.storage import BlobStore
 
 
 class ClusterViewMissing(Exception):
-    """The round's select stage finished without a view (a release before the dashboard), or its blob is gone."""
+    """The round's select stage finished without a view (a release before the dashboard, or the map
+    could not be drawn), or its blob is gone."""
 
 
 def cluster_view_blob(session: Session, rnd: Round) -> str | None:
@@ -31,7 +32,7 @@ def load_cluster_view(session: Session, blobs: BlobStore, rnd: Round) -> dict[st
     pruned} and histograms; raises ClusterViewMissing when there is none."""
     sha = cluster_view_blob(session, rnd)
     if sha is None:
-        raise ClusterViewMissing(f"round {rnd.id}'s select stage stored no cluster view (it ran before the dashboard existed)")
+        raise ClusterViewMissing(f"round {rnd.id}'s select stage stored no cluster view (it ran before the dashboard existed, or drawing it failed: the worker's log says why)")
     if not blobs.exists(sha):
         raise ClusterViewMissing(f"round {rnd.id}'s cluster view blob {sha} is missing from the blob store")
     with blobs.open(sha) as f:

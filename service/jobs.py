@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.progress import overall
+from core.progress import iso, overall
 from core.statuses import CANCELLED, CANCELLING, QUEUED, TERMINAL
 from service.db.models import Dataset, Job, JobEvent, Round, utcnow
 
@@ -112,7 +112,7 @@ def finish_cancel(session: Session, job: Job) -> Job:
 
 def iso_utc(dt: datetime | None) -> str | None:
     dt = as_utc(dt)
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
+    return iso(dt) if dt else None
 
 
 def progress_to_dict(job: Job) -> dict[str, Any]:

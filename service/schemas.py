@@ -154,9 +154,9 @@ class DatasetOut(BaseModel):
 class DatasetCreatedOut(DatasetOut):
     model_config = created_example(DatasetOut, {
         "code": "image_token_placed",
-        "message": "sample s0 has images but no <image> token in the text: one <image> per image was placed before "
-                   "the first user turn (LLaVA's convention); put the tokens where the images belong if that is not "
-                   "what you meant"}, status="pending", num_samples=0, num_images=0, skills=None)
+        "message": "sample s0 has more images than <image> tokens in the text: the missing tokens were placed "
+                   "before the first user turn (LLaVA's convention); put the tokens where the images belong if that "
+                   "is not what you meant"}, status="pending", num_samples=0, num_images=0, skills=None)
     warnings: list[ApiWarning] = Field(description="what the upload was accepted with but you may not have meant")
 
 

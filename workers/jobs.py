@@ -261,7 +261,6 @@ class JobTask(Task):
         try:
             ctx.check_cancelled()
             result = fn(ctx)
-            ctx.end_stage()
             outcome: tuple[str, dict | None, dict | None] = ("succeeded", result, None)
         except JobCancelled:
             outcome = ("cancelled", None, {"code": "cancelled", "message": "cancelled on request"})
@@ -278,6 +277,13 @@ class JobTask(Task):
         finally:
             heartbeat.stop()
         status, result, error = outcome
+        if status == "succeeded":
+            # Bookkeeping after `fn` committed (a round stage has even sent the next jobs): a database
+            # blip here costs the stage log one entry, never a retry of the job.
+            try:
+                ctx.end_stage()
+            except (LeaseLost, *TRANSIENT_ERRORS):  # lost: finish_job below finds it so and says so
+                log.exception("job %s: could not record the end of its last stage", job_id)
         with factory() as session:
             if not finish_job(session, job_id, owner, status, result=result, error=error):
                 log.warning("job %s: lease lost before it could be marked %s", job_id, status)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from core.progress import RateMeter, end_running, eta_seconds, finite_or_none, plan_stages, start_stage, utcnow
+from core.progress import RateMeter, end_running, eta_seconds, plan_stages, start_stage, utcnow
+from core.text import json_safe
 
 
 class LiveProgress:
@@ -53,7 +54,7 @@ class LiveProgress:
         unit = last.get("progress_unit") if unit is None else unit
         rate = self.meter.observe(done, time.monotonic(), unit)
         if metrics is not None:  # JSON has no NaN (PostgreSQL refuses it): null
-            metrics = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in metrics.items()}
+            metrics = json_safe(metrics)
         eta = eta if eta is not None else eta_seconds(done, total, rate)
         self.values = {
             "progress_done": done, "progress_total": total, "progress_unit": unit,

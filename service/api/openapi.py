@@ -34,7 +34,7 @@ _PROBLEMS: dict[int, tuple[str, ApiProblem]] = {
     415: ("The body is not of the media type this route reads.",
           ApiProblem(415, "send the upload as multipart/form-data", code="unsupported_media_type")),
     416: ("The requested range lies outside the file; `Content-Range` gives its size.",
-          ApiProblem(416, "range 'bytes=900-' is outside the 512 bytes of checkpoint ckpt_0123",
+          ApiProblem(416, "range 'bytes=900-' is outside the 512 bytes of this file",
                      code="range_not_satisfiable")),
     422: ("A field is missing, of the wrong type, out of range, or names nothing usable; `errors` lists each.",
           ApiProblem(422, "body.budget: Value error, must be an int >= 1 or a fraction in (0, 1], got 0",

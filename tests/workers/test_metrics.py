@@ -16,7 +16,7 @@ from service.db.models import Job, Owner
 from service.db.session import get_sessionmaker
 from workers import jobs
 from workers.jobs import JobContext, job_task
-from workers.metrics import serve_metrics
+from workers.metrics import FEATURE_RATE, serve_metrics
 
 
 @pytest.fixture
@@ -61,6 +61,7 @@ def test_stage_jobs_record_duration_throughput_and_loss(settings: Settings) -> N
     samples = _value("adaptinf_worker_feature_samples_total")
     steps = _value("adaptinf_worker_train_steps_total", kind="round.train")
     failed = _value("adaptinf_worker_job_duration_seconds_count", kind="round.select", status="failed")
+    FEATURE_RATE.set(-1.0)  # a process-wide gauge: an earlier test's value must not pass the check below
     assert shard(_new_job(settings, "round.features"))["status"] == "succeeded"
     assert train(_new_job(settings, "round.train"))["status"] == "succeeded"
     assert select(_new_job(settings, "round.select"))["status"] == "failed"

@@ -8,7 +8,6 @@ no shard pending moves the round to select.
 """
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.progress import eta_seconds, parse_iso
+from core.text import json_safe
 from service.config import Settings
 from service.db.models import FeatureShard, Job, Score, utcnow
 from workers.engine.features import SCORE_NAMES, FeatureBatch, compute_features, write_shard
@@ -82,15 +82,11 @@ def features_progress(session: Session, ref: RoundRef, parent_id: str, own: tupl
     }
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 def score_rows(round_id: str, batch: FeatureBatch) -> list[dict[str, Any]]:
     """Score rows of a shard; NaN/inf (ig of text-only samples, overflowed ppl) become NULL."""
     cols = {k: batch.scores[k].astype(np.float64).tolist() for k in SCORE_NAMES}
     return [
-        {"round_id": round_id, "sample_id": int(sid), **{k: _finite(cols[k][i]) for k in SCORE_NAMES}}
+        {"round_id": round_id, "sample_id": int(sid), **{k: json_safe(cols[k][i]) for k in SCORE_NAMES}}
         for i, sid in enumerate(batch.ids.tolist())
     ]
 

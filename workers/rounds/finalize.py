@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 
 from core.checkpoint_metrics import checkpoint_metrics
 from core.skill_scores import pool_by_skill
+from core.text import json_safe
 from service.db.bulk import bulk_insert
 from service.db.models import Checkpoint, EvalResult, IndexVersion, Pool, PoolMember, Round
 from workers.rounds.advance import Outgoing, RoundRef, claim_stage, finish_round
 from workers.rounds.plan import CandidatePlan, load_plan
 from workers.rounds.runner import StageRun
-from workers.rounds.select_stage import ShardBlobError, json_safe
+from workers.rounds.select_stage import ShardBlobError
 
 
 class PoolChanged(Exception):

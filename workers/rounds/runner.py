@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.progress import finite_or_none, is_logged_step, start_stage, utcnow
+from core.progress import is_logged_step, start_stage, utcnow
+from core.text import json_safe
 from core.statuses import TERMINAL
 from service.config import Settings
 from service.db.models import Job, Pool, Round
@@ -129,7 +130,7 @@ class ParentWatch:
     def on_step(self, info: Any) -> None:
         """train_lora's callback (a `TrainStep`): steps, loss and lr on the round, a train.step
         event every few steps (`core.progress.is_logged_step`), and the cancel check."""
-        loss = finite_or_none(info.loss)
+        loss = json_safe(info.loss)
         metrics = {"step": info.step, "max_steps": info.total, "loss": loss, "lr": info.lr,
                    "epoch": round(info.epoch, 4)}
         self.report(info.step, info.total, unit="steps", metrics=metrics)

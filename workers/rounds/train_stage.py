@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from core.skill_scores import pool_by_skill
+from core.text import json_safe
 from service.db.models import PoolEvalSet, Round, Selection
 from workers.engine.evaluation import EvalSet, evaluate
 from workers.engine.training import train_lora
@@ -24,7 +25,6 @@ from workers.rounds.models_cache import put_model, take_model
 from workers.rounds.plan import load_plan
 from workers.rounds.runner import StageRun
 from workers.rounds.samples import load_dataset_samples, load_engine_samples
-from workers.rounds.select_stage import json_safe
 
 OnSet = Callable[[int, int], None]
 

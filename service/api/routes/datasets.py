@@ -119,9 +119,9 @@ def _upload_warnings(validated) -> list[dict[str, str]]:  # noqa: ANN001 - a Val
     others = validated.tokens_placed - 1
     who = validated.first_token_placed + (f" and {others} other sample(s)" if others else "")
     return [{"code": "image_token_placed",
-             "message": f"{who} {'have' if others else 'has'} images but no <image> token in the text: one <image> "
-                        "per image was placed before the first user turn (LLaVA's convention); put the tokens "
-                        "where the images belong if that is not what you meant"}]
+             "message": f"{who} {'have' if others else 'has'} more images than <image> tokens in the text: the "
+                        "missing tokens were placed before the first user turn (LLaVA's convention); put the "
+                        "tokens where the images belong if that is not what you meant"}]
 
 
 def _form_skill(form: ReceivedForm) -> str | None:

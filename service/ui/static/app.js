@@ -92,7 +92,10 @@
     nav.replaceChildren(...links.flatMap((l, i) => [i ? " / " : "", l.href ? el("a", { href: l.href }, l.text) : l.text]));
   }
 
-  function every(ms, fn) { timers.push(setInterval(fn, ms)); }
+  // a poll that fails (the API restarting, say) is retried at the next tick, not left unhandled
+  function every(ms, fn) {
+    timers.push(setInterval(() => fn().catch((err) => console.warn("poll failed:", err.message)), ms));
+  }
 
   // ---- job progress --------------------------------------------------------------------------
 
@@ -171,7 +174,8 @@
     if (rounds.some((r) => !TERMINAL.has(r.status))) {
       every(POLL_MS, async () => {
         const rs = await listAll(`/v1/pools/${poolId}/rounds`);
-        if (my === renderId) drawRounds(rs);
+        if (my !== renderId) return;
+        drawRounds(rs);
         if (!rs.some((r) => !TERMINAL.has(r.status))) route();  // a round ended: clusters and metrics changed
       });
     }
@@ -284,8 +288,16 @@
         if (TERMINAL.has(job.status)) route();
       });
     }
-    if (selectDone) {
-      const [map, hist] = await Promise.all([api(`/v1/rounds/${roundId}/map`), api(`/v1/rounds/${roundId}/score-histograms`)]);
+    if (selectDone) {  // the map may be missing (a round from before the dashboard): the rest of the page stays
+      let map, hist;
+      try {
+        [map, hist] = await Promise.all([api(`/v1/rounds/${roundId}/map`), api(`/v1/rounds/${roundId}/score-histograms`)]);
+      } catch (err) {
+        if (my !== renderId) return;
+        document.getElementById("map-caption").textContent = `No map: ${err.message}.`;
+        document.getElementById("hist-caption").textContent = "No histograms: see the map.";
+        return;
+      }
       if (my !== renderId) return;
       drawMap(map, res.clusters || []);
       drawHistograms(hist.histograms, res.clusters || []);
@@ -345,13 +357,15 @@
     if (!hasKey) {
       setCrumbs();
       view.replaceChildren(card(null, el("p", {}, "Enter an API key above to see your pools. "
-        + "An operator creates one with `adaptinf keys create <owner>`; it is kept in this tab only.")));
+        + "An operator creates one with `adaptinf keys create --name <owner>`; it is kept in this tab only.")));
       return;
     }
     const [, kind, id] = (location.hash.replace(/^#/, "") || "/").split("/");
     try {
-      if (kind === "pools" && id) await poolView(my, decodeURIComponent(id));
-      else if (kind === "rounds" && id) await roundView(my, decodeURIComponent(id));
+      // an id is one path segment of the API's URLs, whatever the fragment holds
+      const safeId = id && encodeURIComponent(decodeURIComponent(id));
+      if (kind === "pools" && id) await poolView(my, safeId);
+      else if (kind === "rounds" && id) await roundView(my, safeId);
       else await poolsView(my);
       if (my === renderId) view.dataset.loaded = kind === "pools" && id ? "pool" : kind === "rounds" && id ? "round" : "pools";
     } catch (err) {

@@ -94,6 +94,11 @@ def clustering_of(assign, d):
     return Clustering(assign, np.zeros((assign.max() + 1, d), np.float32))
 
 
+# Planted pools with near-tied similarities are filtered out (`assume`): a tie makes the brute
+# force's answer one of several right ones. Some seeds filter most draws; that is by design, not a
+# sign the strategy is broken (the tests failed Hypothesis's filter_too_much check now and then).
+_SLOW_AND_FILTERED = [HealthCheck.too_slow, HealthCheck.filter_too_much]
+
 pool_st = dict(
     seed=st.integers(0, 2**31 - 1),
     chains=st.lists(st.integers(2, 15), max_size=3),
@@ -104,7 +109,7 @@ pool_st = dict(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=_SLOW_AND_FILTERED)
 @given(**pool_st, k=st.sampled_from([1, 2, 16]))
 def test_exact_path_equals_brute_force(seed, n_random, groups, noise, eps, chains, k):
     ids, x, assign = planted_pool(seed, n_random, groups, noise, chains=chains, eps=eps)
@@ -114,7 +119,7 @@ def test_exact_path_equals_brute_force(seed, n_random, groups, noise, eps, chain
     assert_same(got, brute_force(ids, x, assign, eps)[0])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=_SLOW_AND_FILTERED)
 @given(**pool_st, cap_frac=st.floats(0.0, 1.0))
 def test_pool_cap_equals_brute_force(seed, n_random, groups, noise, eps, chains, cap_frac):
     ids, x, assign = planted_pool(seed, n_random, groups, noise, chains=chains, eps=eps)
@@ -129,7 +134,7 @@ def test_pool_cap_equals_brute_force(seed, n_random, groups, noise, eps, chains,
     assert_same(as_dict(got), brute_force(ids, x, assign, eps, cap)[0])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=_SLOW_AND_FILTERED)
 @given(**pool_st, keep=st.integers(1, 40), cap_frac=st.one_of(st.none(), st.floats(0.0, 1.0)))
 def test_keep_per_cluster_equals_brute_force(seed, n_random, groups, noise, eps, chains, keep, cap_frac):
     ids, x, assign = planted_pool(seed, n_random, groups, noise, n_clusters=3, chains=chains, eps=eps)
@@ -181,7 +186,7 @@ def test_planted_duplicate_groups_keep_exactly_one_survivor_each():
     assert all(p.reason == "near_duplicate" and p.similarity > 0.95 for p in pruned)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=_SLOW_AND_FILTERED)
 @given(**pool_st, k=st.sampled_from([1, 16]))
 def test_cell_path_probing_every_cell_is_exact(seed, n_random, groups, noise, eps, chains, k):
     ids, x, assign = planted_pool(seed, n_random + 30, groups, noise, n_clusters=2, chains=chains, eps=eps)

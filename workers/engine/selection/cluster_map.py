@@ -34,12 +34,16 @@ def pca_2d(rows: Any, positions: np.ndarray, seed: int = 0) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.float32)
     blocks = [positions[s : s + _BLOCK] for s in range(0, m, _BLOCK)]
 
+    def read(block: np.ndarray) -> np.ndarray:
+        # float16 features overflow to inf on a huge gradient (and a NaN loss gives NaN): such a
+        # value counts as 0 here, or one of them would make the SVD fail and the round with it
+        return np.nan_to_num(np.asarray(rows[block], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
     def centred(block: np.ndarray) -> np.ndarray:
-        return np.asarray(rows[block], dtype=np.float32) - mean
+        return read(block) - mean
 
     mean = np.zeros(d)  # summed in float64, used in float32 like the blocks
-    mean = (sum((np.asarray(rows[b], dtype=np.float32).sum(axis=0, dtype=np.float64) for b in blocks), mean) / m
-            ).astype(np.float32)
+    mean = (sum((read(b).sum(axis=0, dtype=np.float64) for b in blocks), mean) / m).astype(np.float32)
     r = min(_RANK, d, m)
     omega = np.random.default_rng(seed).standard_normal((d, r)).astype(np.float32)
     z = np.zeros((d, r), dtype=np.float64)

@@ -74,13 +74,17 @@ def test_build_cluster_view_flags_selected_and_pruned_samples() -> None:
     x, assign = _blobs(300, 8)
     ids = np.arange(1000, 1300, dtype=np.int64)
     scores = {"el2n": np.linspace(0, 1, 300, dtype=np.float32)}
-    view = build_cluster_view(ids, x, assign, np.array([1000, 1005]), np.array([1299]),
+    kept = ids[sample_positions(300, 100, seed=0)]
+    selected, pruned = kept[[0, 5]], kept[[7, 50, 99]]  # flagged samples the map does show
+    view = build_cluster_view(ids, x, assign, selected, np.concatenate([pruned, [s for s in ids if s not in kept][:1]]),
                               {0: "el2n", 1: "el2n", 2: None}, scores, max_points=100)
     p = view["points"]
     assert view["candidates"] == 300 and len(p["sample_id"]) == len(p["x"]) == len(p["pruned"]) == 100
+    assert p["sample_id"] == kept.tolist()
+    assert sum(p["selected"]) == 2 and sum(p["pruned"]) == 3  # a flagged sample off the map shows nowhere
     flagged = dict(zip(p["sample_id"], zip(p["selected"], p["pruned"])))
     for sid, (sel, pr) in flagged.items():
-        assert sel == (sid in (1000, 1005)) and pr == (sid == 1299)
+        assert sel == (sid in selected) and pr == (sid in pruned)
     assert p["cluster"] == [int(assign[i - 1000]) for i in p["sample_id"]]
     assert sorted(h["cluster"] for h in view["histograms"]) == [0, 1]
 
@@ -90,3 +94,14 @@ def test_pca_2d_of_degenerate_inputs_is_finite_and_two_wide() -> None:
     line = pca_2d(np.arange(6, dtype=np.float32).reshape(6, 1), np.arange(6))  # d = 1: a flat second axis
     assert line[:, 0].tolist() == [2.5, 1.5, 0.5, -0.5, -1.5, -2.5] and not line[:, 1].any()
     assert pca_2d(np.zeros((0, 4)), np.array([], dtype=np.int64)).shape == (0, 2)
+
+
+def test_pca_2d_takes_overflowed_features_as_zero() -> None:
+    """A float16 feature that overflowed (inf) or a NaN one must not fail the SVD, and the round with it."""
+    x, _ = _blobs(50, 8)
+    bad = x.astype(np.float16)
+    bad[3, 2], bad[10, 0] = np.inf, np.nan
+    xy = pca_2d(bad, np.arange(50))
+    assert np.isfinite(xy).all() and xy.shape == (50, 2)
+    zeroed = np.nan_to_num(bad.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    np.testing.assert_allclose(xy, pca_2d(zeroed, np.arange(50)), atol=1e-5)
