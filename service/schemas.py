@@ -328,3 +328,140 @@ class RoundResultOut(BaseModel):
     eval: dict[str, SkillScoreOut] = Field(default_factory=dict, description="the round's checkpoint per skill")
     base_eval_datasets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="the base model's scores per evaluation dataset first scored in this round")
+
+
+# ---- pools, rounds, checkpoints ----------------------------------------------------------------
+
+
+class EvalSetOut(BaseModel):
+    dataset_id: str
+    skill: str
+
+
+class DatasetCounts(BaseModel):
+    dataset_id: str
+    active: int
+    pruned: int
+
+
+POOL_EXAMPLE = {
+    "id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b", "object": "pool", "name": "vqa-lifelong", "base_model": "tiny-llava",
+    "model_type": "llava", "config": {"selection": {"n_clusters": 8, "tails": [5.0, 95.0], "n_strata": 50}},
+    "size": 940, "pruned": 60,
+    "datasets": [{"dataset_id": "ds_4f1c2e9a7b3d5f60a1b2c3d4", "active": 940, "pruned": 60}],
+    "rounds_completed": 1, "current_checkpoint_id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f",
+    "eval_sets": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}],
+    "created_at": "2026-11-30T09:12:44Z",
+}
+
+
+class PoolOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [POOL_EXAMPLE]})
+    id: str
+    object: Literal["pool"] = "pool"
+    name: str
+    base_model: str
+    model_type: str
+    # Typed as PoolConfig in the OpenAPI only: a config stored by an earlier release must still be
+    # readable even where today's PoolConfig would refuse it.
+    config: dict[str, Any] = Field(description="the full config, defaults filled in",
+                                   json_schema_extra={"allOf": [{"$ref": "#/components/schemas/PoolConfig"}]})
+    size: int = Field(description="active members")
+    pruned: int
+    datasets: list[DatasetCounts]
+    rounds_completed: int
+    current_checkpoint_id: str | None
+    eval_sets: list[EvalSetOut]
+    created_at: datetime
+
+
+class RoundJob(BaseModel):
+    status: str
+    stage: str | None
+    progress: Progress
+    attempts: int
+    error: JobError | None
+
+
+class RoundOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "object": "round", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
+        "number": 1, "status": "running",
+        "params": {"dataset_ids": ["ds_4f1c2e9a7b3d5f60a1b2c3d4"], "budget": 0.25, "method": "adapt-inf",
+                   "candidates": "pool", "train": True, "prune": True, "seed": 0},
+        "result": None, "job_id": "job_0a1b2c3d4e5f6a7b8c9d0e1f",
+        "job": {"status": "running", "stage": "features", "progress": {"done": 3, "total": 8}, "attempts": 1,
+                "error": None},
+        "created_at": "2026-11-30T09:20:02Z", "finished_at": None,
+    }]})
+    id: str
+    object: Literal["round"] = "round"
+    pool_id: str
+    number: int
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+    params: RoundParamsOut
+    result: RoundResultOut | None
+    job_id: str | None
+    job: RoundJob | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class TrainMetricsOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # stored JSON: members a later release adds stay visible
+    steps: int | None = None
+    final_loss: float | None = Field(None, description="the last step's batch loss")
+    mean_loss: float | None = Field(None, description="mean batch loss over all steps")
+    loss_first: float | None = None
+    loss_last: float | None = None
+    seconds: float | None = Field(None, description="wall time of training (null for checkpoints of older releases)")
+    samples: int | None = Field(None, description="samples trained on")
+    fraction: float | None = Field(None, description="the warm-up's share of round 1's data (warm-up only)")
+
+
+class SkillEvalOut(BaseModel):
+    accuracy: float | None = Field(description="exact-match accuracy over the skill's short-answer samples")
+    loss: float | None = Field(description="mean response NLL")
+    n: int
+
+
+class CheckpointMetricsOut(BaseModel):
+    train: TrainMetricsOut | None = Field(description="the training run that made it")
+    eval: dict[str, SkillEvalOut] | None = Field(description="its scores per skill; null when the pool has no evaluation sets")
+
+
+class CheckpointEvalOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    dataset_id: str
+    skill: str
+    loss: float | None = Field(None, description="mean response NLL")
+    accuracy: float | None = Field(None, description="exact-match accuracy on samples with a short answer")
+    n: int | None = Field(None, description="samples scored")
+    n_scored: int | None = Field(None, description="samples with a short answer (accuracy's denominator)")
+
+
+class CheckpointOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f", "object": "checkpoint", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
+        "round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "round_number": 1, "kind": "round", "format": "peft-lora-tar-gz",
+        "sha256": "3f5e0c1d9b7a2e4f6a8c0e2d4b6f8a0c1e3d5b7f9a1c3e5d7b9f1a3c5e7d9b1f", "size_bytes": 2359811,
+        "metrics": {"train": {"steps": 120, "final_loss": 1.12, "mean_loss": 1.48, "loss_first": 2.31, "loss_last": 1.12,
+                              "seconds": 412.5, "samples": 480},
+                    "eval": {"counting": {"accuracy": 0.64, "loss": 0.91, "n": 200}}},
+        "eval": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting", "loss": 0.91, "accuracy": 0.64,
+                  "n": 200, "n_scored": 200}],
+        "content_url": "/v1/checkpoints/ckpt_5a6b7c8d9e0f1a2b3c4d5e6f/content", "created_at": "2026-11-30T09:41:17Z",
+    }]})
+    id: str
+    object: Literal["checkpoint"] = "checkpoint"
+    pool_id: str
+    round_id: str | None
+    round_number: int | None
+    kind: Literal["warmup", "round"]
+    format: str
+    sha256: str
+    size_bytes: int
+    metrics: CheckpointMetricsOut | None = Field(description="how it trained, and how it scored per skill")
+    eval: list[CheckpointEvalOut] = Field(description="its scores on each of the pool's evaluation sets")
+    content_url: str
+    created_at: datetime

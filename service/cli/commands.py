@@ -172,8 +172,8 @@ def rounds_list(client: Client, args: argparse.Namespace) -> int:
         print_json(list(items))
     else:
         output.table(["ID", "NUMBER", "STATUS", "METHOD", "BUDGET", "SELECTED", "STAGE"],
-                     ((r.id, r.number, r.status, r.params.get("method"), r.params.get("budget"),
-                       (r.result or {}).get("selected"), r.job.stage if r.job else None) for r in items))
+                     ((r.id, r.number, r.status, r.params.method, r.params.budget,
+                       r.result.selected if r.result else None, r.job.stage if r.job else None) for r in items))
     return 0
 
 

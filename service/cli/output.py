@@ -111,19 +111,25 @@ def show_pool(pool: Pool) -> None:
 
 def round_numbers(rnd: Round) -> list[tuple[str, Any]]:
     """The key results of a round: selection, pool size, training loss, evaluation."""
-    r = rnd.result or {}
-    train = r.get("train") or {}
-    out = [("selected", f"{r['selected']} of {r.get('candidates')} candidates (budget {r.get('budget')})"
-            if "selected" in r else None),
-           ("pruned", r.get("pruned")), ("pool size", r.get("pool_size")),
-           ("train loss", f"{train.get('loss_first'):.4g} -> {train.get('loss_last'):.4g} in {train.get('steps')} steps"
-            if isinstance(train.get("loss_first"), (int, float)) and isinstance(train.get("loss_last"), (int, float))
+    r = rnd.result
+    if r is None:
+        return []
+    train = r.train
+    out = [("selected", f"{r.selected} of {r.candidates} candidates (budget {r.budget})" if r.selected is not None
             else None),
-           ("checkpoint", r.get("checkpoint_id"))]
-    for skill, m in (r.get("eval") or {}).items():
-        if isinstance(m, dict):
-            out.append((f"eval {skill}", "  ".join(f"{k} {_fmt(v)}" for k, v in m.items() if isinstance(v, (int, float)))))
+           ("pruned", r.pruned), ("pool size", r.pool_size),
+           ("train loss", f"{train.loss_first:.4g} -> {train.loss_last:.4g} in {train.steps} steps"
+            if train is not None and train.loss_first is not None and train.loss_last is not None else None),
+           ("checkpoint", r.checkpoint_id)]
+    for skill, m in r.eval.items():
+        out.append((f"eval {skill}", _numbers(m)))
     return out
+
+
+def _numbers(model: Any) -> str:
+    """`name value` for each number of a model (a score, a metrics block), in field order."""
+    return "  ".join(f"{k} {_fmt(v)}" for k, v in model.model_dump().items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def _fmt(v: Any) -> str:
@@ -133,20 +139,19 @@ def _fmt(v: Any) -> str:
 def show_round(rnd: Round) -> None:
     job = rnd.job
     fields([("id", rnd.id), ("pool", rnd.pool_id), ("number", rnd.number), ("status", rnd.status),
-            ("method", rnd.params.get("method")), ("budget", rnd.params.get("budget")),
-            ("datasets", ", ".join(rnd.params.get("dataset_ids") or [])), ("job", rnd.job_id),
+            ("method", rnd.params.method), ("budget", rnd.params.budget),
+            ("datasets", ", ".join(rnd.params.dataset_ids)), ("job", rnd.job_id),
             ("stage", f"{job.stage} {job.progress.done}/{job.progress.total}" if job and job.stage else None),
-            ("error", f"{job.error.get('code')}: {job.error.get('message')}" if job and job.error else None),
+            ("error", f"{job.error.code}: {job.error.message}" if job and job.error else None),
             *round_numbers(rnd), ("created", _when(rnd.created_at)), ("finished", _when(rnd.finished_at))])
 
 
 def show_checkpoint(ckpt: Checkpoint) -> None:
-    m = ckpt.metrics or {}
+    train = ckpt.metrics.train if ckpt.metrics else None
     fields([("id", ckpt.id), ("pool", ckpt.pool_id), ("round", ckpt.round_number), ("kind", ckpt.kind),
             ("size", f"{ckpt.size_bytes} bytes"), ("sha256", ckpt.sha256),
-            ("train", metrics_text(m.get("train")) if isinstance(m.get("train"), dict) else None),
-            *((f"eval {e.get('skill')}", "  ".join(f"{k} {_fmt(v)}" for k, v in e.items()
-                                                   if isinstance(v, (int, float)))) for e in ckpt.eval),
+            ("train", metrics_text(train.model_dump(exclude_none=True)) if train is not None else None),
+            *((f"eval {e.skill}", _numbers(e)) for e in ckpt.eval),
             ("created", _when(ckpt.created_at))])
 
 
@@ -154,8 +159,9 @@ def show_clusters(c: Clusters) -> None:
     if not c.clusters:
         stdout().print(f"pool {c.pool_id}: no succeeded round yet, so no clusters")
         return
-    keys = [k for k in c.clusters[0] if isinstance(c.clusters[0][k], (int, float, str)) or c.clusters[0][k] is None]
-    table(keys, ([_fmt(cl.get(k)) if cl.get(k) is not None else None for k in keys] for cl in c.clusters),
+    rows = [cl.model_dump() for cl in c.clusters]
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float, str)) or v is None]
+    table(keys, ([_fmt(row[k]) if row[k] is not None else None for k in keys] for row in rows),
           title=f"pool {c.pool_id}, round {c.round_number} ({c.method})")
 
 

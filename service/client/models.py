@@ -1,9 +1,6 @@
-"""The API's resources as pydantic models.
-
-Where service/schemas.py has the response model (it imports no torch and no FastAPI) the client
-reuses it; the pools, rounds and checkpoints models live next to their routes (service/api, which
-imports FastAPI and SQLAlchemy), so they are mirrored here. Every model keeps fields it does not
-know (`extra="allow"`): a newer server's additions pass through to `--json` instead of vanishing.
+"""The API's resources as pydantic models: the server's own response models (service/schemas.py,
+which imports no torch, FastAPI or SQLAlchemy), each keeping the fields it does not know
+(`extra="allow"`): a newer server's additions pass through to `--json` instead of vanishing.
 """
 from __future__ import annotations
 
@@ -22,8 +19,6 @@ class _Created(BaseModel):
 
     # only the creating response has them: dumped (--json) only when there are some
     warnings: list[schemas.ApiWarning] = Field(default_factory=list, exclude_if=lambda v: not v)
-
-JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
 class Problem(schemas.Problem):
@@ -85,87 +80,28 @@ class Sample(schemas.SampleOut):
     model_config = _OPEN
 
 
-class EvalSet(BaseModel):
+class Pool(schemas.PoolOut, _Created):
     model_config = _OPEN
-    dataset_id: str
-    skill: str
 
 
-class DatasetCounts(BaseModel):
+class RoundJob(schemas.RoundJob):
     model_config = _OPEN
-    dataset_id: str
-    active: int
-    pruned: int
-
-
-class Pool(_Created):
-    model_config = _OPEN
-    id: str
-    object: Literal["pool"] = "pool"
-    name: str
-    base_model: str
-    model_type: str
-    config: dict[str, Any]
-    size: int
-    pruned: int = 0
-    datasets: list[DatasetCounts] = Field(default_factory=list)
-    rounds_completed: int
-    current_checkpoint_id: str | None
-    eval_sets: list[EvalSet] = Field(default_factory=list)
-    created_at: datetime
-
-
-class RoundJob(BaseModel):
-    model_config = _OPEN
-    status: str
-    stage: str | None
     progress: Progress
-    attempts: int
-    error: dict[str, Any] | None
 
 
-class Round(_Created):
+class Round(schemas.RoundOut, _Created):
     model_config = _OPEN
-    id: str
-    object: Literal["round"] = "round"
-    pool_id: str
-    number: int
-    status: JobStatus
-    params: dict[str, Any]
-    result: dict[str, Any] | None
-    job_id: str | None
     job: RoundJob | None
-    created_at: datetime
-    finished_at: datetime | None
 
 
-class Checkpoint(BaseModel):
+class Checkpoint(schemas.CheckpointOut):
     model_config = _OPEN
-    id: str
-    object: Literal["checkpoint"] = "checkpoint"
-    pool_id: str
-    round_id: str | None
-    round_number: int | None
-    kind: str
-    format: str
-    sha256: str
-    size_bytes: int
-    metrics: dict[str, Any] | None = Field(None, description='{"train": {...}, "eval": {...}} when reported')
-    eval: list[dict[str, Any]] = Field(default_factory=list)
-    content_url: str
-    created_at: datetime
 
 
-class Clusters(BaseModel):
+class Clusters(schemas.ClustersOut):
     """GET /v1/pools/{id}/clusters: the clusters of the latest succeeded round."""
 
     model_config = _OPEN
-    object: str = "pool.clusters"
-    pool_id: str
-    round_id: str | None
-    round_number: int | None
-    method: str | None
-    clusters: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class PoolMetrics(schemas.PoolMetricsOut):

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,70 +19,10 @@ from service.api.routes.pools import owned_pool
 from service.db.models import Checkpoint, EvalResult, Pool, Round
 from service.jobs import iso_utc
 from service.rounds import get_checkpoint
-from service.schemas import ListOut
+from service.schemas import CheckpointOut, ListOut
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 MEDIA_TYPE = "application/gzip"
-
-
-class TrainMetricsOut(BaseModel):
-    model_config = ConfigDict(extra="allow")  # stored JSON: members a later release adds stay visible
-    steps: int | None = None
-    final_loss: float | None = Field(None, description="the last step's batch loss")
-    mean_loss: float | None = Field(None, description="mean batch loss over all steps")
-    loss_first: float | None = None
-    loss_last: float | None = None
-    seconds: float | None = Field(None, description="wall time of training (null for checkpoints of older releases)")
-    samples: int | None = Field(None, description="samples trained on")
-    fraction: float | None = Field(None, description="the warm-up's share of round 1's data (warm-up only)")
-
-
-class SkillEvalOut(BaseModel):
-    accuracy: float | None = Field(description="exact-match accuracy over the skill's short-answer samples")
-    loss: float | None = Field(description="mean response NLL")
-    n: int
-
-
-class CheckpointMetricsOut(BaseModel):
-    train: TrainMetricsOut | None = Field(description="the training run that made it")
-    eval: dict[str, SkillEvalOut] | None = Field(description="its scores per skill; null when the pool has no evaluation sets")
-
-
-class CheckpointEvalOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    dataset_id: str
-    skill: str
-    loss: float | None = Field(None, description="mean response NLL")
-    accuracy: float | None = Field(None, description="exact-match accuracy on samples with a short answer")
-    n: int | None = Field(None, description="samples scored")
-    n_scored: int | None = Field(None, description="samples with a short answer (accuracy's denominator)")
-
-
-class CheckpointOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f", "object": "checkpoint", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
-        "round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "round_number": 1, "kind": "round", "format": "peft-lora-tar-gz",
-        "sha256": "3f5e0c1d9b7a2e4f6a8c0e2d4b6f8a0c1e3d5b7f9a1c3e5d7b9f1a3c5e7d9b1f", "size_bytes": 2359811,
-        "metrics": {"train": {"steps": 120, "final_loss": 1.12, "mean_loss": 1.48, "loss_first": 2.31, "loss_last": 1.12,
-                              "seconds": 412.5, "samples": 480},
-                    "eval": {"counting": {"accuracy": 0.64, "loss": 0.91, "n": 200}}},
-        "eval": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting", "loss": 0.91, "accuracy": 0.64,
-                  "n": 200, "n_scored": 200}],
-        "content_url": "/v1/checkpoints/ckpt_5a6b7c8d9e0f1a2b3c4d5e6f/content", "created_at": "2026-11-30T09:41:17Z",
-    }]})
-    id: str
-    object: Literal["checkpoint"] = "checkpoint"
-    pool_id: str
-    round_id: str | None
-    round_number: int | None
-    kind: Literal["warmup", "round"]
-    format: str
-    sha256: str
-    size_bytes: int
-    metrics: CheckpointMetricsOut | None = Field(description="how it trained, and how it scored per skill")
-    eval: list[CheckpointEvalOut] = Field(description="its scores on each of the pool's evaluation sets")
-    content_url: str
-    created_at: datetime
 
 
 def checkpoint_to_dict(ckpt: Checkpoint, round_number: int | None, evals: list[dict[str, Any]]) -> dict[str, Any]:

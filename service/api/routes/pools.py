@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -34,7 +33,7 @@ from service.rounds import (
     pool_to_dict,
 )
 from service.pool_metrics import pool_metrics
-from service.schemas import ApiWarning, ClustersOut, ListOut, PoolMetricsOut, SkillName, created_example
+from service.schemas import ApiWarning, ClustersOut, ListOut, PoolMetricsOut, PoolOut, SkillName, created_example
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
@@ -45,11 +44,6 @@ class EvalSetIn(BaseModel):
         {"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}]})
     dataset_id: str = Field(min_length=1, max_length=40)
     skill: SkillName = Field(description="the skill this held-out set measures (stripped)")
-
-
-class EvalSetOut(BaseModel):
-    dataset_id: str
-    skill: str
 
 
 class PoolCreate(BaseModel):
@@ -79,43 +73,6 @@ class PoolCreate(BaseModel):
         if self.config is not None and self.config.lora.train_projector and self.model_type != "llava":
             raise ValueError("config.lora.train_projector needs model_type 'llava' (a causal-lm has no projector)")
         return self
-
-
-class DatasetCounts(BaseModel):
-    dataset_id: str
-    active: int
-    pruned: int
-
-
-POOL_EXAMPLE = {
-    "id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b", "object": "pool", "name": "vqa-lifelong", "base_model": "tiny-llava",
-    "model_type": "llava", "config": {"selection": {"n_clusters": 8, "tails": [5.0, 95.0], "n_strata": 50}},
-    "size": 940, "pruned": 60,
-    "datasets": [{"dataset_id": "ds_4f1c2e9a7b3d5f60a1b2c3d4", "active": 940, "pruned": 60}],
-    "rounds_completed": 1, "current_checkpoint_id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f",
-    "eval_sets": [{"dataset_id": "ds_7e8f9a0b1c2d3e4f5a6b7c8d", "skill": "counting"}],
-    "created_at": "2026-11-30T09:12:44Z",
-}
-
-
-class PoolOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [POOL_EXAMPLE]})
-    id: str
-    object: Literal["pool"] = "pool"
-    name: str
-    base_model: str
-    model_type: str
-    # Typed as PoolConfig in the OpenAPI only: a config stored by an earlier release must still be
-    # readable even where today's PoolConfig would refuse it.
-    config: dict[str, Any] = Field(description="the full config, defaults filled in",
-                                   json_schema_extra={"allOf": [{"$ref": "#/components/schemas/PoolConfig"}]})
-    size: int = Field(description="active members")
-    pruned: int
-    datasets: list[DatasetCounts]
-    rounds_completed: int
-    current_checkpoint_id: str | None
-    eval_sets: list[EvalSetOut]
-    created_at: datetime
 
 
 class PoolCreatedOut(PoolOut):

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -26,43 +25,11 @@ from service.pool_checks import check_round_datasets
 from service.pool_config import RoundParams, parse_pool_config
 from service.pool_limits import over_limits
 from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
-from service.schemas import ApiWarning, JobError, ListOut, Progress, RoundParamsOut, RoundResultOut, created_example
+from service.schemas import ApiWarning, ListOut, RoundOut, created_example
 from service.storage import BlobNotFound
 
 router = APIRouter(tags=["rounds"])
 _CREATE_ROUTE = "POST /v1/pools/{pool_id}/rounds"
-
-
-class RoundJob(BaseModel):
-    status: str
-    stage: str | None
-    progress: Progress
-    attempts: int
-    error: JobError | None
-
-
-class RoundOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "object": "round", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
-        "number": 1, "status": "running",
-        "params": {"dataset_ids": ["ds_4f1c2e9a7b3d5f60a1b2c3d4"], "budget": 0.25, "method": "adapt-inf",
-                   "candidates": "pool", "train": True, "prune": True, "seed": 0},
-        "result": None, "job_id": "job_0a1b2c3d4e5f6a7b8c9d0e1f",
-        "job": {"status": "running", "stage": "features", "progress": {"done": 3, "total": 8}, "attempts": 1,
-                "error": None},
-        "created_at": "2026-11-30T09:20:02Z", "finished_at": None,
-    }]})
-    id: str
-    object: Literal["round"] = "round"
-    pool_id: str
-    number: int
-    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
-    params: RoundParamsOut
-    result: RoundResultOut | None
-    job_id: str | None
-    job: RoundJob | None
-    created_at: datetime
-    finished_at: datetime | None
 
 
 class RoundCreatedOut(RoundOut):

@@ -95,7 +95,7 @@ def test_pools_rounds_checkpoints(api, alice, database_url, settings, tmp_path):
     assert api.pools.metrics(pool.id).skills == ["count"]
 
     rnd = api.rounds.create(pool.id, [new], 2, method="random", seed=3)
-    assert rnd.number == 1 and rnd.params["seed"] == 3 and rnd.job.status == "queued"
+    assert rnd.number == 1 and rnd.params.seed == 3 and rnd.params.method == "random" and rnd.job.status == "queued"
     assert [r.id for r in api.rounds.list(pool.id)] == [rnd.id] and api.rounds.get(rnd.id).job_id == rnd.job_id
     with pytest.raises(ApiError) as exc:  # one round at a time
         api.rounds.create(pool.id, [new], 2)
@@ -104,7 +104,8 @@ def test_pools_rounds_checkpoints(api, alice, database_url, settings, tmp_path):
 
     done = make_round(database_url, pool.id, owner, number=2, selected=sample_ids, blobs=BlobStore(settings.blob_dir))
     clusters = api.pools.clusters(pool.id)
-    assert clusters.round_id == done["round_id"] and clusters.clusters[0]["selected"] == 3
+    assert clusters.round_id == done["round_id"] and clusters.clusters[0].selected == 3  # typed: ClusterOut
+    assert api.rounds.get(done["round_id"]).result.selected == 3
     out = tmp_path / "sel.jsonl"
     assert api.rounds.download_selection(done["round_id"], out) == out.stat().st_size
     assert [json.loads(x)["adaptinf"]["sample_id"] for x in out.read_text().splitlines()] == sample_ids

@@ -99,7 +99,8 @@ def test_a_round_reports_progress_rates_overall_steps_and_checkpoint_metrics(
 
         ckpts = {c.kind: c for c in s.scalars(select(Checkpoint).where(Checkpoint.pool_id == pool_id))}
     # the checkpoints carry training and evaluation metrics, through the API's response model
-    from service.api.routes.checkpoints import CheckpointOut, _serialise
+    from service.api.routes.checkpoints import _serialise
+    from service.schemas import CheckpointOut
 
     with env.factory() as s:
         out = {c["kind"]: CheckpointOut.model_validate(c).model_dump() for c in _serialise(s, ckpts.values())}

@@ -65,7 +65,7 @@ def test_images_without_an_image_token_are_a_warning(client, alice, tmp_path, in
     assert r.status_code == 202, r.text
     (warning,) = r.json()["warnings"]
     assert warning["code"] == "image_token_placed"
-    assert warning["message"].startswith("sample 's1' (line 16) and 1 other sample(s) have images but no <image> token")
+    assert warning["message"].startswith("sample 's1' (line 16) and 1 other sample(s) have more images than <image> tokens")
     events = client.get(f"/v1/jobs/{r.json()['job_id']}/events", headers=alice.headers).json()["data"]
     warned = [(e["message"], e["data"]) for e in events if e["level"] == "warning"]
     assert warned == [(warning["message"], {"code": "image_token_placed"})]
