@@ -11,6 +11,7 @@ from typing import Any
 import datagen
 import pytest
 from e2e_procs import wait_for
+from redistools import flushed_redis
 
 ROUNDS_REDIS_URL = "redis://127.0.0.1:6379/11"  # not DB 7: other e2e sessions may run beside this one
 
@@ -26,17 +27,7 @@ POOL_CONFIG = {
 
 @pytest.fixture
 def rounds_redis_url() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(ROUNDS_REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"Redis at 127.0.0.1:6379 is unreachable ({type(exc).__name__}); CI starts it")
-    client.flushdb()
-    yield ROUNDS_REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(ROUNDS_REDIS_URL)
 
 
 def write_dataset(directory: Path, indices: list[int], short_answers: bool = False,

@@ -161,3 +161,11 @@ def with_images(database_url: str, dataset_id: str, n: int = 3) -> None:
     """Mark a dataset as holding `n` images (the pool checks read the count)."""
     with session_scope(database_url) as session:
         session.get(Dataset, dataset_id).num_images = n
+
+
+def set_job(database_url: str, job_id: str, **fields: object) -> None:
+    """Set columns of a job row (a test playing the worker)."""
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        for k, v in fields.items():
+            setattr(job, k, v)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redistools import flushed_redis
 
 from core.worker_health import EXIT_CONFIG
 
@@ -21,17 +22,7 @@ REDIS_URL = "redis://127.0.0.1:6379/13"  # this file's own Redis DB, flushed aro
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"Redis at 127.0.0.1:6379 is unreachable ({type(exc).__name__}); CI starts it")
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(REDIS_URL)
 
 
 def _env(tmp_path: Path, **settings: str) -> dict[str, str]:

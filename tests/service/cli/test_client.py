@@ -24,7 +24,7 @@ from service.db.session import session_scope
 from service.jobs import add_event
 from service.storage import BlobStore
 from tests.datagen import write_llava_dataset
-from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round, with_images
+from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round, set_job, with_images
 
 
 @pytest.fixture
@@ -51,13 +51,6 @@ def _later(fn, delay: float = 0.3) -> threading.Thread:
     t = threading.Thread(target=lambda: (time.sleep(delay), fn()), daemon=True)
     t.start()
     return t
-
-
-def _set_job(database_url: str, job_id: str, **fields) -> None:
-    with session_scope(database_url) as session:
-        job = session.get(Job, job_id)
-        for k, v in fields.items():
-            setattr(job, k, v)
 
 
 def test_pools_and_rounds(cli, alice, database_url):
@@ -120,11 +113,11 @@ def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
     job_id = rnd["job_id"]
 
     def progress() -> None:
-        _set_job(database_url, job_id, status="running", stage="features", progress_done=2, progress_total=4)
+        set_job(database_url, job_id, status="running", stage="features", progress_done=2, progress_total=4)
         with session_scope(database_url) as session:
             add_event(session, job_id, "stage train", data={"type": "train.step", "step": 3, "loss": 1.25})
         time.sleep(1.5)  # ~30 polls of the watcher: it sees this state even on a loaded machine
-        _set_job(database_url, job_id, status="succeeded", stage="finalize", progress_done=4, progress_total=4)
+        set_job(database_url, job_id, status="succeeded", stage="finalize", progress_done=4, progress_total=4)
         with session_scope(database_url) as session:
             session.get(Round, rnd["id"]).status = "succeeded"  # the worker mirrors the job onto the round
 
@@ -149,7 +142,7 @@ def test_jobs_watch_and_round_wait(cli, alice, database_url, client):
             if job is not None:
                 break
             time.sleep(0.05)
-        _set_job(database_url, job.id, status="failed",
+        set_job(database_url, job.id, status="failed",
                  error={"code": "out_of_memory", "message": "CUDA out of memory in shard 3"})
 
     t = _later(fail)

@@ -15,12 +15,11 @@ import pytest
 from apitools import serve_app
 from service.client import ApiError, ApiUnreachable, Client, Dataset, Job, Pool, WaitTimeout
 from service.client import http as client_http
-from service.db.models import Job as JobRow
 from service.db.session import session_scope
 from service.jobs import add_event
 from service.storage import BlobStore
 from tests.datagen import write_llava_dataset
-from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round
+from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round, set_job
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -38,13 +37,6 @@ def api(settings, alice):
         yield client
 
 
-def _set_job(database_url: str, job_id: str, **fields) -> None:
-    with session_scope(database_url) as session:
-        job = session.get(JobRow, job_id)
-        for k, v in fields.items():
-            setattr(job, k, v)
-
-
 def test_datasets(api, alice, database_url, tmp_path):
     file, archive = write_llava_dataset(tmp_path, 3)
     ds = api.datasets.upload(file, archive, name="mine", skill="vqa")
@@ -60,7 +52,7 @@ def test_datasets(api, alice, database_url, tmp_path):
     assert api.datasets.patch(ready, skill=None).skill is None
     samples = list(api.datasets.samples(ready))
     assert [s.id for s in samples] == sample_ids and samples[0].key == "s0"
-    _set_job(database_url, ds.job_id, status="failed")  # an ended ingest: the dataset may go
+    set_job(database_url, ds.job_id, status="failed")  # an ended ingest: the dataset may go
     api.datasets.delete(ds.id)
     with pytest.raises(ApiError) as exc:
         api.datasets.get(ds.id)
@@ -140,9 +132,9 @@ def test_jobs_list_events_wait(api, alice, database_url):
 
     def move() -> None:
         time.sleep(0.3)
-        _set_job(database_url, job_id, status="running", stage="features", progress_done=1, progress_total=2)
+        set_job(database_url, job_id, status="running", stage="features", progress_done=1, progress_total=2)
         time.sleep(0.5)
-        _set_job(database_url, job_id, status="succeeded", stage="finalize", progress_done=2, progress_total=2)
+        set_job(database_url, job_id, status="succeeded", stage="finalize", progress_done=2, progress_total=2)
 
     t = threading.Thread(target=move)
     t.start()

@@ -3,7 +3,6 @@ Celery: the fake broker of tests/workers/rounds), two skills with held-out sets,
 served by uvicorn in a thread."""
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -14,7 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from tests.workers.rounds.rounds_helpers import POOL_CONFIG, RoundEnv, add_dataset, add_pool, start_round
+from tests.workers.rounds.rounds_helpers import (
+    POOL_CONFIG, RoundEnv, add_dataset, add_pool, close_round_env, make_round_env, start_round,
+)
 
 SHORT_ANSWERS = ("red", "blue", "outdoors", "a roof")  # exact match scores short answers only
 
@@ -73,28 +74,15 @@ def _serve(app) -> tuple[str, object, threading.Thread]:  # noqa: ANN001
 def dashboard(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """Round 1 (skill vqa) succeeded; round 2 (skill caption) stopped before its select stage, so a
     test can watch it live and then `finish_rounds()`."""
-    import workers.rounds.advance as advance
-    from service.auth import create_api_key, create_owner
+    from service.auth import create_api_key
     from service.config import get_settings
-    from service.db.models import Pool
-    from service.db.session import get_engine
+    from service.db.models import Owner, Pool
     from service.main import create_app
 
-    tmp = tmp_path_factory.mktemp("dashboard")
-    db = tmp / "adaptinf.db"
-    shutil.copyfile(sqlite_template, db)
-    url = f"sqlite:///{db}"
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"DATA_DIR": str(tmp / "data"), "DATABASE_URL": url, "BROKER_URL": "memory://",
-                           "DEVICE": "cpu"}.items():
-            mp.setenv(f"ADAPTINF_{key}", value)
-        get_settings.cache_clear()
-        env = RoundEnv(get_settings(), url, owner_id="")
-        mp.setattr(advance, "enqueue_job", lambda _s, job_id, kind, _q: env.sent.append((job_id, kind)) or True)
+        env = make_round_env(sqlite_template, tmp_path_factory.mktemp("dashboard"), mp, "dashboard")
         with env.factory() as session:
-            owner = create_owner(session, "dashboard")
-            _, key = create_api_key(session, owner)
-            env.owner_id = owner.id
+            _, key = create_api_key(session, session.get(Owner, env.owner_id))
             session.commit()
         vqa = _skilled(env, "vqa-train", list(range(14)), "vqa")
         caption = _skilled(env, "caption-train", list(range(14, 26)), "caption")
@@ -114,5 +102,4 @@ def dashboard(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-            get_settings.cache_clear()
-            get_engine(url).dispose()
+            close_round_env(env)

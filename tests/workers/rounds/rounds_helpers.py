@@ -62,27 +62,38 @@ class RoundEnv:
         return delivered
 
 
-@pytest.fixture
-def round_env(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundEnv]:
+def make_round_env(sqlite_template: Path, tmp: Path, mp: pytest.MonkeyPatch, owner_name: str) -> RoundEnv:
+    """A migrated SQLite copy in `tmp`, the settings pointing at it, and `enqueue_job` patched to
+    collect what the stages send (`env.sent`); undo with `close_round_env` and the MonkeyPatch."""
     from service.auth import create_owner
 
-    db = tmp_path / "adaptinf.db"
+    db = tmp / "adaptinf.db"
     shutil.copyfile(sqlite_template, db)
     url = f"sqlite:///{db}"
-    for key, value in {"DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url, "BROKER_URL": "memory://",
+    for key, value in {"DATA_DIR": str(tmp / "data"), "DATABASE_URL": url, "BROKER_URL": "memory://",
                        "DEVICE": "cpu"}.items():
-        monkeypatch.setenv(f"ADAPTINF_{key}", value)
+        mp.setenv(f"ADAPTINF_{key}", value)
     get_settings.cache_clear()
     import workers.rounds.advance as advance
 
     env = RoundEnv(get_settings(), url, owner_id="")
-    monkeypatch.setattr(advance, "enqueue_job", lambda _s, job_id, kind, _q: env.sent.append((job_id, kind)) or True)
+    mp.setattr(advance, "enqueue_job", lambda _s, job_id, kind, _q: env.sent.append((job_id, kind)) or True)
     with env.factory() as session:
-        env.owner_id = create_owner(session, "rounds").id
+        env.owner_id = create_owner(session, owner_name).id
         session.commit()
-    yield env
+    return env
+
+
+def close_round_env(env: RoundEnv) -> None:
     get_settings.cache_clear()
-    get_engine(url).dispose()
+    get_engine(env.url).dispose()
+
+
+@pytest.fixture
+def round_env(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundEnv]:
+    env = make_round_env(sqlite_template, tmp_path, monkeypatch, "rounds")
+    yield env
+    close_round_env(env)
 
 
 def add_dataset(env: RoundEnv, name: str, indices: list[int], *, text_every: int = 4) -> str:
