@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from service.cli import output
 from service.cli.output import note, print_json
-from service.cli.watch import watch
+from service.cli.watch import event_text, watch
 from service.client import ChecksumMismatch, Client, Job, Sample
 
 
@@ -25,6 +27,27 @@ def _finish(client: Client, job_id: str, args: argparse.Namespace) -> Job:
 
 def _code(job: Job) -> int:
     return 0 if job.status == "succeeded" else 1
+
+
+def _show(args: argparse.Namespace, value: Any, show: Callable[[Any], None]) -> int:
+    """One resource: JSON with --json, else its readable summary."""
+    print_json(value) if args.json else show(value)
+    return 0
+
+
+def _listing(args: argparse.Namespace, items: Iterable[Any], headers: list[str], row: Callable[[Any], tuple]) -> int:
+    """A list: one JSON array with --json, else a table of `row(item)`."""
+    if args.json:
+        print_json(list(items))
+    else:
+        output.table(headers, (row(x) for x in items))
+    return 0
+
+
+def _done(args: argparse.Namespace, result: dict[str, Any], message: str) -> int:
+    """A delete or removal: its result as JSON with --json, else one line on stderr."""
+    print_json(result) if args.json else note(message)
+    return 0
 
 
 # ---- datasets --------------------------------------------------------------------------------
@@ -43,30 +66,19 @@ def datasets_upload(client: Client, args: argparse.Namespace) -> int:
 
 
 def datasets_list(client: Client, args: argparse.Namespace) -> int:
-    items = client.datasets.list()
-    if args.json:
-        print_json(list(items))
-    else:
-        output.table(["ID", "STATUS", "SAMPLES", "IMAGES", "SKILL", "NAME"],
-                     ((d.id, d.status, d.num_samples, d.num_images, d.skill, d.name) for d in items))
-    return 0
+    return _listing(args, client.datasets.list(), ["ID", "STATUS", "SAMPLES", "IMAGES", "SKILL", "NAME"],
+                    lambda d: (d.id, d.status, d.num_samples, d.num_images, d.skill, d.name))
 
 
 def datasets_show(client: Client, args: argparse.Namespace) -> int:
-    ds = client.datasets.get(args.dataset_id)
-    print_json(ds) if args.json else output.show_dataset(ds)
-    return 0
+    return _show(args, client.datasets.get(args.dataset_id), output.show_dataset)
 
 
 def datasets_samples(client: Client, args: argparse.Namespace) -> int:
     samples = client.datasets.samples(args.dataset_id)
     rows = list(itertools.islice(samples, args.limit) if args.limit else samples)
-    if args.json:
-        print_json(rows)
-    else:
-        output.table(["ID", "KEY", "SKILL", "IMAGES", "FIRST MESSAGE"],
-                     ((s.id, s.key, s.skill, len(s.image_names), _first_message(s)) for s in rows))
-    return 0
+    return _listing(args, rows, ["ID", "KEY", "SKILL", "IMAGES", "FIRST MESSAGE"],
+                    lambda s: (s.id, s.key, s.skill, len(s.image_names), _first_message(s)))
 
 
 def _first_message(sample: Sample) -> str:
@@ -80,8 +92,7 @@ def _first_message(sample: Sample) -> str:
 
 def datasets_delete(client: Client, args: argparse.Namespace) -> int:
     client.datasets.delete(args.dataset_id)
-    print_json({"id": args.dataset_id, "deleted": True}) if args.json else note(f"deleted dataset {args.dataset_id}")
-    return 0
+    return _done(args, {"id": args.dataset_id, "deleted": True}, f"deleted dataset {args.dataset_id}")
 
 
 # ---- pools -----------------------------------------------------------------------------------
@@ -91,63 +102,47 @@ def pools_create(client: Client, args: argparse.Namespace) -> int:
     pool = client.pools.create(args.name, args.base_model, args.model_type, config=args.config,
                                eval_sets=args.eval_set or [])
     output.show_warnings(pool)
-    print_json(pool) if args.json else output.show_pool(pool)
-    return 0
+    return _show(args, pool, output.show_pool)
 
 
 def pools_list(client: Client, args: argparse.Namespace) -> int:
-    items = client.pools.list()
-    if args.json:
-        print_json(list(items))
-    else:
-        output.table(["ID", "NAME", "MODEL", "SIZE", "ROUNDS", "CHECKPOINT"],
-                     ((p.id, p.name, p.base_model, p.size, p.rounds_completed, p.current_checkpoint_id) for p in items))
-    return 0
+    return _listing(args, client.pools.list(), ["ID", "NAME", "MODEL", "SIZE", "ROUNDS", "CHECKPOINT"],
+                    lambda p: (p.id, p.name, p.base_model, p.size, p.rounds_completed, p.current_checkpoint_id))
 
 
 def pools_show(client: Client, args: argparse.Namespace) -> int:
-    pool = client.pools.get(args.pool_id)
-    print_json(pool) if args.json else output.show_pool(pool)
-    return 0
+    return _show(args, client.pools.get(args.pool_id), output.show_pool)
 
 
 def pools_add_eval_set(client: Client, args: argparse.Namespace) -> int:
     pool = client.pools.add_eval_set(args.pool_id, args.dataset_id, args.skill)
     output.show_warnings(pool)
-    print_json(pool) if args.json else output.show_pool(pool)
-    return 0
+    return _show(args, pool, output.show_pool)
 
 
 def pools_clusters(client: Client, args: argparse.Namespace) -> int:
-    clusters = client.pools.clusters(args.pool_id)
-    print_json(clusters) if args.json else output.show_clusters(clusters)
-    return 0
+    return _show(args, client.pools.clusters(args.pool_id), output.show_clusters)
 
 
 def pools_metrics(client: Client, args: argparse.Namespace) -> int:
-    metrics = client.pools.metrics(args.pool_id, reference_pool_id=args.reference_pool)
-    print_json(metrics) if args.json else output.show_metrics(metrics)
-    return 0
+    return _show(args, client.pools.metrics(args.pool_id, reference_pool_id=args.reference_pool), output.show_metrics)
 
 
 def pools_delete(client: Client, args: argparse.Namespace) -> int:
     client.pools.delete(args.pool_id)
-    print_json({"id": args.pool_id, "deleted": True}) if args.json else note(f"deleted pool {args.pool_id}")
-    return 0
+    return _done(args, {"id": args.pool_id, "deleted": True}, f"deleted pool {args.pool_id}")
 
 
 def pools_remove_dataset(client: Client, args: argparse.Namespace) -> int:
     client.pools.remove_dataset(args.pool_id, args.dataset_id)
-    result = {"pool_id": args.pool_id, "dataset_id": args.dataset_id, "removed": True}
-    print_json(result) if args.json else note(f"removed dataset {args.dataset_id} from pool {args.pool_id}")
-    return 0
+    return _done(args, {"pool_id": args.pool_id, "dataset_id": args.dataset_id, "removed": True},
+                 f"removed dataset {args.dataset_id} from pool {args.pool_id}")
 
 
 def pools_remove_eval_set(client: Client, args: argparse.Namespace) -> int:
     client.pools.remove_eval_set(args.pool_id, args.dataset_id)
-    result = {"pool_id": args.pool_id, "eval_set": args.dataset_id, "removed": True}
-    print_json(result) if args.json else note(f"removed eval set {args.dataset_id} from pool {args.pool_id}")
-    return 0
+    return _done(args, {"pool_id": args.pool_id, "eval_set": args.dataset_id, "removed": True},
+                 f"removed eval set {args.dataset_id} from pool {args.pool_id}")
 
 
 # ---- rounds ----------------------------------------------------------------------------------
@@ -167,20 +162,14 @@ def rounds_start(client: Client, args: argparse.Namespace) -> int:
 
 
 def rounds_list(client: Client, args: argparse.Namespace) -> int:
-    items = client.rounds.list(args.pool_id)
-    if args.json:
-        print_json(list(items))
-    else:
-        output.table(["ID", "NUMBER", "STATUS", "METHOD", "BUDGET", "SELECTED", "STAGE"],
-                     ((r.id, r.number, r.status, r.params.method, r.params.budget,
-                       r.result.selected if r.result else None, r.job.stage if r.job else None) for r in items))
-    return 0
+    return _listing(args, client.rounds.list(args.pool_id),
+                    ["ID", "NUMBER", "STATUS", "METHOD", "BUDGET", "SELECTED", "STAGE"],
+                    lambda r: (r.id, r.number, r.status, r.params.method, r.params.budget,
+                               r.result.selected if r.result else None, r.job.stage if r.job else None))
 
 
 def rounds_show(client: Client, args: argparse.Namespace) -> int:
-    rnd = client.rounds.get(args.round_id)
-    print_json(rnd) if args.json else output.show_round(rnd)
-    return 0
+    return _show(args, client.rounds.get(args.round_id), output.show_round)
 
 
 def rounds_download(client: Client, args: argparse.Namespace) -> int:
@@ -198,32 +187,19 @@ def rounds_download(client: Client, args: argparse.Namespace) -> int:
 
 
 def jobs_list(client: Client, args: argparse.Namespace) -> int:
-    items = client.jobs.list(status=args.status, kind=args.kind, parent_id=args.parent)
-    if args.json:
-        print_json(list(items))
-    else:
-        output.table(["ID", "KIND", "STATUS", "STAGE", "PROGRESS", "CREATED"],
-                     ((j.id, j.kind, j.status, j.stage, f"{j.progress.done}/{j.progress.total}",
-                       j.created_at.strftime("%Y-%m-%d %H:%M:%S")) for j in items))
-    return 0
+    return _listing(args, client.jobs.list(status=args.status, kind=args.kind, parent_id=args.parent),
+                    ["ID", "KIND", "STATUS", "STAGE", "PROGRESS", "CREATED"],
+                    lambda j: (j.id, j.kind, j.status, j.stage, f"{j.progress.done}/{j.progress.total}",
+                               j.created_at.strftime("%Y-%m-%d %H:%M:%S")))
 
 
 def jobs_show(client: Client, args: argparse.Namespace) -> int:
-    job = client.jobs.get(args.job_id)
-    print_json(job) if args.json else output.show_job(job)
-    return 0
+    return _show(args, client.jobs.get(args.job_id), output.show_job)
 
 
 def jobs_events(client: Client, args: argparse.Namespace) -> int:
-    events = client.jobs.events(args.job_id)
-    if args.json:
-        print_json(list(events))
-    else:
-        from service.cli.watch import event_text
-
-        output.table(["ID", "TIME", "LEVEL", "TYPE", "EVENT"],
-                     ((e.id, e.created_at.strftime("%H:%M:%S"), e.level, e.type, event_text(e)) for e in events))
-    return 0
+    return _listing(args, client.jobs.events(args.job_id), ["ID", "TIME", "LEVEL", "TYPE", "EVENT"],
+                    lambda e: (e.id, e.created_at.strftime("%H:%M:%S"), e.level, e.type, event_text(e)))
 
 
 def jobs_cancel(client: Client, args: argparse.Namespace) -> int:
@@ -243,20 +219,14 @@ def jobs_watch(client: Client, args: argparse.Namespace) -> int:
 
 
 def checkpoints_list(client: Client, args: argparse.Namespace) -> int:
-    items = client.checkpoints.list(pool_id=args.pool)
-    if args.json:
-        print_json(list(items))
-    else:
-        output.table(["ID", "POOL", "ROUND", "KIND", "BYTES", "CREATED"],
-                     ((c.id, c.pool_id, c.round_number, c.kind, c.size_bytes,
-                       c.created_at.strftime("%Y-%m-%d %H:%M:%S")) for c in items))
-    return 0
+    return _listing(args, client.checkpoints.list(pool_id=args.pool),
+                    ["ID", "POOL", "ROUND", "KIND", "BYTES", "CREATED"],
+                    lambda c: (c.id, c.pool_id, c.round_number, c.kind, c.size_bytes,
+                               c.created_at.strftime("%Y-%m-%d %H:%M:%S")))
 
 
 def checkpoints_show(client: Client, args: argparse.Namespace) -> int:
-    ckpt = client.checkpoints.get(args.checkpoint_id)
-    print_json(ckpt) if args.json else output.show_checkpoint(ckpt)
-    return 0
+    return _show(args, client.checkpoints.get(args.checkpoint_id), output.show_checkpoint)
 
 
 def checkpoints_download(client: Client, args: argparse.Namespace) -> int:
