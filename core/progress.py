@@ -153,6 +153,8 @@ def overall(
     stage_fraction: float | None,
     stage_eta: float | None,
     now: datetime,
+    *,
+    phased: bool = False,
 ) -> dict[str, Any] | None:
     """{fraction, eta_seconds, stages: [{name, status, fraction}]} of a job with a stage log.
 
@@ -161,11 +163,11 @@ def overall(
 
     The ETA is an estimate: the running stage's time left, plus the pending stages' weights, each
     weight costing the seconds per unit of weight the job took so far (time since its first stage
-    started over the weighted fraction done). The running stage's time left is the larger of its
-    reported ETA (from its measured rate) and its own pace over its fraction (time in the stage x
-    (1 - f) / f): a stage that reports in phases (select: shards read, then clusters) gives an ETA
-    for the current phase only. Without either, its remaining weight at the job's pace. None until
-    some work is done.
+    started over the weighted fraction done). The running stage's time left is its reported ETA
+    (from its measured rate); for a stage that reports in phases (`phased`: select reads shards,
+    then selects clusters), whose ETA covers the current phase only, the larger of that and the
+    stage's own pace over its fraction (time in the stage x (1 - f) / f). Without either, its
+    remaining weight at the job's pace. None until some work is done.
     """
     if not stages:
         return None
@@ -181,7 +183,7 @@ def overall(
             f = min(1.0, max(0.0, stage_fraction or 0.0))
             running_left, running_eta = w * (1.0 - f), stage_eta
             stage_start = parse_iso(s.get("started_at"))
-            if stage_start is not None and f > 0:
+            if phased and stage_start is not None and f > 0:
                 running_pace = max(0.0, (now - stage_start).total_seconds()) * (1.0 - f) / f
         elif s["status"] == PENDING:
             pending_w += w

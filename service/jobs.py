@@ -135,7 +135,9 @@ def overall_to_dict(job: Job, now: datetime | None = None) -> dict[str, Any] | N
     if job.status in TERMINAL:  # the ETA of an ended job is 0 or meaningless; its fractions stay
         out = overall(job.stages, job.kind, stage_fraction(job), None, now)
         return out and {**out, "eta_seconds": 0.0 if job.status == "succeeded" else None}
-    return overall(job.stages, job.kind, stage_fraction(job), job.progress_eta, now)
+    # a stage that reports its own fraction (select) reports in phases: its ETA is the phase's
+    return overall(job.stages, job.kind, stage_fraction(job), job.progress_eta, now,
+                   phased=job.progress_fraction is not None)
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:

@@ -14,7 +14,9 @@ the rounds' `params` and `result` summaries (what was submitted and counted then
 feature-shard blobs and index files of earlier rounds, until the pool is deleted.
 
 Both are refused (409) while a round of the pool is queued, running or cancelling: that round
-froze the pool's members as its candidates and its last stage writes members and evaluations.
+froze the pool's members as its candidates and its last stage writes members and evaluations;
+and while a stage job of an ended round still runs (a failed shard ends its round before its
+sibling shards stop), since deleting its row would orphan what it still writes.
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def refuse_while_round_active(session: Session, pool: Pool, action: str) -> None
     if stage is not None:
         raise Conflict(
             f"cannot {action} while job {stage.id}, a stage of round job {stage.parent_id} of pool {pool.id}, "
-            f"is still {stage.status}; it stops within seconds, try again then",
+            f"is still {stage.status}; it stops when its worker next checks (seconds), or when its lease "
+            f"expires if its worker died; try again then",
             code="round_in_progress",
         )
 

@@ -1,6 +1,7 @@
 """The API's resources as pydantic models: the server's own response models (service/schemas.py,
-which imports no torch, FastAPI or SQLAlchemy), each keeping the fields it does not know
-(`extra="allow"`): a newer server's additions pass through to `--json` instead of vanishing.
+which imports no torch, FastAPI or SQLAlchemy). Each resource keeps top-level fields it does not
+know (`extra="allow"`), so a newer server's additions pass through to `--json`; the nested models
+and allowed values are the server's, so a client parses what a server of its own release sends.
 """
 from __future__ import annotations
 

@@ -73,13 +73,17 @@ def test_overall_weights_stages_and_estimates_the_rest_at_the_pace_so_far():
     got = overall(stages, "ingest", 0.5, None, T0 + timedelta(seconds=100))
     assert got["fraction"] == pytest.approx(0.625)
     assert [s["fraction"] for s in got["stages"]] == [1.0, 0.5, 0.0]
-    # images, half done after its 50 s, takes 50 s more at its own pace; write's 0.25 weight takes
-    # 40 s at the job's pace (100 s per 0.625 weight)
-    assert got["eta_seconds"] == pytest.approx(90.0)
-    # a reported stage ETA above that pace wins (70 + 40) ...
-    assert overall(stages, "ingest", 0.5, 70.0, T0 + timedelta(seconds=100))["eta_seconds"] == pytest.approx(110.0)
-    # ... one below it is taken for a phase's only (select reads shards, then selects): the pace wins
-    assert overall(stages, "ingest", 0.5, 5.0, T0 + timedelta(seconds=100))["eta_seconds"] == pytest.approx(90.0)
+    # 100 s per 0.625 weight: images' last 0.125 and write's 0.25 take 60 s
+    assert got["eta_seconds"] == pytest.approx(60.0)
+    # the running stage's own measured ETA replaces its share of the estimate (5 + 40), even when
+    # the stage spent long before its first step (queued, loading a model): no pace from its start
+    later = T0 + timedelta(seconds=100)
+    assert overall(stages, "ingest", 0.5, 5.0, later)["eta_seconds"] == pytest.approx(45.0)
+    # a stage reporting in phases: its ETA is the phase's, so its own pace (half done in its 50 s:
+    # 50 s more) wins over a smaller one (5 + 40) ...
+    assert overall(stages, "ingest", 0.5, 5.0, later, phased=True)["eta_seconds"] == pytest.approx(90.0)
+    # ... and a larger reported ETA over its pace (70 + 40)
+    assert overall(stages, "ingest", 0.5, 70.0, later, phased=True)["eta_seconds"] == pytest.approx(110.0)
     # with no fraction reported yet, images' whole weight at the job's pace (0.5 weight in 100 s),
     # as write's: 0.25 x 200 s twice
     assert overall(stages, "ingest", None, None, T0 + timedelta(seconds=100))["eta_seconds"] == pytest.approx(100.0)

@@ -148,6 +148,32 @@ def test_transient_error_releases_the_job_for_a_retry(settings: Settings, app) -
     assert "released for a retry" in events
 
 
+@pytest.mark.parametrize("error", [OperationalError("UPDATE jobs", {}, Exception("server closed the connection")),
+                                   ValueError("a bug in the bookkeeping")])
+def test_a_failure_to_log_the_last_stage_end_neither_retries_nor_fails_the_job(
+    settings: Settings, app, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The job's work is committed (a round stage has even sent the next jobs) when its last stage
+    is logged as ended: that bookkeeping failing must leave the job succeeded, run once."""
+    calls: list[int] = []
+
+    @job_task(app, kind="t-done", queue="ingest")
+    def done(ctx: JobContext) -> dict:
+        calls.append(1)
+        ctx.stage("work", total=1)
+        ctx.progress(1)
+        return {"answer": 1}
+
+    def broken(self: JobContext) -> None:
+        raise error
+
+    monkeypatch.setattr(JobContext, "end_stage", broken)
+    job_id = new_job(settings, "t-done")
+    assert done(job_id) == {"job_id": job_id, "ran": True, "status": "succeeded"}
+    job, _ = load(settings, job_id)
+    assert (job.status, job.result, job.attempts, job.lease_owner, calls) == ("succeeded", {"answer": 1}, 1, None, [1])
+
+
 def test_job_task_refuses_an_unknown_queue(app) -> None:
     with pytest.raises(ValueError, match="cpu"):
         job_task(app, kind="t-x", queue="cpu")

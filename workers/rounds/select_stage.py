@@ -144,7 +144,7 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
                 ids, features, result.clustering.assign, np.array([p.sample_id for p in result.selected], dtype=np.int64),
                 np.array([p.sample_id for p in pruned], dtype=np.int64), {c.id: c.expert for c in result.clusters},
                 scores, seed)
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+        except (ValueError, ArithmeticError):  # np.linalg.LinAlgError is a ValueError
             log.exception("round %s: no cluster view (the dashboard's map) for this round", ref.round_id)
             view = None
         clock["index"] = time.perf_counter()
