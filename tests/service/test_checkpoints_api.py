@@ -171,8 +171,9 @@ def test_a_corrupt_checkpoint_is_restored_from_the_adapter_cache(client, alice, 
     saved, content = _packed_adapter(tmp_path)
     ckpt_id = add_checkpoint(database_url, ckpt["pool_id"], blobs, content=content)
     sha = hashlib.sha256(content).hexdigest()
-    saved.rename(adapter_cache_dir(settings.work_dir, sha).parent.mkdir(parents=True) or
-                 adapter_cache_dir(settings.work_dir, sha))
+    cached = adapter_cache_dir(settings.work_dir, sha)  # where a worker that trained or loaded it keeps it
+    cached.parent.mkdir(parents=True)
+    saved.rename(cached)
     _corrupt(blobs.path(sha))
     r = client.get(f"/v1/checkpoints/{ckpt_id}/content", headers=alice.headers)
     assert r.status_code == 200 and r.content == content and r.headers["etag"] == f'"{sha}"'
