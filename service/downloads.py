@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.files import CHUNK_SIZE
 from service.db.models import Round, Sample, Selection
+from service.integrity import require_intact
 from service.storage import BlobStore
 
 FORMATS = ("jsonl", "json", "tar")
@@ -142,8 +143,9 @@ def plan_tar(session_factory: Callable[[], Session], rnd: Round, blobs: BlobStor
     An image sits at its record's own relative name, so the extracted tar is the image folder
     the original records resolve against (LLaVA's `image_folder`). A name two different images
     share (two datasets both using "1.jpg") keeps the first there; the others go to
-    <dataset_id>/<name>. Each record lists its tar paths under adaptinf.images. Raises
-    BlobNotFound (from blobs.size) before any byte is sent when an image is missing.
+    <dataset_id>/<name>. Each record lists its tar paths under adaptinf.images. Every image is
+    checked against its sha256 first (once per version of its file, core/verified.py): a
+    missing or corrupt one raises BlobDamaged before any byte is sent.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     spool = tempfile.TemporaryFile(dir=workdir)
@@ -159,7 +161,7 @@ def plan_tar(session_factory: Callable[[], Session], rnd: Round, blobs: BlobStor
                     path = f"{sample.dataset_id}/{path}"
                 if path not in by_path:
                     by_path[path] = sha
-                    images.append((path, sha, blobs.size(sha)))
+                    images.append((path, sha, require_intact(blobs, sha)))
                 paths.append(path)
             spool.write(_line(selection_record(rnd, sel, sample, paths)))
             count += 1

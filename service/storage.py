@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from core import verified
 from core.files import CHUNK_SIZE, atomic_write, fsync_dir, hash_stream
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -62,24 +63,31 @@ class BlobStore:
             raise BlobNotFound(f"blob {sha256} not found") from None
 
     def verify(self, sha256: str) -> bool:
-        """True when the blob exists and its content still hashes to its name."""
-        try:
-            with self.open(sha256) as f:
-                return hash_stream(f) == sha256
-        except BlobNotFound:
-            return False
+        """True when the blob exists and its content still hashes to its name.
+
+        Hashed once per version of the file (core/verified.py): a file changed since it was
+        last verified, or verified more than an hour ago, is hashed again.
+        """
+        return verified.sha256_matches(self.path(sha256), sha256)
 
     def _reuse(self, sha256: str) -> bool:
-        """True when the blob is already stored; its mtime is refreshed, so the garbage
-        collector's grace period (service/gc.py) covers it until the caller commits its row."""
+        """True when the blob is already stored whole; its mtime is refreshed, so the garbage
+        collector's grace period (service/gc.py) covers it until the caller commits its row.
+
+        A stored file that no longer hashes to its name (corrupted on disk) is not reused: the
+        caller writes the content again and the rename in `_install` replaces the bad file, so
+        putting the same content again repairs a corrupt blob.
+        """
         path = self.path(sha256)
+        if not self.verify(sha256):
+            return False
         try:
             os.utime(path)
-            return True
         except FileNotFoundError:
             return False
         except PermissionError:  # another user's blob (a shared store): reuse it as it is
-            return path.is_file()
+            pass
+        return True
 
     def put_bytes(self, data: bytes) -> BlobRef:
         sha = hashlib.sha256(data).hexdigest()
@@ -141,7 +149,7 @@ class BlobStore:
             return BlobRef(sha, size)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)  # blobs are immutable: guard against in-place edits
-        os.replace(tmp, dest)
+        os.replace(tmp, dest)  # also replaces a corrupt file of the same name (see _reuse)
         fsync_dir(dest.parent)
         return BlobRef(sha, size)
 

@@ -127,3 +127,57 @@ def test_unsatisfiable_range_and_conditional_requests(client, alice, ckpt):
     assert client.get(url, headers=alice.headers | {"Range": "bytes=5-", "If-Range": etag}).status_code == 206
     r = client.get(url, headers=alice.headers | {"Range": "bytes=5-", "If-Range": '"old"'})
     assert r.status_code == 200 and len(r.content) == n
+
+
+def _corrupt(path, data: bytes = b"\0" * 32) -> None:
+    path.chmod(0o644)  # blobs are stored read-only
+    with open(path, "r+b") as f:
+        f.seek(10)
+        f.write(data)
+
+
+def _packed_adapter(tmp_path):
+    """An adapter directory and its tar.gz as the workers pack it (core/adapter_archive.py)."""
+    from core.adapter_archive import pack_adapter
+
+    d = tmp_path / "saved"
+    d.mkdir()
+    (d / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    (d / "adapter_model.safetensors").write_bytes(bytes(range(256)) * 40)
+    return d, pack_adapter(d, tmp_path / "a.tar.gz").read_bytes()
+
+
+def test_a_corrupt_checkpoint_is_never_served(client, alice, ckpt, blobs):
+    url = f"/v1/checkpoints/{ckpt['id']}/content"
+    sha = hashlib.sha256(adapter_tar_gz()).hexdigest()
+    _corrupt(blobs.path(sha))
+    for method, headers in (("GET", {}), ("GET", {"Range": "bytes=0-9"}), ("HEAD", {})):
+        r = client.request(method, url, headers={**alice.headers, **headers})
+        assert r.status_code == 500, (method, headers)
+        assert r.headers["content-type"] == "application/problem+json"
+        if method == "GET":
+            p = r.json()
+            assert (p["code"], p["blob"], p["checkpoint_id"], p["pool_id"]) == ("blob_corrupt", sha, ckpt["id"], ckpt["pool_id"])
+            assert "no longer matches its sha256" in p["detail"] and f"pool_id={ckpt['pool_id']}" in p["detail"]
+    blobs.path(sha).unlink()
+    r = client.get(url, headers=alice.headers)
+    assert r.status_code == 500 and r.json()["code"] == "blob_missing" and r.json()["blob"] == sha
+
+
+def test_a_corrupt_checkpoint_is_restored_from_the_adapter_cache(client, alice, ckpt, blobs, settings,
+                                                                  database_url, tmp_path):
+    from core.adapter_archive import adapter_cache_dir
+
+    saved, content = _packed_adapter(tmp_path)
+    ckpt_id = add_checkpoint(database_url, ckpt["pool_id"], blobs, content=content)
+    sha = hashlib.sha256(content).hexdigest()
+    cached = adapter_cache_dir(settings.work_dir, sha)  # where a worker that trained or loaded it keeps it
+    cached.parent.mkdir(parents=True)
+    saved.rename(cached)
+    _corrupt(blobs.path(sha))
+    r = client.get(f"/v1/checkpoints/{ckpt_id}/content", headers=alice.headers)
+    assert r.status_code == 200 and r.content == content and r.headers["etag"] == f'"{sha}"'
+    assert blobs.path(sha).read_bytes() == content
+    blobs.path(sha).unlink()  # a lost file comes back the same way
+    r = client.get(f"/v1/checkpoints/{ckpt_id}/content", headers={**alice.headers, "Range": "bytes=0-9"})
+    assert r.status_code == 206 and r.content == content[:10]

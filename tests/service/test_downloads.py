@@ -2,6 +2,7 @@
 SQLite and PostgreSQL for the routes. (Range / ETag: tests/service/api/test_blob_response.py.)"""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -79,6 +80,28 @@ def test_tar_has_jsonl_and_every_image_once(client, alice, finished):
     assert members["img/0.png"] == f"{a}:0:image".encode()
     assert members[f"{b}/img/0.png"] == f"{b}:0:image".encode()
     assert members["x/y.png"] == f"{b}:1:image".encode()
+
+
+def test_tar_refuses_a_corrupt_image_and_a_reupload_repairs_it(client, alice, finished):
+    blobs, a = finished["blobs"], finished["a"]
+    content = f"{a}:2:image".encode()
+    sha = hashlib.sha256(content).hexdigest()
+    path = blobs.path(sha)
+    path.chmod(0o644)
+    path.write_bytes(b"X" + content[1:])  # same size, one byte changed
+    url = f"/v1/rounds/{finished['round_id']}/selection?format=tar"
+    r = client.get(url, headers=alice.headers)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    p = r.json()
+    assert (p["code"], p["blob"]) == ("blob_corrupt", sha) and "Upload the dataset" in p["detail"]
+    blobs.put_bytes(content)  # what ingest does with an image of a re-uploaded dataset
+    r = client.get(url, headers=alice.headers)
+    assert r.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:") as tar:
+        assert tar.extractfile("img/2.png").read() == content
+    path.unlink()
+    r = client.get(url, headers=alice.headers)
+    assert r.status_code == 500 and (r.json()["code"], r.json()["blob"]) == ("blob_missing", sha)
 
 
 def test_streams_in_batches(client, alice, pool_id, database_url, monkeypatch):

@@ -1,12 +1,12 @@
 """Adapter checkpoints as blobs: a PEFT adapter directory ⇄ a reproducible tar.gz.
 
 The archive's root holds exactly `adapter_config.json` and `adapter_model.safetensors` (contract
-§3), so `tar xzf` gives a directory `PeftModel.from_pretrained` loads. Member metadata and the
-gzip header carry no time or owner, so the same weights always give the same sha256.
+§3), so `tar xzf` gives a directory `PeftModel.from_pretrained` loads. Packing lives in
+core/adapter_archive.py (the API re-packs a cached adapter to repair a corrupt blob): the same
+weights always give the same sha256.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import shutil
@@ -14,9 +14,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from core.adapter_archive import ADAPTER_FILES, adapter_cache_dir, pack_adapter
 from service.storage import BlobRef, BlobStore
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+__all__ = ["ADAPTER_FILES", "CheckpointBlobError", "pack_adapter", "store_adapter", "unpack_adapter"]
 
 
 class CheckpointBlobError(Exception):
@@ -25,31 +26,32 @@ class CheckpointBlobError(Exception):
     code = "checkpoint_corrupt"
 
 
-def pack_adapter(adapter_dir: Path, dest: Path) -> Path:
-    """Write `adapter_dir`'s two adapter files as a tar.gz at `dest`."""
-    adapter_dir = Path(adapter_dir)
-    with open(dest, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name in ADAPTER_FILES:
-                path = adapter_dir / name
-                if not path.is_file():
-                    raise FileNotFoundError(f"adapter directory {str(adapter_dir)!r} has no {name}")
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
-    return dest
-
-
 def store_adapter(loaded, blobs: BlobStore, work_dir: Path) -> BlobRef:  # noqa: ANN001 - a LoadedModel
-    """Save the adapter of `loaded`, pack it and put the archive in the blob store."""
+    """Save the adapter of `loaded`, pack it and put the archive in the blob store.
+
+    The saved directory is kept as the checkpoint's adapter cache entry (work_dir/adapters/<sha>):
+    the next round loads it from there, and it is the second copy a corrupt blob is re-packed from
+    (service/integrity.py).
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="adapter-", dir=work_dir))
     try:
         loaded.save_adapter(tmp / "adapter")
-        return blobs.put_file(pack_adapter(tmp / "adapter", tmp / "adapter.tar.gz"), move=True)
+        ref = blobs.put_file(pack_adapter(tmp / "adapter", tmp / "adapter.tar.gz"), move=True)
+        _keep_in_cache(tmp / "adapter", adapter_cache_dir(work_dir, ref.sha256))
+        return ref
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _keep_in_cache(saved: Path, dest: Path) -> None:
+    if (dest / ADAPTER_FILES[0]).is_file():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(saved, dest)
+    except OSError:  # another process cached it first, or another disk: unpacking fills it later
+        pass
 
 
 def unpack_adapter(blobs: BlobStore, sha256: str, dest: Path) -> Path:

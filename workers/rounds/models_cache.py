@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from core.adapter_archive import adapter_cache_dir
 from service.config import Settings
 from service.storage import BlobStore
 from workers.engine.models import LoadedModel, LoraSpec, ModelSpec, load_model
@@ -32,7 +33,7 @@ def _key(spec: ModelSpec, adapter_sha: str | None, lora: LoraSpec | None) -> Key
 
 def adapter_dir(settings: Settings, blobs: BlobStore, sha256: str) -> Path:
     """The unpacked adapter of checkpoint blob `sha256` (shared by the processes of one machine)."""
-    return unpack_adapter(blobs, sha256, settings.work_dir / "adapters" / sha256)
+    return unpack_adapter(blobs, sha256, adapter_cache_dir(settings.work_dir, sha256))
 
 
 def _load(settings: Settings, blobs: BlobStore, spec: ModelSpec, adapter_sha: str | None, lora: LoraSpec) -> LoadedModel:

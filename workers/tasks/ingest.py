@@ -90,7 +90,7 @@ def _store_images(validated: ValidatedDataset, blobs: BlobStore, ctx: JobContext
     images = list(validated.images.values())
     ctx.stage("images", total=len(images), unit="images")
     for k, image in enumerate(images, 1):
-        ref = blobs.put_file(image.path, move=True)  # a same-sha blob already there is kept (dedup)
+        ref = blobs.put_file(image.path, move=True)  # a same-sha blob is kept (dedup), or replaced if corrupt
         if ref.sha256 != image.sha256:
             raise StoredUploadError(f"image {image.name!r} changed while being stored")
         ctx.progress(k, len(images))

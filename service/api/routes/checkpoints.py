@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session
 
 from core.checkpoint_metrics import read_checkpoint_metrics
 from service.api.blob_response import BlobResponse, etag_for, etag_matches
-from service.api.deps import BlobsDep, OwnerDep, SessionDep
+from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
 from service.api.openapi import problem_responses
 from service.api.pagination import PageDep, paginate
 from service.api.routes.pools import owned_pool
 from service.db.models import Checkpoint, EvalResult, Pool, Round
+from service.integrity import BlobDamaged, ensure_checkpoint_blob
 from service.jobs import iso_utc
 from service.rounds import get_checkpoint
 from service.schemas import CheckpointOut, ListOut
@@ -92,7 +93,18 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
     return _serialise(session, [_owned_checkpoint(session, checkpoint_id, owner.id)])[0]
 
 
-_CONTENT_PROBLEMS = problem_responses(404, 416, 500, notes={500: "The checkpoint's file is missing from storage."})
+_CONTENT_PROBLEMS = problem_responses(404, 416, 500, notes={
+    500: "The checkpoint's file is missing from storage (`blob_missing`) or no longer matches its sha256 "
+         "(`blob_corrupt`), and no intact copy could restore it; the body names the blob and the way out."})
+
+
+def _damaged(ckpt: Checkpoint, exc: BlobDamaged) -> ApiProblem:
+    what = "is missing from the blob store" if exc.missing else "no longer matches its sha256"
+    return ApiProblem(
+        500, f"the content of checkpoint {ckpt.id} (blob {ckpt.blob}) {what}, and no intact copy is left to "
+             f"restore it from (the workers' adapter cache holds none). The pool's next round continues from "
+             f"its newest intact checkpoint; its checkpoints are listed at /v1/checkpoints?pool_id={ckpt.pool_id}.",
+        code=exc.code, checkpoint_id=ckpt.id, blob=ckpt.blob, pool_id=ckpt.pool_id)
 
 
 @router.head(
@@ -118,24 +130,32 @@ def download_checkpoint(
     session: SessionDep,
     owner: OwnerDep,
     blobs: BlobsDep,
+    settings: SettingsDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
     # Declared so the OpenAPI lists them; BlobResponse reads them off the request itself.
     range_header: Annotated[str | None, Header(alias="Range", description="bytes=a-b, a- or -n")] = None,
     if_range: Annotated[str | None, Header(alias="If-Range", description="the ETag of a partial copy")] = None,
 ) -> Response:
     """The adapter as tar.gz; `Range: bytes=a-b | a- | -n` resumes, the ETag is the sha256.
-    HEAD answers the same status and headers (size, ETag, range) with no body."""
+    HEAD answers the same status and headers (size, ETag, range) with no body. The file is
+    checked against its sha256 first; a damaged one is restored from the workers' adapter cache
+    or answered with a 500 naming the blob."""
     ckpt = _owned_checkpoint(session, checkpoint_id, owner.id)
     etag = etag_for(ckpt.blob)
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    # Never serve bytes that fail their own ETag: checked first (hashed once per version of the
+    # file, core/verified.py), and re-published from the adapter cache when damaged.
+    try:
+        ensure_checkpoint_blob(blobs, settings.work_dir, ckpt.blob)
+    except BlobDamaged as exc:
+        raise _damaged(ckpt, exc) from None
     path = blobs.path(ckpt.blob)
     try:
         stat = path.stat()
-    except FileNotFoundError:
-        raise ApiProblem(500, f"the content of checkpoint {checkpoint_id} is missing from the blob store",
-                         code="blob_missing") from None
+    except FileNotFoundError:  # deleted between the check and here
+        raise _damaged(ckpt, BlobDamaged(ckpt.blob, missing=True)) from None
     # Range, If-Range and HEAD are answered by the response itself (see service/api/blob_response.py).
     return BlobResponse(path, media_type=MEDIA_TYPE, headers=headers, filename=f"{checkpoint_id}.tar.gz",
                         stat_result=stat)

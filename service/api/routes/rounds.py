@@ -26,7 +26,7 @@ from service.pool_config import RoundParams, parse_pool_config
 from service.pool_limits import over_limits
 from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
 from service.schemas import ApiWarning, ListOut, RoundOut, created_example
-from service.storage import BlobNotFound
+from service.integrity import BlobDamaged
 
 router = APIRouter(tags=["rounds"])
 _CREATE_ROUTE = "POST /v1/pools/{pool_id}/rounds"
@@ -122,12 +122,20 @@ def read_round(round_id: str, session: SessionDep, owner: OwnerDep) -> dict[str,
     return round_to_dict(rnd, jobs_by_id(session, [rnd.job_id]).get(rnd.job_id))
 
 
+def _damaged_image(exc: BlobDamaged) -> ApiProblem:
+    what = "is missing from the blob store" if exc.missing else "no longer matches its sha256"
+    return ApiProblem(
+        500, f"image blob {exc.sha256} of this selection {what}. Upload the dataset that holds the image "
+             f"again (the same files): storing the same content replaces the damaged blob; then download again.",
+        code=exc.code, blob=exc.sha256)
+
+
 @router.get(
     "/v1/rounds/{round_id}/selection",
     response_class=StreamingResponse,
     responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the selected samples"},
                **problem_responses(404, 409, 500, notes={409: "The round has not finished selection yet.",
-                                                         500: "An image of the selection is missing from storage."})},
+                                                         500: "An image of the selection is missing from storage or no longer matches its sha256; the body names the blob and the way out."})},
 )
 def download_selection(
     round_id: str,
@@ -154,9 +162,8 @@ def download_selection(
     else:
         try:
             plan = plan_tar(factory, rnd, blobs, settings.work_dir / "exports")
-        except BlobNotFound as exc:
-            raise ApiProblem(500, f"an image of this selection is missing from the blob store: {exc}",
-                             code="blob_missing") from None
+        except BlobDamaged as exc:
+            raise _damaged_image(exc) from None
         headers["X-Selection-Count"] = str(plan.count)
         body = stream_tar(plan, blobs, time.time())
     return StreamingResponse(body, media_type=MEDIA_TYPES[format], headers=headers)
