@@ -33,6 +33,7 @@ def _temp_files(env: RoundEnv) -> list[Path]:
     return shards + list(tmp.glob("*")) + list(work.glob("select-*")) + list(work.glob("adapter-*"))
 
 
+@pytest.mark.slow  # a real model runs two rounds: ~16 s here
 def test_a_stage_on_a_full_disk_fails_the_round_with_disk_full_and_the_next_round_works(env: RoundEnv) -> None:
     ds = add_dataset(env, "a", list(range(6)))
     pool_id = add_pool(env, _FAST)
