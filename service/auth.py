@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Owner, utcnow
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "ak_"
 _DISPLAY_PREFIX_LEN = 8
 _LAST_USED_GRANULARITY = timedelta(minutes=1)  # bounds the writes a busy key causes
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+# key id -> when recording its use last failed, in this process (one entry per key at most)
+_failed_at: dict[str, datetime] = {}
 
 
 def generate_key() -> str:
@@ -67,10 +73,25 @@ def authenticate(session: Session, secret: str) -> Owner | None:
     last = key.last_used_at
     if last is not None and last.tzinfo is None:  # SQLite returns naive UTC datetimes
         last = last.replace(tzinfo=now.tzinfo)
-    if last is None or now - last > _LAST_USED_GRANULARITY:
-        key.last_used_at = now
-        session.commit()
+    last_tried = max(last or _NEVER, _failed_at.get(key.id, _NEVER))
+    if now - last_tried > _LAST_USED_GRANULARITY:
+        _record_use(session, key, now)
     return key.owner
+
+
+def _record_use(session: Session, key: ApiKey, now: datetime) -> None:
+    """Best effort: a key that cannot record its use (a full disk, a locked or read-only
+    database) still authenticates, so read-only requests keep working; this process tries
+    again a minute later, not on every request."""
+    key_id, prefix = key.id, key.prefix
+    key.last_used_at = now
+    try:
+        session.commit()
+        _failed_at.pop(key_id, None)
+    except OperationalError:
+        session.rollback()
+        _failed_at[key_id] = now
+        log.warning("could not record the use of API key %s; going on without it", prefix, exc_info=True)
 
 
 def revoke_api_key(session: Session, key_id: str) -> ApiKey | None:

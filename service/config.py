@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="Largest accepted upload, per file.")
     max_record_bytes: int = Field(16 * 1024**2, gt=0, description="Largest sample (its JSON text) in a dataset "
                                   "file; the upload readers hold one sample at a time, so this bounds their memory.")
+    min_free_disk_mb: int = Field(
+        256, ge=0, description="Free space (MiB) the data directory's disk must keep: below it /readyz answers "
+        "503, so an orchestrator stops sending work before uploads and rounds fail with 507. 0 turns the check off.")
     lease_seconds: float = Field(60.0, gt=0, description="How long a job's lease lasts without a heartbeat.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running job renews its lease.")
     reaper_interval_seconds: float = Field(15.0, gt=0, description="How often expired leases are looked for.")

@@ -5,15 +5,19 @@ No web framework here; the API maps `JobStateError` to a 409.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.progress import iso, overall
 from core.statuses import CANCELLED, CANCELLING, QUEUED, TERMINAL
 from service.db.models import Dataset, Job, JobEvent, Round, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class JobStateError(Exception):
@@ -62,6 +66,20 @@ def add_event(
     session.add(event)
     session.flush()
     return event
+
+
+def note_unsent(session: Session, job_id: str) -> None:
+    """Record on a committed job that the broker did not take its message (the reaper re-sends it).
+
+    Best effort: the request that committed the job has succeeded, so a failure to write this
+    note (a full disk, a locked database) is logged and the request still answers 2xx.
+    """
+    try:
+        add_event(session, job_id, "broker unreachable; the job will be re-sent", level="warning")
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        log.warning("job %s: could not record that its message is unsent", job_id, exc_info=True)
 
 
 def request_cancel(session: Session, job: Job) -> Job:

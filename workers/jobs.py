@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.broker import QUEUES, task_name
 from service.config import Settings, get_settings
+from service.disk import WAY_OUT, is_disk_full
 from service.db.models import Job
 from service.db.session import get_sessionmaker
 from service.jobs import add_event
@@ -50,7 +52,10 @@ MAX_ERROR_MESSAGE = 500
 def error_of(exc: BaseException) -> dict[str, str]:
     """The job's error {code, message}: a domain error's own code and words, else internal_error
     with the exception's type and first line, minus internals (SQL statements, server paths); the
-    worker's log keeps the whole traceback."""
+    worker's log keeps the whole traceback. A full disk is `disk_full`, with the way out."""
+    if is_disk_full(exc):
+        return {"code": "disk_full", "message": f"the worker's disk is full: {_written(exc)} could not be "
+                                                f"written; {WAY_OUT}, then start a new round"}
     if isinstance(exc, SQLAlchemyError):  # before the domain check: SQLAlchemy's errors carry a `code` too
         return {"code": "internal_error",
                 "message": f"{type(exc).__name__}: a database error; the worker's log has the details"}
@@ -60,6 +65,14 @@ def error_of(exc: BaseException) -> dict[str, str]:
     first = (str(exc).strip().splitlines() or [""])[0]
     text = _SERVER_PATH.sub("<path>", first)[:MAX_ERROR_MESSAGE]
     return {"code": "internal_error", "message": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
+
+
+def _written(exc: BaseException) -> str:
+    """What a disk-full error failed to write, in words that name no server path."""
+    if isinstance(exc, SQLAlchemyError):
+        return "the database"
+    name = getattr(exc, "filename", None)
+    return f"a file ({Path(name).name})" if isinstance(name, str) and name else "a file"
 
 
 def _renew_before_commit(session: Session) -> None:

@@ -6,6 +6,8 @@ route 404, wrong method 405), request validation errors and unhandled exceptions
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -13,7 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.disk import WAY_OUT, is_disk_full
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -86,6 +91,24 @@ def not_found(kind: str, id: str) -> ApiProblem:  # noqa: A002
     return ApiProblem(404, f"no {kind} with id {id!r}", code="not_found")
 
 
+def insufficient_storage(what: str) -> ApiProblem:
+    """The answer when the disk is full: what could not be written, and the way out (507)."""
+    return ApiProblem(507, f"the server's disk is full: {what} could not be written; {WAY_OUT} and try again",
+                      code="insufficient_storage")
+
+
+@contextmanager
+def disk_full_is_507(what: str) -> Iterator[None]:
+    """Inside, a full disk (OSError ENOSPC/EDQUOT, SQL "disk full") becomes a 507 naming `what`."""
+    try:
+        yield
+    except (OSError, DBAPIError) as exc:
+        if not is_disk_full(exc):
+            raise
+        log.warning("disk full: %s could not be written: %s", what, exc)
+        raise insufficient_storage(what) from None
+
+
 def _loc_to_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """('body', 'items', 0, 'name') -> 'body.items[0].name'."""
     path = ""
@@ -134,8 +157,19 @@ async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     return problem.to_response(request.url.path)
 
 
+async def _on_storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """A full disk anywhere a route did not name it itself (OSError, SQL): 507; else unhandled."""
+    if not is_disk_full(exc):
+        raise exc  # on to _on_unhandled, through Starlette's outermost middleware
+    log.warning("disk full on %s %s: %s", request.method, request.url.path, exc)
+    what = "the database" if isinstance(exc, DBAPIError) else "a file of this request"
+    return insufficient_storage(what).to_response(request.url.path)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _on_api_problem)
+    app.add_exception_handler(OSError, _on_storage_error)
+    app.add_exception_handler(DBAPIError, _on_storage_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unhandled)

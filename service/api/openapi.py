@@ -3,7 +3,8 @@
 A route lists the problems only it sends, in one line: `responses=problem_responses(404, 409)`.
 The ones a route's shape implies are added to every operation when the document is built: 422
 (in place of FastAPI's `HTTPValidationError`, which this API never sends) and 400 wherever there
-is a parameter or a body, 401 where an API key is required, 413 where there is a body.
+is a parameter or a body, 401 where an API key is required, 413 where there is a body, 507 (a
+full disk) on every authenticated write.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api.errors import PROBLEM_MEDIA_TYPE, ApiProblem
+from service.api.errors import PROBLEM_MEDIA_TYPE, ApiProblem, insufficient_storage
 from service.schemas import Problem
 
 _REF = "#/components/schemas/"
@@ -43,9 +44,12 @@ _PROBLEMS: dict[int, tuple[str, ApiProblem]] = {
                                                                   "in (0, 1], got 0"}])),
     500: ("The server could not finish the request; the cause is logged.",
           ApiProblem(500, "the server hit an unexpected error; it has been logged", code="internal_error")),
-    503: ("A dependency (database, broker) does not answer.",
+    503: ("A dependency (database, broker) does not answer, or the data directory's disk is nearly full.",
           ApiProblem(503, "not ready: broker unreachable", code="not_ready",
-                     checks={"database": "ok", "broker": "unreachable"})),
+                     checks={"database": "ok", "broker": "unreachable", "disk": "ok"},
+                     disk={"free_bytes": 5_368_709_120, "min_free_bytes": 268_435_456})),
+    507: ("The server's disk is full; `detail` says what could not be written. Free space and retry.",
+          insufficient_storage("the uploaded file")),
 }
 
 
@@ -100,11 +104,13 @@ def _restore_nulls(value: Any, schema: dict[str, Any], components: dict[str, Any
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the implied problems to every operation, the Problem schema, and drop FastAPI's 422 model."""
     for path in schema.get("paths", {}).values():
-        for operation in path.values():
+        for method, operation in path.items():
             responses = operation.setdefault("responses", {})
             if "422" in responses and _is_fastapi_422(responses["422"]):
                 del responses["422"]
-            for status in _implied(operation):
+            # any write can meet a full disk (SQLite and the blob store live in the data dir)
+            writes = method in ("post", "put", "patch", "delete") and "security" in operation
+            for status in [*_implied(operation), *([507] if writes else [])]:
                 responses.setdefault(str(status), problem_response(status))
             operation["responses"] = dict(sorted(responses.items()))
     components = schema.setdefault("components", {}).setdefault("schemas", {})

@@ -162,9 +162,17 @@ class _Receiver:
         self.pending.clear()
 
     def close(self) -> None:
+        """Close every file, even when one fails to (its buffered tail cannot be written on a
+        full disk); the first such error is raised once all are closed."""
+        error: OSError | None = None
         for name, handle in self.handles.items():
-            handle.close()
+            try:
+                handle.close()
+            except OSError as exc:
+                error = error or exc
             self.form.files[name].sha256 = self.hashers[name].hexdigest()
+        if error is not None:
+            raise error
 
 
 async def _stream(request: Request) -> AsyncIterator[bytes]:

@@ -196,6 +196,29 @@ def test_internal_errors_keep_sql_and_server_paths_out_of_the_job():
     assert error_of(KeyError("oops"))["message"] == "KeyError: 'oops'"
 
 
+def test_a_full_disk_is_disk_full_with_the_way_out_and_no_server_path():
+    import errno
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from workers.jobs import error_of
+
+    got = error_of(OSError(errno.ENOSPC, "No space left on device", "/data/work/shards/r-00001.npz"))
+    assert got["code"] == "disk_full" and "/data" not in got["message"]
+    assert "a file (r-00001.npz) could not be written" in got["message"] and "ADAPTINF_DATA_DIR" in got["message"]
+    sql = sqlalchemy.exc.OperationalError("INSERT INTO scores ...", {}, sqlite3.OperationalError("database or disk is full"))
+    assert error_of(sql)["code"] == "disk_full" and "the database could not be written" in error_of(sql)["message"]
+    try:  # raised while handling ENOSPC: still the disk
+        try:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        except OSError:
+            raise RuntimeError("could not save the adapter")  # noqa: B904
+    except RuntimeError as exc:
+        assert error_of(exc)["code"] == "disk_full"
+    assert error_of(OSError(errno.EACCES, "Permission denied"))["code"] == "internal_error"
+
+
 def test_urls_and_ratios_survive_the_path_filter():
     from workers.jobs import error_of
 

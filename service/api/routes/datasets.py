@@ -19,7 +19,7 @@ from core.skills import skill_problem
 from core.text import text_problem
 from core.statuses import TERMINAL, UNFINISHED
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
-from service.api.errors import ApiProblem
+from service.api.errors import ApiProblem, disk_full_is_507
 from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
@@ -27,7 +27,7 @@ from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
 from service.db.models import Dataset, Job, Pool, Round, Sample, utcnow
-from service.jobs import add_event, create_job, iso_utc
+from service.jobs import add_event, create_job, iso_utc, note_unsent
 from service.pool_removal import pools_using
 from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, SampleOut, SkillName
 from service.storage import BlobStore
@@ -178,10 +178,12 @@ def _create(
     if (replay := replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
         return replay
 
-    validated = _validate(form, workdir / "validate", settings)
+    with disk_full_is_507("the upload being checked"):
+        validated = _validate(form, workdir / "validate", settings)
 
-    file_ref = blobs.put_file(file.path, move=True)
-    archive_ref = blobs.put_file(archive.path, move=True) if archive else None
+    with disk_full_is_507("the uploaded files, into the blob store"):
+        file_ref = blobs.put_file(file.path, move=True)
+        archive_ref = blobs.put_file(archive.path, move=True) if archive else None
     dataset = Dataset(
         owner_id=owner_id,
         name=name,
@@ -207,7 +209,8 @@ def _create(
     body = dataset_to_dict(dataset) | {"warnings": warnings}
     remember_response(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, body)
     try:
-        session.commit()
+        with disk_full_is_507("the dataset's records, into the database"):
+            session.commit()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key committed first: answer as it did.
         session.rollback()
@@ -218,8 +221,7 @@ def _create(
 
     # After the commit, never before: a worker must find the rows the message points at.
     if not enqueue_job(settings, job.id, "ingest", "ingest"):
-        add_event(session, job.id, "broker unreachable; the job will be re-sent", level="warning")
-        session.commit()
+        note_unsent(session, job.id)
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/datasets/{dataset.id}"})
 
 
@@ -246,15 +248,16 @@ async def create_dataset(
 ) -> Response:
     """Upload a dataset file (and images archive); validated now, ingested by a worker (202)."""
     workdir = settings.work_dir / "uploads" / secrets.token_hex(8)
-    workdir.mkdir(parents=True)
     try:
-        form = await receive_multipart(
-            request,
-            workdir,
-            file_fields={"file", "images"},
-            text_fields={"name", "skill"},
-            max_file_bytes=settings.max_upload_bytes,
-        )
+        with disk_full_is_507("the uploaded file"):
+            workdir.mkdir(parents=True)
+            form = await receive_multipart(
+                request,
+                workdir,
+                file_fields={"file", "images"},
+                text_fields={"name", "skill"},
+                max_file_bytes=settings.max_upload_bytes,
+            )
         return await run_in_threadpool(
             _create, session, owner.id, settings, blobs, form, workdir, idempotency_key
         )

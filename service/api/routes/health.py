@@ -6,13 +6,15 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import SettingsDep
 from service.api.errors import ApiProblem
 from service.api.openapi import problem_responses
 from service.broker import broker_ping
+from service.config import Settings
+from service.disk import free_bytes
 
 router = APIRouter(tags=["health"])
 
@@ -21,9 +23,15 @@ class HealthOut(BaseModel):
     status: Literal["ok"]
 
 
+class DiskOut(BaseModel):
+    free_bytes: int = Field(description="bytes free on the data directory's disk")
+    min_free_bytes: int = Field(description="below this, the service is not ready (ADAPTINF_MIN_FREE_DISK_MB)")
+
+
 class ReadyOut(BaseModel):
     status: Literal["ready"]
-    checks: dict[str, Literal["ok", "unreachable"]]
+    checks: dict[str, Literal["ok", "unreachable", "low"]]
+    disk: DiskOut
 
 
 @router.get("/healthz", response_model=HealthOut)
@@ -41,17 +49,27 @@ def _database_ok(request: Request) -> bool:
         return False
 
 
+def _disk(settings: Settings) -> dict[str, int]:
+    """The data directory's free space (SQLite, blobs, work files and the embedded broker live there)."""
+    return {"free_bytes": free_bytes(settings.data_dir), "min_free_bytes": settings.min_free_disk_mb * 1024 * 1024}
+
+
 @router.get("/readyz", response_model=ReadyOut, responses=problem_responses(503))
 async def readyz(request: Request, settings: SettingsDep) -> dict[str, Any]:
-    """Readiness: the database and the broker answer (503 problem otherwise)."""
+    """Readiness: the database and the broker answer, the data directory's disk has room (503 problem otherwise)."""
+    disk = await run_in_threadpool(_disk, settings)
     checks = {
         "database": "ok" if await run_in_threadpool(_database_ok, request) else "unreachable",
         "broker": "ok" if await run_in_threadpool(broker_ping, settings) else "unreachable",
+        "disk": "ok" if disk["free_bytes"] >= disk["min_free_bytes"] else "low",
     }
-    failing = [name for name, state in checks.items() if state != "ok"]
+    failing = [f"{name} {state}" for name, state in checks.items() if state != "ok"]
+    if checks["disk"] != "ok":
+        failing[-1] = (f"disk low ({disk['free_bytes'] // 2**20} MiB free in the data directory, "
+                       f"under ADAPTINF_MIN_FREE_DISK_MB={settings.min_free_disk_mb})")
     if failing:
-        raise ApiProblem(503, f"not ready: {', '.join(failing)} unreachable", code="not_ready", checks=checks)
-    return {"status": "ready", "checks": checks}
+        raise ApiProblem(503, f"not ready: {', '.join(failing)}", code="not_ready", checks=checks, disk=disk)
+    return {"status": "ready", "checks": checks, "disk": disk}
 
 
 @router.get("/metrics", response_class=Response)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
-from service.api.errors import ApiProblem, not_found
+from service.api.errors import ApiProblem, disk_full_is_507, not_found
 from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
@@ -20,7 +20,7 @@ from service.api.routes.pools import owned_pool, problem_from
 from service.broker import enqueue_job
 from service.db.models import Round
 from service.downloads import MEDIA_TYPES, plan_tar, stream_json, stream_jsonl, stream_tar
-from service.jobs import add_event
+from service.jobs import add_event, note_unsent
 from service.pool_checks import check_round_datasets
 from service.pool_config import RoundParams, parse_pool_config
 from service.pool_limits import over_limits
@@ -74,12 +74,13 @@ def create_round_route(
                          field=errors[0]["field"], errors=errors)
     try:
         warnings = check_round_datasets(session, pool, body.dataset_ids)  # before the round names them
-        rnd, job = create_round(session, pool, body, max_attempts=settings.max_attempts)
-        for w in warnings:  # also in the job's events, where `adaptinf jobs watch` shows them
-            add_event(session, job.id, w["message"], level="warning", data={"code": w["code"]})
-        out = round_to_dict(rnd, job) | {"warnings": warnings}
-        remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, out)
-        session.commit()
+        with disk_full_is_507("the round's records, into the database"):
+            rnd, job = create_round(session, pool, body, max_attempts=settings.max_attempts)
+            for w in warnings:  # also in the job's events, where `adaptinf jobs watch` shows them
+                add_event(session, job.id, w["message"], level="warning", data={"code": w["code"]})
+            out = round_to_dict(rnd, job) | {"warnings": warnings}
+            remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, out)
+            session.commit()
     except DomainError as exc:
         raise problem_from(exc) from None
     except IntegrityError:
@@ -93,8 +94,7 @@ def create_round_route(
         ) from None
     # After the commit, never before: the worker must find the rows the message points at.
     if not enqueue_job(settings, job.id, "round", "select"):
-        add_event(session, job.id, "broker unreachable; the job will be re-sent", level="warning")
-        session.commit()
+        note_unsent(session, job.id)
     return JSONResponse(out, status_code=202, headers={"Location": f"/v1/rounds/{rnd.id}"})
 
 

@@ -15,7 +15,10 @@ from service.main import create_app
 def test_healthz_and_readyz(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
-    assert r.status_code == 200 and r.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    assert r.status_code == 200
+    body = r.json()
+    assert body["checks"] == {"database": "ok", "broker": "ok", "disk": "ok"} and body["status"] == "ready"
+    assert body["disk"]["free_bytes"] >= body["disk"]["min_free_bytes"] == 256 * 2**20
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
@@ -28,7 +31,7 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
         assert c.get("/healthz").status_code == 200  # alive, just not ready
         r = c.get("/readyz")
         assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
-        assert r.json()["checks"] == {"database": "unreachable", "broker": "ok"}
+        assert r.json()["checks"] == {"database": "unreachable", "broker": "ok", "disk": "ok"}
         assert r.json()["code"] == "not_ready"
 
 
@@ -40,7 +43,7 @@ def test_readyz_is_503_when_the_broker_is_unreachable(tmp_path):
     )
     with TestClient(create_app(broken)) as c:
         r = c.get("/readyz")
-        assert r.status_code == 503 and r.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+        assert r.status_code == 503 and r.json()["checks"] == {"database": "ok", "broker": "unreachable", "disk": "ok"}
 
 
 def _sample(text: str, name: str, **labels: str) -> float | None:
