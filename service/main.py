@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from service.api.body_timeout import install_body_timeout
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
 from service.api.redoc import install_redoc
@@ -74,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(TextGuard)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_body_timeout(app, settings.body_read_timeout_seconds)  # around every reader of the body
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts the 408s too
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
