@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from service.api.access import KeyGate, keyed_paths
 from service.api.body_timeout import install_body_timeout
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_redoc(app)
     install_error_handlers(app)
     install_openapi(app)
+    if paths := keyed_paths(settings):
+        app.add_middleware(KeyGate, paths=paths)
     app.add_middleware(TextGuard)
     install_body_timeout(app, settings.body_read_timeout_seconds)  # around every reader of the body
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts the 408s too
