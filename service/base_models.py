@@ -4,12 +4,16 @@
 - an absolute path to a directory under the operator's models root (`ADAPTINF_MODELS_ROOT`)
   holding a `config.json`; the pool stores it resolved (symlinks followed), and any other server
   path gets the same one answer whether it exists or not;
-- a Hugging Face id (`org/name`, or a legacy single name such as `gpt2`): with
-  `ADAPTINF_ALLOW_MODEL_DOWNLOADS`, or when it is already in the local Hugging Face cache (the
-  API and the workers share `HF_HOME` in a deployment).
+- a Hugging Face id (`org/name`, or a legacy single name such as `gpt2`) that matches the
+  operator's allow-list (`ADAPTINF_ALLOWED_BASE_MODELS`, patterns such as `HuggingFaceTB/*`; empty:
+  any id), and with `ADAPTINF_ALLOW_MODEL_DOWNLOADS`, or when it is already in the local Hugging
+  Face cache (the API and the workers share `HF_HOME` in a deployment).
+
+Problems name no server path but the models root, which users need to name a local model.
 """
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from core.presets import PRESET_TYPES
@@ -48,7 +52,7 @@ def _local_model(name: str, settings: Settings) -> tuple[str | None, str | None]
         if path != root and root not in path.parents:
             return None, outside
         if not (path / "config.json").is_file():
-            return None, (f"{path} holds no config.json: a local model is a Hugging Face model directory "
+            return None, (f"{name} holds no config.json: a local model is a Hugging Face model directory "
                           f"(config.json and weights) under ADAPTINF_MODELS_ROOT ({settings.models_root})")
     except (OSError, RuntimeError, ValueError):  # a name too long, a symlink loop: no oracle either
         return None, outside
@@ -66,10 +70,12 @@ def resolve_base_model(name: str, model_type: str, settings: Settings) -> tuple[
         return resolved or name, problem
     if (problem := _hub_id_problem(name)) is not None:
         return name, problem
+    allowed = settings.allowed_base_models
+    if allowed and not any(fnmatchcase(name, pattern) for pattern in allowed):
+        return name, (f"Hugging Face model {name!r} is not one this server allows; ADAPTINF_ALLOWED_BASE_MODELS "
+                      f"allows {', '.join(allowed)} (and the presets)")
     if settings.allow_model_downloads or _in_hub_cache(name):
         return name, None
-    from huggingface_hub import constants
-
-    return name, (f"Hugging Face model {name!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}; "
-                  "HF_HOME moves it) and downloads are off: set ADAPTINF_ALLOW_MODEL_DOWNLOADS=true to let workers "
-                  "fetch it, download it into that cache, or put its directory under ADAPTINF_MODELS_ROOT")
+    return name, (f"Hugging Face model {name!r} is not in the server's Hugging Face cache and downloads are off: "
+                  "the operator sets ADAPTINF_ALLOW_MODEL_DOWNLOADS=true to let workers fetch it, downloads it into "
+                  "that cache (HF_HOME), or puts its directory under ADAPTINF_MODELS_ROOT")

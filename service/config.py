@@ -4,9 +4,10 @@ from __future__ import annotations
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
         "threads, 115 with 1, while another process kept both cores busy).")
     allow_model_downloads: bool = Field(False, description="Let workers fetch base models from the Hub.")
     models_root: Path | None = Field(None, description="Directory under which pools may name local model directories.")
+    allowed_base_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated patterns (fnmatch: `HuggingFaceTB/*`) of the Hugging Face "
+        "ids a pool may name as its base model; empty: any id (already cached, or with downloads on). Presets and "
+        "paths under models_root are not affected.")
     preset_cache: Path | None = Field(None, description="Where pretrained presets (smol-lm, smol-llava) are built "
                                       "and cached; default data_dir/models.")
     worker_heartbeat_file: Path | None = Field(
@@ -58,12 +63,34 @@ class Settings(BaseSettings):
     max_train_steps: int = Field(1_000_000, ge=1, description="Largest training.max_steps.")
     max_lr: float = Field(1.0, gt=0, description="Largest training.lr and training.projector_lr.")
     max_shard_size: int = Field(100_000, ge=1, description="Largest shard_size (samples per feature job).")
+    # Per-owner caps (service/owner_quotas.py): above one, a new round or upload is a 429.
+    max_active_rounds_per_owner: int = Field(
+        4, ge=1, description="Rounds an owner may have queued or running at once, over all their pools.")
+    max_queued_jobs_per_owner: int = Field(
+        16, ge=1, description="Unfinished jobs (ingests and rounds, not counting their stages) an owner may have.")
+    body_read_timeout_seconds: float = Field(
+        15.0, gt=0, description="Longest wait for the next part of a request body; past it the request is a 408 "
+        "and the connection is closed (a body shorter than its Content-Length would otherwise hold it forever).")
+    stale_upload_seconds: float = Field(
+        3600.0, gt=0, description="An upload's temp folder untouched this long is from a crashed request, and removed.")
+    upload_sweep_seconds: float = Field(
+        600.0, gt=0, description="How often the API looks for stale upload temp folders (also once at start-up).")
+    public_metrics: bool = Field(True, description="Serve /metrics without an API key; false: it needs one.")
+    public_docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json without an API key; false: "
+                              "they need one.")
 
     @field_validator("device")
     @classmethod
     def _check_device(cls, v: str) -> str:
         if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
             raise ValueError(f"ADAPTINF_DEVICE must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("allowed_base_models", mode="before")
+    @classmethod
+    def _split_patterns(cls, v: object) -> object:
+        if isinstance(v, str):  # the environment gives one comma-separated string
+            return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
     @property

@@ -1,15 +1,15 @@
 """The FastAPI app factory (`uvicorn --factory service.main:create_app`). No torch import here."""
 from __future__ import annotations
 
-import logging
-import shutil
-import time
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from service.api.access import KeyGate, keyed_paths
+from service.api.body_timeout import install_body_timeout
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
 from service.api.redoc import install_redoc
@@ -20,23 +20,7 @@ from service.api.routes.ui import install_ui
 from service.config import Settings, get_settings
 from service.db.session import get_engine, get_sessionmaker
 from service.storage import BlobStore
-
-log = logging.getLogger(__name__)
-_STALE_UPLOAD_SECONDS = 24 * 3600  # older than any upload in flight, even with several API processes
-
-
-def _remove_stale_uploads(settings: Settings) -> None:
-    """Temp dirs of uploads cut off by a crash; live ones belong to requests and are younger."""
-    uploads = settings.work_dir / "uploads"
-    if not uploads.is_dir():
-        return
-    cutoff = time.time() - _STALE_UPLOAD_SECONDS
-    for d in uploads.iterdir():
-        try:
-            if d.stat().st_mtime < cutoff:
-                shutil.rmtree(d, ignore_errors=True)
-        except FileNotFoundError:
-            pass
+from service.upload_sweep import remove_stale_uploads, sweep_uploads_forever
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,14 +33,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_uploads(settings)
+        remove_stale_uploads(settings)
         app.state.settings = settings
         app.state.engine = get_engine(url)
         app.state.sessionmaker = get_sessionmaker(url)
         app.state.blobs = BlobStore(settings.blob_dir)
         app.state.metrics = metrics
         metrics.watch(app.state.sessionmaker, settings)
+        sweeper = asyncio.create_task(sweep_uploads_forever(settings), name="upload-sweep")
         yield
+        sweeper.cancel()
         metrics.process_ended()
         app.state.engine.dispose()
 
@@ -73,8 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_redoc(app)
     install_error_handlers(app)
     install_openapi(app)
+    if paths := keyed_paths(settings):
+        app.add_middleware(KeyGate, paths=paths)
     app.add_middleware(TextGuard)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_body_timeout(app, settings.body_read_timeout_seconds)  # around every reader of the body
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts the 408s too
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

@@ -42,6 +42,11 @@ _PROBLEMS: dict[int, tuple[str, ApiProblem]] = {
                      code="validation_error", errors=[{"field": "body.budget", "type": "value_error",
                                                        "message": "Value error, must be an int >= 1 or a fraction "
                                                                   "in (0, 1], got 0"}])),
+    429: ("You have as much work in flight as the server allows per owner; `limit` and `setting` name the cap.",
+          ApiProblem(429, "you have 4 rounds queued or running, the most this server allows per owner "
+                     "(ADAPTINF_MAX_ACTIVE_ROUNDS_PER_OWNER=4); wait for one to finish or cancel its job",
+                     code="quota_exceeded", limit="max_active_rounds_per_owner",
+                     setting="ADAPTINF_MAX_ACTIVE_ROUNDS_PER_OWNER", value=4)),
     500: ("The server could not finish the request; the cause is logged.",
           ApiProblem(500, "the server hit an unexpected error; it has been logged", code="internal_error")),
     503: ("A dependency (database, broker) does not answer, or the data directory's disk is nearly full.",

@@ -1,8 +1,9 @@
-"""Run commands: `adaptinf serve` (embedded: API + one worker), `adaptinf api`, `adaptinf worker`,
+"""Run commands: `adaptinf serve` (embedded: API + two workers), `adaptinf api`, `adaptinf worker`,
 `adaptinf worker-health`, `adaptinf reap`, `adaptinf models build`.
 
-The embedded mode runs exactly the production code path: a real `celery worker` subprocess on the
-same broker and database as the API, never eager mode.
+The embedded mode runs exactly the production code path: real `celery worker` subprocesses on the
+same broker and database as the API, never eager mode. Ingest has a worker of its own there, so
+one owner's long round never holds back another owner's upload.
 """
 from __future__ import annotations
 
@@ -45,14 +46,16 @@ def _queues(text: str) -> list[str]:
     return queues
 
 
-def worker_argv(queues: list[str], concurrency: int, pool: str | None = None, loglevel: str = "INFO") -> list[str]:
-    """The `celery worker` command line; one task at a time per process (prefetch 1, acks late)."""
+def worker_argv(queues: list[str], concurrency: int, pool: str | None = None, loglevel: str = "INFO",
+                name: str = "") -> list[str]:
+    """The `celery worker` command line; one task at a time per process (prefetch 1, acks late).
+    `name` tells apart two workers started by one process (`serve`'s)."""
     pool = pool or ("solo" if concurrency == 1 else "prefork")
     return [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
         "-Q", ",".join(queues), "-c", str(concurrency), "--pool", pool, "--loglevel", loglevel,
         # Unique node name per process: two workers on one host must not clash.
-        "-n", f"adaptinf-{os.getpid()}@%h",
+        "-n", f"adaptinf-{os.getpid()}{'-' + name if name else ''}@%h",
         # No mingle/gossip: SQL holds the job state, so syncing revokes between workers buys nothing.
         "--without-mingle", "--without-gossip",
     ]
@@ -129,16 +132,18 @@ class WorkerProcess:
     to start (EXIT_CONFIG: its configuration is wrong, a restart would refuse again); then
     `on_refused` is called."""
 
-    def __init__(self, argv: list[str], on_refused: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, argv: list[str], on_refused: Callable[[], None] = lambda: None,
+                 env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.on_refused = on_refused
+        self.env = env
         self.proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
 
     def start(self) -> None:
         # Own session: a Ctrl-C in the terminal reaches only `serve`, which then stops the worker.
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, env=self.env)
         if not self._watcher.is_alive():
             self._watcher.start()
 
@@ -155,11 +160,16 @@ class WorkerProcess:
             log.error("worker exited with code %s; restarting it", code)
             self.start()
 
-    def stop(self) -> int | None:
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (and no restart); `stop` then waits for it."""
         self._stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # celery: warm shutdown
+
+    def stop(self) -> int | None:
+        self.terminate()
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)  # celery: warm shutdown
         try:
             return self.proc.wait(WORKER_STOP_SECONDS)
         except subprocess.TimeoutExpired:
@@ -189,8 +199,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         refused.set()
         server.should_exit = True
 
-    worker = WorkerProcess(worker_argv(list(QUEUES), 1, "solo"), on_refused=stop_serving)
-    worker.start()
+    # Two consumers: rounds (gpu, select, train) in one, ingest in the other, so a long round of one
+    # owner cannot block another owner's upload. The ingest worker gets its own heartbeat file and no
+    # metrics port (the round worker has them).
+    rounds_worker = WorkerProcess(worker_argv([q for q in QUEUES if q != "ingest"], 1, "solo"),
+                                  on_refused=stop_serving)
+    ingest_env = {k: v for k, v in os.environ.items() if k != "ADAPTINF_WORKER_METRICS_PORT"}
+    ingest_env["ADAPTINF_WORKER_HEARTBEAT_FILE"] = str(settings.heartbeat_file.with_suffix(".ingest.heartbeat"))
+    ingest_worker = WorkerProcess(worker_argv(["ingest"], 1, "solo", name="ingest"), on_refused=stop_serving,
+                                  env=ingest_env)
+    workers = {"worker": rounds_worker, "ingest worker": ingest_worker}
+    for worker in workers.values():
+        worker.start()
     print(f"adaptinf: data in {settings.data_dir.resolve()}; API on http://{args.host}:{args.port}", flush=True)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal to the
     # handlers it found; these record it instead of dying, so the worker is stopped below.
@@ -200,8 +220,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
-        code = worker.stop()
-        print(f"adaptinf: worker stopped (exit code {code}); bye", flush=True)
+        for worker in workers.values():
+            worker.terminate()  # both at once: each may take WORKER_STOP_SECONDS to finish its task
+        for name, worker in workers.items():
+            print(f"adaptinf: {name} stopped (exit code {worker.stop()})", flush=True)
+        print("adaptinf: bye", flush=True)
     if refused.is_set():
         return EXIT_CONFIG
     return 0 if server.started else 3  # uvicorn.run's own exit code when the server could not start
@@ -224,7 +247,8 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data_dir = {"type": Path, "default": None, "help": "data directory (default: $ADAPTINF_DATA_DIR or ./adaptinf-data)"}
-    p = subparsers.add_parser("serve", help="Embedded mode: migrate, then run the API and one worker for all queues.")
+    p = subparsers.add_parser("serve", help="Embedded mode: migrate, then run the API, a worker for rounds and one "
+                              "for ingest.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", **data_dir)

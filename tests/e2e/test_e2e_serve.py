@@ -1,5 +1,6 @@
 """`adaptinf serve` as a user runs it: SQLite + filesystem broker in a fresh data dir, the API and
-its worker subprocess; upload, poll, restart (no second key), SIGTERM exits cleanly."""
+its two worker subprocesses; upload, poll, restart (no second key), SIGTERM exits cleanly; an
+upload is ingested while the round worker is held."""
 from __future__ import annotations
 
 import os
@@ -47,16 +48,19 @@ class Served:
 
         wait_for(up, timeout, "adaptinf serve to start")
 
-    def worker_alive(self) -> bool:
-        """Is this serve's worker process (node name adaptinf-<serve pid>@host) still running?"""
-        needle = f"adaptinf-{self.proc.pid}@".encode()
+    def worker_pid(self, name: str = "") -> int | None:
+        """The pid of this serve's worker process (node name adaptinf-<serve pid>[-name]@host), if running."""
+        needle = f"adaptinf-{self.proc.pid}{'-' + name if name else ''}@".encode()
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return True
+                    return int(pid)
             except OSError:
                 continue
-        return False
+        return None
+
+    def worker_alive(self) -> bool:
+        return self.worker_pid() is not None or self.worker_pid("ingest") is not None
 
     def terminate(self, timeout: float = 60) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -101,7 +105,8 @@ def test_serve_embedded_upload_restart_and_clean_exit(tmp_path: Path) -> None:
     finally:
         if served.proc.poll() is None:
             served.proc.kill()
-    assert "worker stopped (exit code 0)" in served.text
+    assert "adaptinf: worker stopped (exit code 0)" in served.text
+    assert "adaptinf: ingest worker stopped (exit code 0)" in served.text
     assert not served.worker_alive()
     assert (data_dir / "adaptinf.db").is_file() and (data_dir / "broker" / "queue").is_dir()
 
@@ -118,3 +123,33 @@ def test_serve_embedded_upload_restart_and_clean_exit(tmp_path: Path) -> None:
         if again.proc.poll() is None:
             again.proc.kill()
     assert not again.worker_alive()
+
+
+def test_serve_ingests_while_the_round_worker_is_held(tmp_path: Path) -> None:
+    """The round worker stopped (SIGSTOP: as held as by the longest round) does not hold back an upload."""
+    dataset, _ = datagen.write_llava_dataset(tmp_path / "ds", 6, with_images=False, text_only=True, fmt="jsonl")
+    served = Served(tmp_path / "data", free_port())
+    held = None
+    try:
+        served.wait_up()
+        key = next(line.split("=", 1)[1] for line in served.lines if line.startswith("ADAPTINF_API_KEY="))
+        held = served.worker_pid()
+        assert held is not None and served.worker_pid("ingest") not in (None, held)
+        assert b"gpu,select,train" in Path(f"/proc/{held}/cmdline").read_bytes()
+        os.kill(held, signal.SIGSTOP)
+        with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            with dataset.open("rb") as f:
+                r = http.post("/v1/datasets", files={"file": (dataset.name, f)})
+            assert r.status_code == 202, r.text
+            url = f"/v1/datasets/{r.json()['id']}"
+            body = wait_for(lambda: (b := http.get(url).json())["status"] != "pending" and b, 60, "ingest", 0.25)
+            assert (body["status"], body["num_samples"]) == ("ready", 6), body
+        os.kill(held, signal.SIGCONT)
+        held = None
+        assert served.terminate() == 0, served.text[-3000:]
+    finally:
+        if held is not None:
+            os.kill(held, signal.SIGCONT)
+        if served.proc.poll() is None:
+            served.proc.kill()
+    assert not served.worker_alive()

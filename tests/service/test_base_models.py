@@ -68,3 +68,29 @@ def test_hub_ids_need_the_cache_or_downloads(tmp_path, monkeypatch):
 def test_anything_else_names_the_three_kinds(name):
     problem = base_model_problem(name, "llava", Settings(allow_model_downloads=True))
     assert "not a preset" in problem and "ADAPTINF_MODELS_ROOT" in problem and "org/name" in problem
+
+
+def test_the_operators_allow_list_limits_hub_ids(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    s = Settings(allow_model_downloads=True, allowed_base_models="HuggingFaceTB/*, gpt2")
+    assert s.allowed_base_models == ["HuggingFaceTB/*", "gpt2"]
+    assert base_model_problem("HuggingFaceTB/SmolLM2-135M-Instruct", "causal-lm", s) is None
+    assert base_model_problem("gpt2", "causal-lm", s) is None
+    problem = base_model_problem("evil/model", "causal-lm", s)
+    assert "ADAPTINF_ALLOWED_BASE_MODELS allows HuggingFaceTB/*, gpt2" in problem
+    assert base_model_problem("huggingfacetb/SmolLM2", "causal-lm", s) is not None  # case counts, as on the Hub
+    assert base_model_problem("gpt2-xl", "causal-lm", s) is not None  # a pattern matches the whole id
+    # presets and the models root are the operator's already: the list does not apply to them
+    assert base_model_problem("tiny-llava", "llava", s) is None
+    # an empty list: any id, as before
+    assert base_model_problem("evil/model", "causal-lm", Settings(allow_model_downloads=True)) is None
+
+
+def test_problems_name_no_server_path(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    problem = base_model_problem("org/not-cached", "causal-lm", Settings())
+    assert str(tmp_path) not in problem and "/" not in problem.replace("org/not-cached", "")

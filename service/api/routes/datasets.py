@@ -23,11 +23,13 @@ from service.api.errors import ApiProblem, disk_full_is_507
 from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
+from service.api.quotas import enforce_quota
 from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
 from service.db.models import Dataset, Job, Pool, Round, Sample, utcnow
 from service.jobs import add_event, create_job, iso_utc, note_unsent
+from service.owner_quotas import check_new_ingest
 from service.pool_removal import pools_using
 from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, SampleOut, SkillName
 from service.storage import BlobStore
@@ -180,6 +182,8 @@ def _create(
 
     with disk_full_is_507("the upload being checked"):
         validated = _validate(form, workdir / "validate", settings)
+    # After validation (seconds, no lock held), before the blobs: a refused upload stores nothing.
+    enforce_quota(check_new_ingest, session, owner_id, settings)
 
     with disk_full_is_507("the uploaded files, into the blob store"):
         file_ref = blobs.put_file(file.path, move=True)
@@ -232,6 +236,7 @@ def _create(
     openapi_extra={"requestBody": _UPLOAD_BODY},
     summary="Upload a dataset",
     responses=problem_responses(415, notes={
+        429: "You have as many unfinished jobs as the server allows per owner.",
         400: "The file or archive cannot be read (encoding, malformed JSON, unknown format, corrupt archive).",
         413: "The file, the archive, a record, or the number of samples, members or skills is over its limit.",
         422: "A record, an image or a form field is not acceptable; `line`, `sample_id`, `field` or `member` "

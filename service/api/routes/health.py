@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics (no auth: meant for the orchestrator and scraper)."""
+"""Liveness, readiness and Prometheus metrics (no auth: meant for the orchestrator and scraper;
+ADAPTINF_PUBLIC_METRICS=false puts /metrics behind a key, see service/api/access.py)."""
 from __future__ import annotations
 
 from typing import Any, Literal

@@ -16,6 +16,7 @@ from service.api.errors import ApiProblem, disk_full_is_507, not_found
 from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
+from service.api.quotas import enforce_quota
 from service.api.routes.pools import owned_pool, problem_from
 from service.broker import enqueue_job
 from service.db.models import Round
@@ -23,6 +24,7 @@ from service.downloads import MEDIA_TYPES, plan_tar, stream_json, stream_jsonl, 
 from service.jobs import add_event, note_unsent
 from service.pool_checks import check_round_datasets
 from service.pool_config import RoundParams, parse_pool_config
+from service.owner_quotas import check_new_round
 from service.pool_limits import over_limits
 from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
 from service.schemas import ApiWarning, ListOut, RoundOut, created_example
@@ -43,8 +45,9 @@ class RoundCreatedOut(RoundOut):
 
 @router.post(
     "/v1/pools/{pool_id}/rounds", status_code=202, response_model=RoundCreatedOut, summary="Start a round",
-    responses=problem_responses(404, 409, notes={
+    responses=problem_responses(404, 409, 429, notes={
         409: "Another round of the pool is queued or running, or the pool's stored config no longer fits.",
+        429: "You have as many rounds queued or running, or jobs unfinished, as the server allows per owner.",
         422: "A field is invalid, a dataset is unknown, not ready or an evaluation set of the pool, "
              "or the method does not fit the pool.",
     }),
@@ -72,6 +75,7 @@ def create_round_route(
         raise ApiProblem(409, f"this pool's {errors[0]['field']} {errors[0]['message']}: the operator's limits "
                          "changed after the pool was created; create a pool within them", code="limit_exceeded",
                          field=errors[0]["field"], errors=errors)
+    enforce_quota(check_new_round, session, owner.id, settings)
     try:
         warnings = check_round_datasets(session, pool, body.dataset_ids)  # before the round names them
         with disk_full_is_507("the round's records, into the database"):
