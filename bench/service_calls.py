@@ -6,6 +6,7 @@ import sys
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 DONE = ("succeeded", "failed", "cancelled")
@@ -47,3 +48,24 @@ def wait_job(api: Any, job_id: str, what: str, poll: float = 1.0) -> dict[str, A
                 raise RuntimeError(f"{what} {job['id']} {job['status']}: {job.get('error')}")
             return job
         time.sleep(poll)
+
+
+def upload_dataset(api: Any, path: Path, name: str, skill: str = "text") -> dict[str, Any]:
+    """POST a JSON Lines file as a dataset; the answer holds its id and its ingest job's id."""
+    with open(path, "rb") as f:
+        return api.request("POST", "/v1/datasets", files={"file": (path.name, f, "application/x-ndjson")},
+                           data={"name": name, "skill": skill}, timeout=None).json()
+
+
+def stage_spans(children: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Each stage kind (round.features → features) → (first start, last end) over its jobs."""
+    spans: dict[str, tuple[float, float]] = {}
+    for job in children:
+        if job["status"] != "succeeded":
+            continue
+        kind = job["kind"].split(".", 1)[1]
+        start, end = ts(job["started_at"]), ts(job["finished_at"])
+        if kind in spans:
+            start, end = min(start, spans[kind][0]), max(end, spans[kind][1])
+        spans[kind] = (start, end)
+    return spans

@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.openloop import Poller  # noqa: E402
-from bench.service_calls import create, list_all, log, ts, wait_job  # noqa: E402
+from bench.service_calls import create, list_all, log, stage_spans, ts, upload_dataset, wait_job  # noqa: E402
 from bench.service_data import write_dataset, write_dataset_of_size  # noqa: E402
 from bench.service_procs import GB, DistributedService, EmbeddedService, RssSampler, rss_bytes  # noqa: E402
 
@@ -56,20 +56,6 @@ LINEAR_STAGES = ("upload", "ingest", "prepare", "select", "prune", "finalize", "
 
 
 # ---- measuring -----------------------------------------------------------------------------------
-
-def stage_spans(children: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Each stage kind (round.features → features) → (first start, last end) over its jobs."""
-    spans: dict[str, tuple[float, float]] = {}
-    for job in children:
-        if job["status"] != "succeeded":
-            continue
-        kind = job["kind"].split(".", 1)[1]
-        start, end = ts(job["started_at"]), ts(job["finished_at"])
-        if kind in spans:
-            start, end = min(start, spans[kind][0]), max(end, spans[kind][1])
-        spans[kind] = (start, end)
-    return spans
-
 
 def download(api: Any, path: str, to: Path, params: dict[str, str] | None = None) -> int:
     with api.http.client.stream("GET", path, params=params) as r, open(to, "wb") as f:
@@ -98,9 +84,7 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
                 stages[name]["peak_anon_gb"] = rss.peak(start, end, "worker_anon")
 
         t0 = time.time()
-        with open(data, "rb") as f:
-            ds = api.request("POST", "/v1/datasets", files={"file": ("scale.jsonl", f, "application/x-ndjson")},
-                          data={"name": "scale", "skill": "text"}, timeout=None).json()
+        ds = upload_dataset(api, data, "scale")
         put("upload", t0, time.time(), "api", bytes=data.stat().st_size)
         log(f"uploaded {data.stat().st_size / 2**20:.0f} MB in {stages['upload']['seconds']} s")
         ingest = wait_job(api, ds["job_id"], "ingest")
