@@ -4,7 +4,8 @@
 - `DistributedService`: PostgreSQL and Redis of this machine (a fresh database and Redis database
   per run), `adaptinf migrate`, the API under uvicorn, and N `adaptinf worker` processes.
 
-Both give `.api` (the Python client with a key of their own), `.api_pid` and `.worker_pids()`.
+Both give `.api` (the Python client with a key of their own), `.api_pid` and `.worker_pids()`;
+`RssSampler` records the resident memory of their processes while a benchmark runs.
 """
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from service.client import Client as Api
+
+GB = 1024**3
 
 ADAPTINF = str(Path(sys.executable).parent / "adaptinf")
 _DEPLOYMENT = ("ADAPTINF_DATA_DIR", "ADAPTINF_DATABASE_URL", "ADAPTINF_BROKER_URL", "ADAPTINF_API_URL", "ADAPTINF_API_KEY")
@@ -177,3 +182,26 @@ def rss_bytes(pid: int, field: str = "VmRSS") -> int:
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
     except (FileNotFoundError, ProcessLookupError, StopIteration):
         return 0
+
+
+class RssSampler(threading.Thread):
+    """VmRSS of the API and of every worker process, four times a second."""
+
+    def __init__(self, svc: Any, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.svc, self.interval = svc, interval
+        # (unix time, API VmRSS, largest worker VmRSS, largest worker RssAnon), bytes
+        self.samples: list[tuple[float, int, int, int]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            pids = self.svc.worker_pids()
+            self.samples.append((time.time(), rss_bytes(self.svc.api_pid), max(map(rss_bytes, pids), default=0),
+                                 max((rss_bytes(p, "RssAnon") for p in pids), default=0)))
+            self.halt.wait(self.interval)
+
+    def peak(self, start: float, end: float, process: str) -> float:
+        col = {"api": 1, "worker": 2, "worker_anon": 3}[process]
+        inside = [s[col] for s in self.samples if start - self.interval <= s[0] <= end + self.interval]
+        return round(max(inside, default=0) / GB, 3)

@@ -8,7 +8,7 @@ Redis of this machine, the API under uvicorn and two workers) it:
 2. makes a pool on `tiny-causal-lm` with the default config, except that the warm-up and the
    training stop after `--max-steps` optimizer steps (both are model-bound, like the feature pass,
    and not what this measures), and runs one round at a `--budget` fraction while four threads
-   poll the round's job at `--poll-rps` requests per second in all;
+   poll the round's job at `--poll-rps` requests per second in all (open loop: bench/openloop.py);
 3. downloads the selection in every format and the checkpoint;
 4. uploads a `--upload-gb` file and records how much the API's resident memory grew meanwhile
    (its ingest job is then cancelled).
@@ -34,205 +34,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-from bench.service_procs import DistributedService, EmbeddedService, rss_bytes  # noqa: E402
+from bench.openloop import Poller  # noqa: E402
+from bench.service_calls import create, list_all, log, stage_spans, ts, upload_dataset, wait_job  # noqa: E402
+from bench.service_data import write_dataset, write_dataset_of_size  # noqa: E402
+from bench.service_procs import GB, DistributedService, EmbeddedService, RssSampler, rss_bytes  # noqa: E402
 
 TARGETS = {"stage_seconds_max": 60.0, "worker_peak_rss_gb": 2.0, "upload_1gb_api_rss_growth_mb": 100.0,
            "poll_p99_ms": 50.0}
 # Stages held to the O(n), under-60-s target (features and train are model-bound).
 LINEAR_STAGES = ("upload", "ingest", "prepare", "select", "prune", "finalize", "download")
-DONE = ("succeeded", "failed", "cancelled")
-GB = 1024**3
-WORDS = ("time year people way day man thing woman life child world school state family student group "
-         "country problem hand part place case week company system program question work government number "
-         "night point home water room mother area money story fact month lot right study book eye job word "
-         "business issue side kind head house service friend father power hour game line end member law car "
-         "city community name president team minute idea kid body information back parent face others level "
-         "office door health person art war history party result change morning reason research girl guy").split()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# ---- data ----------------------------------------------------------------------------------------
-
-def write_dataset(path: Path, n: int, seed: int, answer_words: tuple[int, int] = (12, 40)) -> int:
-    """n text-only records in JSON Lines: 5% exact copies and 5% one-word edits of earlier ones."""
-    rng = random.Random(seed)
-    texts: list[tuple[str, str]] = []
-    with open(path, "w") as f:
-        for i in range(n):
-            r = rng.random()
-            if texts and r < 0.05:
-                q, a = texts[rng.randrange(len(texts))]
-            elif texts and r < 0.10:
-                q, a = texts[rng.randrange(len(texts))]
-                words = a.split()
-                words[rng.randrange(len(words))] = rng.choice(WORDS)
-                a = " ".join(words)
-            else:
-                q = " ".join(rng.choices(WORDS, k=rng.randint(6, 16))) + "?"
-                a = " ".join(rng.choices(WORDS, k=rng.randint(*answer_words))) + "."
-                texts.append((q, a))
-            f.write(json.dumps({"id": f"s{i}", "conversations": [{"from": "human", "value": q},
-                                                                 {"from": "gpt", "value": a}]}) + "\n")
-    return path.stat().st_size
-
-
-def write_dataset_of_size(path: Path, nbytes: int, seed: int, fmt: str = "jsonl") -> int:
-    """A file of about `nbytes` (records of ~1 KB, under the 2M-sample limit), JSON Lines or a
-    JSON array (the same records, `[`, `,` and `]` around them)."""
-    per = 1000
-    size = write_dataset(path, max(1, nbytes // per), seed, answer_words=(140, 160))
-    if fmt == "json":
-        tmp = path.with_suffix(".tmp")
-        with open(path) as src, open(tmp, "w") as dst:
-            dst.write("[\n")
-            for i, line in enumerate(src):
-                dst.write(("," if i else "") + line)
-            dst.write("]\n")
-        tmp.replace(path)
-        size = path.stat().st_size
-    return size
 
 
 # ---- measuring -----------------------------------------------------------------------------------
-
-class RssSampler(threading.Thread):
-    """VmRSS of the API and of every worker process, four times a second."""
-
-    def __init__(self, svc: Any, interval: float = 0.25) -> None:
-        super().__init__(daemon=True)
-        self.svc, self.interval = svc, interval
-        # (unix time, API VmRSS, largest worker VmRSS, largest worker RssAnon), bytes
-        self.samples: list[tuple[float, int, int, int]] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            pids = self.svc.worker_pids()
-            self.samples.append((time.time(), rss_bytes(self.svc.api_pid), max(map(rss_bytes, pids), default=0),
-                                 max((rss_bytes(p, "RssAnon") for p in pids), default=0)))
-            self.halt.wait(self.interval)
-
-    def peak(self, start: float, end: float, process: str) -> float:
-        col = {"api": 1, "worker": 2, "worker_anon": 3}[process]
-        inside = [s[col] for s in self.samples if start - self.interval <= s[0] <= end + self.interval]
-        return round(max(inside, default=0) / GB, 3)
-
-
-class Poller:
-    """`threads` threads GET one URL on an open-loop schedule of `rps` requests per second in all,
-    recording each request's latency (a request that falls behind its slot is sent at once)."""
-
-    def __init__(self, url: str, key: str, path: str, rps: float, threads: int = 4) -> None:
-        import httpx
-
-        self.path, self.rps, self.halt = path, rps, threading.Event()
-        self.clients = [httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-                        for _ in range(threads)]
-        self.latencies: list[float] = []
-        self.errors = 0
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(c, threads), daemon=True) for c in self.clients]
-
-    def _run(self, client: Any, share: int) -> None:
-        period, due = share / self.rps, time.monotonic()
-        while not self.halt.is_set():
-            due += period
-            t = time.perf_counter()
-            try:
-                ok = client.get(self.path).status_code == 200
-            except Exception:  # noqa: BLE001 - a transport error is an error to count, not to stop on
-                ok = False
-            ms = (time.perf_counter() - t) * 1000
-            with self.lock:
-                self.latencies.append(ms)
-                self.errors += not ok
-            self.halt.wait(max(0.0, due - time.monotonic()))
-
-    def __enter__(self) -> "Poller":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.halt.set()
-        for t in self.threads:
-            t.join()
-        for c in self.clients:
-            c.close()
-
-    def report(self, seconds: float) -> dict[str, Any]:
-        lat = np.asarray(self.latencies)
-        return {"requests": int(lat.size), "achieved_rps": round(lat.size / max(seconds, 1e-9), 1), "errors": self.errors,
-                "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
-                "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None}
-
-
-def _ts(text: str | None) -> float | None:
-    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def list_all(api: Any, path: str, **params: Any) -> list[dict[str, Any]]:
-    out, after = [], None
-    while True:
-        page = api.request("GET", path, params={**params, "limit": 100, **({"after": after} if after else {})}).json()
-        out += page["data"]
-        if not page["has_more"]:
-            return out
-        after = page["data"][-1]["id"]
-
-
-def create(api: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A creating POST, safe to retry (an Idempotency-Key)."""
-    return api.request("POST", path, json=body, idempotency_key=f"bench-{uuid.uuid4()}").json()
-
-
-def wait_job(api: Any, job_id: str, what: str, poll: float = 1.0) -> dict[str, Any]:
-    last = None
-    while True:
-        job = api.request("GET", f"/v1/jobs/{job_id}").json()
-        state = (job["status"], job["stage"], job["progress"]["done"] // max(1, job["progress"]["total"] // 10))
-        if state != last:
-            log(f"{what}: {job['status']} {job['stage'] or ''} {job['progress']['done']}/{job['progress']['total']}")
-            last = state
-        if job["status"] in DONE:
-            if job["status"] != "succeeded":
-                raise RuntimeError(f"{what} {job['id']} {job['status']}: {job.get('error')}")
-            return job
-        time.sleep(poll)
-
-
-def stage_spans(children: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Each stage kind (round.features → features) → (first start, last end) over its jobs."""
-    spans: dict[str, tuple[float, float]] = {}
-    for job in children:
-        if job["status"] != "succeeded":
-            continue
-        kind = job["kind"].split(".", 1)[1]
-        start, end = _ts(job["started_at"]), _ts(job["finished_at"])
-        if kind in spans:
-            start, end = min(start, spans[kind][0]), max(end, spans[kind][1])
-        spans[kind] = (start, end)
-    return spans
-
 
 def download(api: Any, path: str, to: Path, params: dict[str, str] | None = None) -> int:
     with api.http.client.stream("GET", path, params=params) as r, open(to, "wb") as f:
@@ -261,13 +84,11 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
                 stages[name]["peak_anon_gb"] = rss.peak(start, end, "worker_anon")
 
         t0 = time.time()
-        with open(data, "rb") as f:
-            ds = api.request("POST", "/v1/datasets", files={"file": ("scale.jsonl", f, "application/x-ndjson")},
-                          data={"name": "scale", "skill": "text"}, timeout=None).json()
+        ds = upload_dataset(api, data, "scale")
         put("upload", t0, time.time(), "api", bytes=data.stat().st_size)
         log(f"uploaded {data.stat().st_size / 2**20:.0f} MB in {stages['upload']['seconds']} s")
         ingest = wait_job(api, ds["job_id"], "ingest")
-        put("ingest", _ts(ingest["started_at"]), _ts(ingest["finished_at"]), "worker")
+        put("ingest", ts(ingest["started_at"]), ts(ingest["finished_at"]), "worker")
         dataset = api.request("GET", f"/v1/datasets/{ds['id']}").json()
 
         pool = create(api, "/v1/pools", {"name": "scale", "base_model": "tiny-causal-lm", "model_type": "causal-lm",
@@ -335,7 +156,7 @@ def run_mode(svc: Any, data: Path, big: Path | None, args: argparse.Namespace, w
         "poll": polls, "poll_p99_ms": polls["p99_ms"],
         "round": {k: result.get(k) for k in ("candidates", "new_samples", "duplicates", "budget", "selected", "pruned",
                                              "pool_size")},
-        "round_wall_s": round(_ts(job["finished_at"]) - _ts(job["started_at"]), 1),
+        "round_wall_s": round(ts(job["finished_at"]) - ts(job["started_at"]), 1),
         "feature_shards": sum(c["kind"] == "round.features" for c in children),
         "num_samples": n,
     }
