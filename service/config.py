@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     max_lora_alpha: int = Field(4096, ge=1, description="Largest lora.alpha.")
     max_proj_dim: int = Field(65536, ge=1, description="Largest features.proj_dim.")
     max_batch_size: int = Field(1024, ge=1, description="Largest features.batch_size and training.batch_size.")
-    max_sequence_length: int = Field(32768, ge=2, description="Largest features.max_length (null, no limit, is refused).")
+    max_sequence_length: int = Field(32768, ge=2, description="Largest features.max_length and "
+                                     "training.max_length (null, no limit, is refused).")
     max_clusters: int = Field(10_000, ge=1, description="Largest selection.n_clusters.")
     max_strata: int = Field(10_000, ge=1, description="Largest selection.n_strata.")
     max_epochs: int = Field(100, ge=1, description="Largest training.epochs.")

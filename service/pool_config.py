@@ -72,6 +72,8 @@ PosInt = Annotated[Any, AfterValidator(_int_at_least(1)), _int_schema(1)]
 NonNegInt = Annotated[Any, AfterValidator(_int_at_least(0)), _int_schema(0)]
 OptPosInt = Annotated[Any, AfterValidator(_optional_int_at_least(1)), _int_schema(1, nullable=True)]
 OptNonNegInt = Annotated[Any, AfterValidator(_optional_int_at_least(0)), _int_schema(0, nullable=True)]
+# a token limit per sample: null (no limit) parses, and new pools are held to a bound (pool_limits)
+MaxLength = Annotated[Any, AfterValidator(_optional_int_at_least(2)), _int_schema(2, nullable=True)]
 SEED_MAX = 2**31 - 1  # FAISS's k-means seed is a C int
 
 
@@ -142,8 +144,8 @@ class FeaturesSection(_Section):
     proj_dim: PosInt = 8192
     projection_nnz: PosInt = Field(PROJECTION_NNZ, description="non-zeros per gradient coordinate in the sparse JL projection; divides proj_dim")
     batch_size: PosInt = 8
-    max_length: Annotated[Any, AfterValidator(_optional_int_at_least(2)), _int_schema(2, nullable=True)] = Field(
-        4096, description="token limit per sample (tail-truncated), as in training; at most ADAPTINF_MAX_SEQUENCE_LENGTH")
+    max_length: MaxLength = Field(4096, description="token limit per sample (tail-truncated); at most "
+                                  "ADAPTINF_MAX_SEQUENCE_LENGTH")
     seed: Seed = 0
 
     @field_validator("layers", mode="before")
@@ -229,6 +231,9 @@ class TrainingSection(_Section):
     batch_size: PosInt = 4
     max_steps: OptPosInt = None
     seed: Seed = 0
+    max_length: MaxLength = Field(4096, description="token limit per sample (tail-truncated); a batch padded "
+                                  "past it trains as micro-batches of similar lengths (the same gradient); at "
+                                  "most ADAPTINF_MAX_SEQUENCE_LENGTH")
     projector_lr: float | None = Field(None, description="lr of a projector trained in full; null = lr")
 
     @field_validator("lr", mode="before")

@@ -25,12 +25,13 @@ LIMITS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("training", "epochs"), "max_epochs"),
     (("training", "max_steps"), "max_train_steps"),
     (("training", "batch_size"), "max_batch_size"),
+    (("training", "max_length"), "max_sequence_length"),
     (("training", "lr"), "max_lr"),
     (("training", "projector_lr"), "max_lr"),
     (("shard_size",), "max_shard_size"),
 )
 # Keys where null means "no limit" (refused: the bound must hold); elsewhere null means "unset".
-_NULL_IS_UNBOUNDED = {("features", "max_length")}
+_NULL_IS_UNBOUNDED = {("features", "max_length"), ("training", "max_length")}
 SEEDS = (("lora", "seed"), ("features", "seed"), ("training", "seed"))
 
 
@@ -40,7 +41,7 @@ def over_limits(
     """One {"field", "message", "type"} per value of a full stored-form config above its bound.
 
     `new=False` (a stored config, checked when a round starts) skips the checks that pools of
-    earlier releases fail by default (seeds, `features.max_length: null`), so they keep running.
+    earlier releases fail by default (seeds, a `max_length: null`), so they keep running.
     """
     out = []
     for path in SEEDS if new else ():

@@ -89,7 +89,7 @@ def test_serve_embedded_upload_restart_and_clean_exit(tmp_path: Path) -> None:
         assert len(keys) == 1, served.text
         headers = {"Authorization": f"Bearer {keys[0]}"}
         with httpx.Client(base_url=served.base, headers=headers, timeout=30) as http:
-            assert http.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+            assert http.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok", "disk": "ok"}
             with dataset.open("rb") as f, archive.open("rb") as a:
                 r = http.post("/v1/datasets", files={"file": (dataset.name, f), "images": (archive.name, a)})
             assert r.status_code == 202, r.text

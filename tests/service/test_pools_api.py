@@ -55,6 +55,8 @@ def test_create_fills_defaults_and_reads_back(client, alice):
         ({"pruning": {"max_pool_size": -5}}, "body.config.pruning.max_pool_size", "got -5"),
         ({"warmup_fraction": 1.5}, "body.config.warmup_fraction", "got 1.5"),
         ({"pool_index": "yes"}, "body.config.pool_index", "bool"),
+        ({"training": {"max_length": 1}}, "body.config.training.max_length", "int >= 2, got 1"),
+        ({"training": {"max_length": "4096"}}, "body.config.training.max_length", "got '4096'"),
         ({"selection": {"n_cluster": 5}}, "body.config.selection.n_cluster", ""),
     ],
 )
@@ -306,6 +308,9 @@ def test_metrics_response_is_documented(client):
         ({"lora": {"r": 10**9}}, "body.config.lora.r", "at most 512 (ADAPTINF_MAX_LORA_RANK)"),
         ({"features": {"proj_dim": 10**12, "projection_nnz": 1}}, "body.config.features.proj_dim", "ADAPTINF_MAX_PROJ_DIM"),
         ({"features": {"max_length": None}}, "body.config.features.max_length", "null (no limit) is above"),
+        ({"training": {"max_length": None}}, "body.config.training.max_length", "null (no limit) is above"),
+        ({"training": {"max_length": 10**6}}, "body.config.training.max_length",
+         "at most 32768 (ADAPTINF_MAX_SEQUENCE_LENGTH), got 1000000"),
         ({"training": {"lr": 1e308}}, "body.config.training.lr", "at most 1.0 (ADAPTINF_MAX_LR)"),
         ({"shard_size": 10**7}, "body.config.shard_size", "ADAPTINF_MAX_SHARD_SIZE"),
         ({"selection": {"n_clusters": 10**6}}, "body.config.selection.n_clusters", "ADAPTINF_MAX_CLUSTERS"),

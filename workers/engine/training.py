@@ -8,10 +8,9 @@ from typing import Any, Callable, Sequence
 
 from core.samples import EngineSample
 from workers.engine.features.scores import gather_response, token_nll
-from workers.engine.models.batching import collate
-from workers.engine.models.encoding import encode_sample
+from workers.engine.models.batching import collate, token_groups
+from workers.engine.models.encoding import IGNORE_INDEX, EncodedSample, encode_sample
 from workers.engine.models.loading import LoadedModel
-
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,8 @@ class TrainConfig:
         max_steps: stop after this many optimizer steps (None: `epochs` full passes).
         warmup_ratio: fraction of steps with a linear LR ramp; then linear decay to 0.
         grad_clip: max global grad norm (None disables).
+        max_length: tokens kept per sample (tail-truncated; None: all), and the padded tokens a
+            micro-batch may hold (a batch over it trains as micro-batches, same gradient).
         projector_lr: learning rate of a projector trained in full (`LoraSpec.train_projector`;
             LLaVA's `mm_projector_lr`); None uses `lr`.
     """
@@ -86,14 +87,34 @@ class TrainStats:
     seconds: float = 0.0  # wall time of the training loop
 
 
-def _batch_loss(loaded: LoadedModel, samples: Sequence[EngineSample], cfg: TrainConfig) -> Any:
-    """Mean NLL over all response tokens of the batch (the LLaVA training objective)."""
+def _batch_backward(loaded: LoadedModel, samples: Sequence[EngineSample], cfg: TrainConfig) -> float:
+    """Backpropagate the mean NLL over all response tokens of the batch (the LLaVA training
+    objective) and return it.
+
+    A batch whose padded size would pass `cfg.max_length` tokens (one long sample among short
+    ones) runs as micro-batches of similar lengths (`token_groups`), each backpropagating its
+    share (its NLL sum / the batch's response tokens): the same loss and gradient, up to float
+    rounding, without padding the short samples to the long one. A batch that fits runs whole.
+    """
     encoded = [encode_sample(loaded, s, max_length=cfg.max_length) for s in samples]
+    groups = token_groups([len(e.input_ids) for e in encoded], cfg.max_length)
+    total = sum(int((e.labels[1:] != IGNORE_INDEX).sum()) for e in encoded)  # what gather_response keeps
+    loss = 0.0
+    for group in groups:
+        nll = _response_nll(loaded, [encoded[i] for i in group])
+        part = nll.mean() if len(groups) == 1 else nll.sum() / total
+        part.backward()
+        loss += float(part.detach())
+    return loss
+
+
+def _response_nll(loaded: LoadedModel, encoded: Sequence[EncodedSample]) -> Any:
+    """Per-token NLL of the response tokens of one padded batch, float32[N]."""
     batch = collate(encoded, loaded.tokenizer.pad_token_id).to(loaded.device, loaded.dtype)
     hf = loaded.hf_model
     hidden = hf.base_model(**batch.model_inputs(), use_cache=False).last_hidden_state
     tokens = gather_response(hidden, batch.labels)
-    return token_nll(hf.get_output_embeddings()(tokens.hidden), tokens.targets).mean()
+    return token_nll(hf.get_output_embeddings()(tokens.hidden), tokens.targets)
 
 
 def train_lora(
@@ -143,16 +164,15 @@ def train_lora(
             for k in range(0, len(order), cfg.batch_size):
                 if step >= total:
                     break
-                loss = _batch_loss(loaded, [samples[i] for i in order[k: k + cfg.batch_size]], cfg)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = _batch_backward(loaded, [samples[i] for i in order[k: k + cfg.batch_size]], cfg)
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(lora, cfg.grad_clip)
                 lr = float(schedule.get_last_lr()[0])  # the rate this step uses
                 optimizer.step()
                 schedule.step()
                 step += 1
-                losses.append(float(loss.detach()))
+                losses.append(loss)
                 if on_step is not None:
                     on_step(TrainStep(step, total, losses[-1], lr, step / per_epoch))
     finally:

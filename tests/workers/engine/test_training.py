@@ -72,3 +72,51 @@ def test_on_step_can_cancel():
 def test_train_config_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**kwargs)
+
+
+def _lora_grads(loaded):
+    return {n: p.grad.clone() for n, p in loaded.model.named_parameters() if "lora_" in n}
+
+
+def _whole_batch_backward(loaded, samples, max_length):
+    """The reference: every sample padded into one batch, the mean response NLL backpropagated."""
+    from workers.engine.features.scores import gather_response, token_nll
+    from workers.engine.models import collate, encode_sample
+
+    batch = collate([encode_sample(loaded, s, max_length=max_length) for s in samples], loaded.tokenizer.pad_token_id)
+    hidden = loaded.hf_model.base_model(**batch.model_inputs(), use_cache=False).last_hidden_state
+    tokens = gather_response(hidden, batch.labels)
+    loss = token_nll(loaded.hf_model.get_output_embeddings()(tokens.hidden), tokens.targets).mean()
+    loss.backward()
+    return float(loss.detach())
+
+
+@pytest.mark.parametrize("long_answer, groups", [("x" * 10, 1), ("a long answer, " * 20, 2)])
+def test_a_long_sample_trains_apart_with_the_batch_loss_and_gradient(monkeypatch, long_answer, groups):
+    """A batch padded past max_length runs as micro-batches: the same loss and gradient as the
+    whole batch; a batch that fits runs whole, bit for bit as before."""
+    from workers.engine import training
+    from workers.engine.models.batching import token_groups
+
+    samples = [conversation(0, "Hi", "yes"), conversation(1, "Tell me", long_answer), conversation(2, "Why", "no")]
+    loaded = load_model(ModelSpec("tiny-causal-lm", model_type="causal-lm"))
+    loaded.model.train()
+    ref_loss = _whole_batch_backward(loaded, samples, max_length=128)
+    ref = _lora_grads(loaded)
+    loaded.model.zero_grad(set_to_none=True)
+    seen = []
+
+    def spy(lengths, budget):
+        seen.append(token_groups(lengths, budget))
+        return seen[-1]
+
+    monkeypatch.setattr(training, "token_groups", spy)
+    loss = training._batch_backward(loaded, samples, TrainConfig(max_length=128))
+    assert len(seen) == 1 and len(seen[0]) == groups
+    got = _lora_grads(loaded)
+    if groups == 1:
+        assert loss == ref_loss and all(torch.equal(got[n], ref[n]) for n in ref)
+    else:
+        assert loss == pytest.approx(ref_loss, rel=1e-6)
+        assert all(torch.allclose(got[n], ref[n], rtol=1e-4, atol=1e-7) for n in ref)
+

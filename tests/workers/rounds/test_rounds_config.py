@@ -14,7 +14,8 @@ FULL = {
     "selection": {"n_clusters": "auto", "tails": [10, 90], "n_strata": 20},
     "pruning": {"preset": "lite", "eps": 0.2, "max_pool_size": 1000, "budget_multiple": 3.5, "keep_per_cluster": 40,
                 "embedding": "hidden"},
-    "training": {"epochs": 2, "lr": 0.001, "batch_size": 2, "max_steps": 50, "seed": 7, "projector_lr": 2e-5},
+    "training": {"epochs": 2, "lr": 0.001, "batch_size": 2, "max_steps": 50, "seed": 7, "max_length": 1024,
+                 "projector_lr": 2e-5},
     "shard_size": 64,
     "warmup_fraction": 0.1,
     "pool_index": True,
@@ -45,6 +46,7 @@ def test_every_key_converts() -> None:
     assert cfg.selection.prune == cfg.pruning  # the semdedup method dedups with the pool's settings
     t = cfg.training
     assert (t.epochs, t.lr, t.batch_size, t.max_steps, t.seed, t.projector_lr) == (2, 0.001, 2, 50, 7, 2e-5)
+    assert t.max_length == 1024
     assert (cfg.shard_size, cfg.warmup_fraction, cfg.pool_index) == (64, 0.1, True)
     assert engine_config(None).pool_index is False
 

@@ -11,7 +11,7 @@ from workers.engine.features.config import SCORE_NAMES, FeatureBatch, FeatureCon
 from workers.engine.features.lora_grads import LoraGradCapture
 from workers.engine.features.projection import SparseJLProjector
 from workers.engine.features.scores import gather_response, per_sample_mean, token_scores
-from workers.engine.models.batching import collate
+from workers.engine.models.batching import collate, token_groups
 from workers.engine.models.encoding import IGNORE_INDEX, EncodedSample, encode_sample
 from workers.engine.models.loading import LoadedModel
 
@@ -70,12 +70,27 @@ class FeatureEngine:
         finally:
             loaded.model.train(was_training)
 
+    def _grouped_gradient_pass(self, encoded: Sequence[EncodedSample]) -> dict[str, Any]:
+        """`gradient_pass` on micro-batches of similar lengths when padding the batch would pass
+        `max_length` tokens (`token_groups`); each sample's results do not depend on its batch."""
+        import torch
+
+        groups = token_groups([len(e.input_ids) for e in encoded], self.cfg.max_length)
+        if len(groups) == 1:
+            return self.gradient_pass(encoded)
+        parts = [self.gradient_pass([encoded[i] for i in g]) for g in groups]
+        inverse = torch.from_numpy(np.argsort(np.concatenate(groups)))  # back to batch order
+        out = {}
+        for key, first in parts[0].items():
+            out[key] = None if first is None else torch.cat([p[key] for p in parts])[inverse.to(first.device)]
+        return out
+
     def run_batch(self, samples: Sequence[EngineSample]) -> FeatureBatch:
         import torch
 
         cfg, loaded = self.cfg, self.loaded
         encoded = [encode_sample(loaded, s, max_length=cfg.max_length) for s in samples]
-        out = self.gradient_pass(encoded)
+        out = self._grouped_gradient_pass(encoded)
         features = self.projector.project(out["grads"]).to(torch.float16)
         ig = torch.full((len(samples),), math.nan, dtype=torch.float32)
         with_image = [i for i, e in enumerate(encoded) if e.pixel_values is not None]

@@ -25,7 +25,8 @@ class FeatureConfig:
             must divide proj_dim.
         seed: seeds the projection matrix.
         batch_size: samples per forward/backward pass.
-        max_length: token limit per sample (tail-truncated), None for no limit.
+        max_length: token limit per sample (tail-truncated), None for no limit; a batch whose
+            padding would pass it runs as micro-batches of similar lengths (same results).
         padding_side: "right" or "left"; results do not depend on it.
         sort_by_length: batch samples of similar length together (less padding); output order
             is always the input order.

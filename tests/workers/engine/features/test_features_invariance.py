@@ -64,3 +64,24 @@ def test_feature_config_validation_names_the_field():
         with pytest.raises(ValueError, match=field):
             FeatureConfig(**kwargs)
     assert FeatureConfig(layers=[-1, 0]).resolve_layers(3) == [0, 2]
+
+
+def test_a_batch_padded_past_max_length_runs_as_micro_batches_with_the_same_results(tiny_causal_lm_nonzero, monkeypatch):
+    from workers.engine.features import compute
+    from workers.engine.models.batching import token_groups
+
+    samples = [conversation(i, "q" * (i + 1), "a" * n) for i, n in enumerate([3, 90, 5, 40, 2])]
+    groups = []
+
+    def spy(lengths, budget):
+        groups.append(token_groups(lengths, budget))
+        return groups[-1]
+
+    alone = compute_features(tiny_causal_lm_nonzero, samples,
+                             FeatureConfig(proj_dim=64, batch_size=1, max_length=64, hidden_embedding=True))
+    monkeypatch.setattr(compute, "token_groups", spy)
+    cfg = FeatureConfig(proj_dim=64, batch_size=5, max_length=64, sort_by_length=False, hidden_embedding=True)
+    grouped = compute_features(tiny_causal_lm_nonzero, samples, cfg)
+    assert len(groups) == 1 and len(groups[0]) > 1  # 5 × 64 padded tokens do not fit 64
+    _assert_same(alone, grouped)
+    np.testing.assert_allclose(alone.hidden.astype(np.float32), grouped.hidden.astype(np.float32), rtol=2e-3, atol=2e-3)
