@@ -1,6 +1,7 @@
 """The OpenAPI document's error responses: every error is problem+json with the `Problem` schema.
 
 A route lists the problems only it sends, in one line: `responses=problem_responses(404, 409)`.
+Responses that create or name a resource also carry OpenAPI links to the operations its id leads to.
 The ones a route's shape implies are added to every operation when the document is built: 422
 (in place of FastAPI's `HTTPValidationError`, which this API never sends) and 400 wherever there
 is a parameter or a body, 401 where an API key is required, 413 where there is a body, 507 (a
@@ -130,13 +131,52 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+# OpenAPI links: what a response's ids lead to (clients and schemathesis' stateful phase follow
+# them). (method, path, status) -> link name -> (method, path, {parameter: where in the body}).
+_LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("post", "/v1/pools", "201"): {
+        "GetPool": ("get", "/v1/pools/{pool_id}", {"pool_id": "id"}),
+        "StartRound": ("post", "/v1/pools/{pool_id}/rounds", {"pool_id": "id"}),
+        "DeletePool": ("delete", "/v1/pools/{pool_id}", {"pool_id": "id"}),
+    },
+    ("post", "/v1/datasets", "202"): {
+        "GetDataset": ("get", "/v1/datasets/{dataset_id}", {"dataset_id": "id"}),
+        "GetIngestJob": ("get", "/v1/jobs/{job_id}", {"job_id": "job_id"}),
+    },
+    ("post", "/v1/pools/{pool_id}/rounds", "202"): {
+        "GetRound": ("get", "/v1/rounds/{round_id}", {"round_id": "id"}),
+        "GetRoundJob": ("get", "/v1/jobs/{job_id}", {"job_id": "job_id"}),
+        "CancelRound": ("post", "/v1/jobs/{job_id}/cancel", {"job_id": "job_id"}),
+    },
+    ("get", "/v1/rounds/{round_id}", "200"): {
+        "GetSelection": ("get", "/v1/rounds/{round_id}/selection", {"round_id": "id"}),
+    },
+    ("get", "/v1/checkpoints/{checkpoint_id}", "200"): {
+        "DownloadCheckpoint": ("get", "/v1/checkpoints/{checkpoint_id}/content", {"checkpoint_id": "id"}),
+    },
+}
+
+
+def document_links(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add `_LINKS` to the responses they start from, naming each target by its operationId."""
+    paths = schema.get("paths", {})
+    for (method, path, status), links in _LINKS.items():
+        response = paths[path][method]["responses"][status]
+        response["links"] = {
+            name: {"operationId": paths[to_path][to_method]["operationId"],
+                   "parameters": {param: f"$response.body#/{member}" for param, member in params.items()}}
+            for name, (to_method, to_path, params) in links.items()
+        }
+    return schema
+
+
 def install_openapi(app: FastAPI) -> None:
     """Make `app.openapi()` (and /openapi.json, /docs, /redoc) serve the document with its problems."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document_problems(build())  # FastAPI keeps what build() returns in app.openapi_schema
+            document_links(document_problems(build()))  # FastAPI keeps build()'s result in app.openapi_schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise it

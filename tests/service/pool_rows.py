@@ -169,3 +169,22 @@ def set_job(database_url: str, job_id: str, **fields: object) -> None:
         job = session.get(Job, job_id)
         for k, v in fields.items():
             setattr(job, k, v)
+
+
+def add_cluster_view(database_url: str, round_job_id: str, owner_id: str, blobs: BlobStore,
+                     sample_ids: list[int]) -> str:
+    """The select stage's cluster view of a round (the map and score histograms) over `sample_ids`,
+    stored as a blob and named by a succeeded `round.select` child job, as the worker leaves it."""
+    n = len(sample_ids)
+    view = {
+        "candidates": n,
+        "points": {"sample_id": list(sample_ids), "x": [float(i) for i in range(n)], "y": [0.5] * n,
+                   "cluster": [i % 2 for i in range(n)], "selected": [i == 0 for i in range(n)], "pruned": [False] * n},
+        "histograms": [{"cluster": 0, "expert": "el2n", "log_scale": False, "edges": [0.0, 0.5, 1.0],
+                        "counts": [1, n - 1], "selected": [1, 0], "unscored": 0}],
+    }
+    ref = blobs.put_bytes(json.dumps(view).encode())
+    with session_scope(database_url) as session:
+        session.add(Job(owner_id=owner_id, kind="round.select", queue="select", params={}, parent_id=round_job_id,
+                        status="succeeded", result={"cluster_view_blob": ref.sha256}))
+    return ref.sha256

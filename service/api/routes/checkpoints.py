@@ -107,24 +107,26 @@ def _damaged(ckpt: Checkpoint, exc: BlobDamaged) -> ApiProblem:
         code=exc.code, checkpoint_id=ckpt.id, blob=ckpt.blob, pool_id=ckpt.pool_id)
 
 
+# HEAD sends GET's headers, Content-Type included, so both document the same media types; several
+# ranges in one Range header come back as one multipart/byteranges body (FileResponse does that).
+_CONTENT_RESPONSES = {
+    200: {"content": {MEDIA_TYPE: {}}, "description": "the whole tar.gz"},
+    206: {"content": {MEDIA_TYPE: {}, "multipart/byteranges": {}},
+          "description": "the requested byte range (several ranges: multipart/byteranges)"},
+    304: {"description": "If-None-Match matched the ETag"},
+    **_CONTENT_PROBLEMS,
+}
+
+
 @router.head(
     "/{checkpoint_id}/content",
     operation_id="head_checkpoint_content",
     summary="Head checkpoint content",
     description="GET's status and headers (Content-Length, ETag, Content-Range) without the body.",
-    responses={206: {"description": "the requested byte range"}, 304: {"description": "If-None-Match matched the ETag"},
-               **_CONTENT_PROBLEMS},
-)
-@router.get(
-    "/{checkpoint_id}/content",
     response_class=BlobResponse,
-    responses={
-        200: {"content": {MEDIA_TYPE: {}}, "description": "the whole tar.gz"},
-        206: {"content": {MEDIA_TYPE: {}}, "description": "the requested byte range"},
-        304: {"description": "If-None-Match matched the ETag"},
-        **_CONTENT_PROBLEMS,
-    },
+    responses=_CONTENT_RESPONSES,
 )
+@router.get("/{checkpoint_id}/content", response_class=BlobResponse, responses=_CONTENT_RESPONSES)
 def download_checkpoint(
     checkpoint_id: str,
     session: SessionDep,

@@ -195,3 +195,20 @@ def test_a_real_404_and_422_match_the_documented_problem(client, alice):
     unauthorized = client.get("/v1/pools/pool_missing")
     assert unauthorized.status_code == 401
     _check_against_documented(spec, unauthorized, "get", "/v1/pools/{pool_id}")
+
+
+def test_links_lead_from_created_resources_to_their_operations(spec):
+    ids = {op["operationId"]: name for name, op in _operations(spec)}
+    links = {(name, status, link_name): (ids.get(link["operationId"]), link["parameters"])
+             for name, op in _operations(spec) for status, response in op["responses"].items()
+             for link_name, link in response.get("links", {}).items()}
+    assert links[("POST /v1/pools", "201", "GetPool")] == ("GET /v1/pools/{pool_id}", {"pool_id": "$response.body#/id"})
+    assert links[("POST /v1/datasets", "202", "GetIngestJob")] == ("GET /v1/jobs/{job_id}",
+                                                                  {"job_id": "$response.body#/job_id"})
+    for (name, status, link_name), (target, parameters) in links.items():
+        assert target is not None, (name, link_name)  # the operationId names an operation of the document
+        body = _resolve(spec, spec["paths"][name.split(" ", 1)[1]][name.split(" ")[0].lower()]["responses"][status]
+                        ["content"]["application/json"]["schema"])
+        for parameter, where in parameters.items():
+            assert "{" + parameter + "}" in target, (link_name, parameter)  # a path parameter of the target
+            assert where.removeprefix("$response.body#/") in body["properties"], (name, link_name, where)
