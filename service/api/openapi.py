@@ -4,8 +4,8 @@ A route lists the problems only it sends, in one line: `responses=problem_respon
 Responses that create or name a resource also carry OpenAPI links to the operations its id leads to.
 The ones a route's shape implies are added to every operation when the document is built: 422
 (in place of FastAPI's `HTTPValidationError`, which this API never sends) and 400 wherever there
-is a parameter or a body, 401 where an API key is required, 413 where there is a body, 507 (a
-full disk) on every authenticated write.
+is a parameter or a body, 401 where an API key is required, 408 (a stalled body) and 413 where
+there is a body, 507 (a full disk) on every authenticated write.
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ _PROBLEMS: dict[int, tuple[str, ApiProblem]] = {
           ApiProblem(401, "missing API key: send 'Authorization: Bearer <key>'", code="unauthorized")),
     404: ("No such resource for this API key (another owner's looks the same).",
           ApiProblem(404, "no pool with id 'pool_0123'", code="not_found")),
+    408: ("No part of the request body arrived for ADAPTINF_BODY_READ_TIMEOUT_SECONDS; send it again.",
+          ApiProblem(408, "no part of the request body arrived for 15 s (ADAPTINF_BODY_READ_TIMEOUT_SECONDS); "
+                     "send the request again", code="body_read_timeout")),
     409: ("The request clashes with the resource's current state; `detail` says what to do.",
           ApiProblem(409, "round round_0123 (number 2) of pool pool_0123 is running; one round at a time per "
                      "pool: wait for it or cancel its job job_0123", code="round_in_progress")),
@@ -80,7 +83,8 @@ def problem_responses(*statuses: int, notes: Mapping[int, str] | None = None) ->
 def _implied(operation: dict[str, Any]) -> list[int]:
     """The problems any operation of this shape can answer (see the module docstring)."""
     params = bool(operation.get("parameters")) or "requestBody" in operation
-    return [s for s, applies in ((400, params), (401, "security" in operation), (413, "requestBody" in operation),
+    body = "requestBody" in operation
+    return [s for s, applies in ((400, params), (401, "security" in operation), (408, body), (413, body),
                                  (422, params)) if applies]
 
 
