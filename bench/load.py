@@ -1,7 +1,7 @@
 """The API under steady read load while a round runs: job polls and listings at a fixed rate, per mode.
 
 Bounded and loopback only: `--rps` requests per second for `--seconds`, to a service this script
-starts on 127.0.0.1. Per mode (`embedded`: `adaptinf serve` on SQLite with its one worker;
+starts on 127.0.0.1. Per mode (`embedded`: `adaptinf serve` on SQLite with its round and ingest workers;
 `postgres`: PostgreSQL and Redis of this machine, the API under uvicorn and two workers) it uploads
 `--n` records, makes a pool on `tiny-causal-lm` with the default config, starts a round at
 `--budget` and, once the round's job runs, sends this mix in turn:

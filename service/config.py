@@ -73,7 +73,8 @@ class Settings(BaseSettings):
         15.0, gt=0, description="Longest wait for the next part of a request body; past it the request is a 408 "
         "and the connection is closed (a body shorter than its Content-Length would otherwise hold it forever).")
     stale_upload_seconds: float = Field(
-        3600.0, gt=0, description="An upload's temp folder untouched this long is from a crashed request, and removed.")
+        3600.0, ge=300, description="An upload's temp folder untouched this long is from a crashed request, and "
+        "removed; at least 5 minutes, so a live upload between two writes (validating, waiting for a lock) is safe.")
     upload_sweep_seconds: float = Field(
         600.0, gt=0, description="How often the API looks for stale upload temp folders (also once at start-up).")
     public_metrics: bool = Field(True, description="Serve /metrics without an API key; false: it needs one.")

@@ -32,7 +32,9 @@ def _is_full_one(exc: BaseException) -> bool:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """True when `exc`, or an exception it was raised from or during, says the disk is full."""
+    """True when `exc`, or an exception it was raised from or while handling, says the disk is full
+    (a library that catches ENOSPC and raises its own error often chains it only implicitly).
+    Callers that know domain errors check those first: one raised meanwhile keeps its own code."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

@@ -7,11 +7,12 @@ owner's own work has finished, which is what 429 (and a client's back-off) means
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.statuses import UNFINISHED
 from service.config import Settings
+from service.db.locks import lock_row
 from service.db.models import Job, Owner, Pool, Round
 
 
@@ -25,12 +26,7 @@ class QuotaExceeded(Exception):
 
 def lock_owner(session: Session, owner_id: str) -> None:
     """Hold the owner's row until the transaction ends, serialising this owner's quota checks."""
-    if session.get_bind().dialect.name == "sqlite":
-        # As in service.rounds.get_pool: SQLite has no FOR UPDATE; a no-op write takes its one write lock.
-        session.execute(update(Owner).where(Owner.id == owner_id).values(id=Owner.id)
-                        .execution_options(synchronize_session=False))
-    else:
-        session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update())
+    lock_row(session, Owner, owner_id)
 
 
 def active_rounds(session: Session, owner_id: str) -> int:
@@ -67,7 +63,9 @@ def check_new_round(session: Session, owner_id: str, settings: Settings) -> None
     _check_jobs(session, owner_id, settings)
 
 
-def check_new_ingest(session: Session, owner_id: str, settings: Settings) -> None:
-    """Lock the owner, then raise QuotaExceeded if one more ingest job is over the cap."""
-    lock_owner(session, owner_id)
+def check_new_ingest(session: Session, owner_id: str, settings: Settings, *, lock: bool = True) -> None:
+    """Lock the owner (unless `lock` is False: a first check, no lock held after it), then raise
+    QuotaExceeded if one more ingest job is over the cap."""
+    if lock:
+        lock_owner(session, owner_id)
     _check_jobs(session, owner_id, settings)

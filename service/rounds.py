@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.statuses import UNFINISHED
+from service.db.locks import sqlite_write_lock
 from service.db.models import Checkpoint, Dataset, Job, Pool, PoolEvalSet, PoolMember, Round, Sample
 from service.jobs import create_job, iso_utc, progress_to_dict
 from service.pool_config import PoolConfig, RoundParams
@@ -38,11 +39,8 @@ class Conflict(DomainError):
 def get_pool(session: Session, pool_id: str, owner_id: str, *, for_update: bool = False) -> Pool | None:
     """The caller's pool; `for_update` locks its row until the transaction ends, so the checks a
     caller then makes and the writes they allow are serialised against any other such caller."""
-    if for_update and session.get_bind().dialect.name == "sqlite":
-        # SQLite ignores FOR UPDATE, and pysqlite opens a transaction only at the first write: a
-        # no-op write here takes the database's one write lock (waiting for it) until commit.
-        session.execute(update(Pool).where(Pool.id == pool_id).values(id=Pool.id)
-                        .execution_options(synchronize_session=False))
+    if for_update:
+        sqlite_write_lock(session, Pool, pool_id)  # SQLite ignores the FOR UPDATE below
     pool = session.get(Pool, pool_id, with_for_update=for_update or None, populate_existing=for_update)
     return pool if pool is not None and pool.owner_id == owner_id else None
 

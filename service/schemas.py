@@ -325,6 +325,10 @@ class RoundResultOut(BaseModel):
     pool_size: int | None = Field(None, description="active members after pruning")
     train: TrainSummaryOut | None = None
     checkpoint_id: str | None = None
+    continued_from_checkpoint_id: str | None = Field(
+        None, description="the checkpoint training continued from (null: the base model, or a warm-up of its own)")
+    damaged_checkpoints: list[str] = Field(
+        default_factory=list, description="newer checkpoints skipped because their files were damaged beyond repair")
     eval: dict[str, SkillScoreOut] = Field(default_factory=dict, description="the round's checkpoint per skill")
     base_eval_datasets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="the base model's scores per evaluation dataset first scored in this round")

@@ -52,15 +52,17 @@ MAX_ERROR_MESSAGE = 500
 def error_of(exc: BaseException) -> dict[str, str]:
     """The job's error {code, message}: a domain error's own code and words, else internal_error
     with the exception's type and first line, minus internals (SQL statements, server paths); the
-    worker's log keeps the whole traceback. A full disk is `disk_full`, with the way out."""
-    if is_disk_full(exc):
+    worker's log keeps the whole traceback. A full disk is `disk_full`, with the way out, unless a
+    domain error (one that says what it is) was raised meanwhile."""
+    code = getattr(exc, "code", None)
+    domain = isinstance(code, str) and bool(code) and not isinstance(exc, SQLAlchemyError)  # SQLAlchemy's carry one too
+    if not domain and is_disk_full(exc):
         return {"code": "disk_full", "message": f"the worker's disk is full: {_written(exc)} could not be "
                                                 f"written; {WAY_OUT}, then start a new round"}
-    if isinstance(exc, SQLAlchemyError):  # before the domain check: SQLAlchemy's errors carry a `code` too
+    if isinstance(exc, SQLAlchemyError):
         return {"code": "internal_error",
                 "message": f"{type(exc).__name__}: a database error; the worker's log has the details"}
-    code = getattr(exc, "code", None)
-    if isinstance(code, str) and code:
+    if domain:
         return {"code": code, "message": str(getattr(exc, "detail", None) or exc)}
     first = (str(exc).strip().splitlines() or [""])[0]
     text = _SERVER_PATH.sub("<path>", first)[:MAX_ERROR_MESSAGE]

@@ -7,6 +7,7 @@ static files whose data requests carry a key anyway.
 """
 from __future__ import annotations
 
+from starlette._utils import get_route_path  # Starlette's own routing uses it
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,8 +40,11 @@ class KeyGate:
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths and not await self._allowed(scope):
-            problem = ApiProblem(401, f"{scope['path']} needs an API key on this server: send "
+        # The path as routed: behind a proxy's root path (uvicorn --root-path /x) scope["path"] is
+        # /x/docs, and the gate must still see /docs.
+        path = get_route_path(scope) if scope["type"] == "http" else ""
+        if scope["type"] == "http" and path in self.paths and not await self._allowed(scope):
+            problem = ApiProblem(401, f"{path} needs an API key on this server: send "
                                  "'Authorization: Bearer <key>'", code="unauthorized",
                                  headers={"WWW-Authenticate": "Bearer"})
             await problem.to_response(scope["path"])(scope, receive, send)

@@ -151,25 +151,23 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 
 
 async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the log only; the client learns nothing about internals.
+    """Any error no route handled: a full disk (OSError, SQL) where a route did not name it itself is
+    a 507, anything else a 500 whose traceback goes to the log only.
+
+    One handler for `Exception`, not one per type: Starlette runs this one outermost, only while no
+    response has started, whereas a handler for OSError would turn an error in the middle of a
+    streamed download (a reset connection) into "response already started"."""
+    if is_disk_full(exc):
+        log.warning("disk full on %s %s: %s", request.method, request.url.path, exc)
+        what = "the database" if isinstance(exc, DBAPIError) else "a file of this request"
+        return insufficient_storage(what).to_response(request.url.path)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = ApiProblem(500, "the server hit an unexpected error; it has been logged", code="internal_error")
     return problem.to_response(request.url.path)
 
 
-async def _on_storage_error(request: Request, exc: Exception) -> JSONResponse:
-    """A full disk anywhere a route did not name it itself (OSError, SQL): 507; else unhandled."""
-    if not is_disk_full(exc):
-        raise exc  # on to _on_unhandled, through Starlette's outermost middleware
-    log.warning("disk full on %s %s: %s", request.method, request.url.path, exc)
-    what = "the database" if isinstance(exc, DBAPIError) else "a file of this request"
-    return insufficient_storage(what).to_response(request.url.path)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _on_api_problem)
-    app.add_exception_handler(OSError, _on_storage_error)
-    app.add_exception_handler(DBAPIError, _on_storage_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unhandled)

@@ -84,10 +84,12 @@ def test_unfinished_jobs_cap_refuses_uploads_and_rounds(client, alice, bob, sett
                  "max_queued_jobs_per_owner", "ADAPTINF_MAX_QUEUED_JOBS_PER_OWNER", 3)
     assert upload(client, bob, "b").status_code == 202
 
-    # A round's stages are its job's own: they do not count. An ended ingest frees its place.
+    # An ended ingest frees its place; a round's stages are its job's own and do not count.
     with session_scope(database_url) as session:
         job = session.query(Job).filter(Job.owner_id == alice.owner_id).first()
         job.status = "failed"
+        session.add(Job(owner_id=alice.owner_id, kind="round.features", queue="gpu", params={}, status="running",
+                        parent_id=job.id))
     assert upload(client, alice, "d4").status_code == 202
 
 

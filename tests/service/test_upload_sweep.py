@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.main import create_app
@@ -43,3 +44,13 @@ def test_the_app_sweeps_at_start_and_periodically(settings):
             time.sleep(0.1)
         assert not later.exists() and fresh.exists()
         assert client.get("/healthz").status_code == 200
+
+
+def test_the_age_of_a_stale_upload_has_a_floor() -> None:
+    """Set too low, the sweep would take an upload still being validated for a crashed one."""
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    with pytest.raises(ValidationError, match="stale_upload_seconds"):
+        Settings(stale_upload_seconds=60)

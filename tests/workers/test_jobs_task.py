@@ -218,6 +218,17 @@ def test_a_full_disk_is_disk_full_with_the_way_out_and_no_server_path():
         assert error_of(exc)["code"] == "disk_full"
     assert error_of(OSError(errno.EACCES, "Permission denied"))["code"] == "internal_error"
 
+    class Domain(Exception):
+        code = "checkpoint_corrupt"
+
+    try:  # a domain error raised meanwhile says what it is: it keeps its own code
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise Domain("every checkpoint is damaged")  # noqa: B904
+    except Domain as exc:
+        assert error_of(exc) == {"code": "checkpoint_corrupt", "message": "every checkpoint is damaged"}
+
 
 def test_urls_and_ratios_survive_the_path_filter():
     from workers.jobs import error_of

@@ -94,6 +94,9 @@ def round_result(ref: RoundRef, params: dict[str, Any], pool_size: int, checkpoi
         "clusters": s["clusters"], "selected": s["selected"], "pruned": s["pruned"], "pool_size": pool_size,
         "train": {k: train[k] for k in ("steps", "loss_first", "loss_last", "mean_loss")} if train else None,
         "checkpoint_id": checkpoint_id,
+        # the checkpoint training continued from, and those skipped as damaged (none: an empty list)
+        "continued_from_checkpoint_id": s.get("adapter_checkpoint_id"),
+        "damaged_checkpoints": s.get("damaged_checkpoints") or [],
         "eval": pool_by_skill((m["skill"], m) for m in ((s.get("checkpoint") or {}).get("eval_datasets") or {}).values()),
         # the base model's scores on the evaluation sets no earlier round scored it on (§7)
         "base_eval_datasets": s.get("base_eval_datasets") or {},

@@ -57,6 +57,12 @@ def adapter_candidates(session: Session, pool_id: str) -> list[tuple[str, str]]:
     return out
 
 
+def _warn(run: StageRun, message: str, **data: Any) -> None:
+    """A warning on the stage's job and on the round's, the one users watch."""
+    run.ctx.event(message, level="warning", **data)
+    run.watch.event(message, level="warning", **data)
+
+
 def intact_adapter(run: StageRun, candidates: list[tuple[str, str]]) -> tuple[str | None, str | None, list[str]]:
     """(checkpoint id, blob sha, damaged checkpoint ids) of the first candidate whose blob is whole
     or could be re-published from the adapter cache; (None, None, []) when there are none.
@@ -70,15 +76,15 @@ def intact_adapter(run: StageRun, candidates: list[tuple[str, str]]) -> tuple[st
             whole = ensure_checkpoint_blob(run.blobs, run.settings.work_dir, sha)
         except BlobDamaged as exc:
             damaged.append(checkpoint_id)
-            run.ctx.event(f"checkpoint {checkpoint_id}: {exc}, and no adapter cache holds a copy",
-                          level="warning", checkpoint_id=checkpoint_id, blob=sha)
+            _warn(run, f"checkpoint {checkpoint_id}: {exc}, and no adapter cache holds a copy",
+                  checkpoint_id=checkpoint_id, blob=sha)
             continue
         if not whole:
-            run.ctx.event(f"checkpoint {checkpoint_id}: its damaged blob was re-published from the adapter cache",
-                          level="warning", checkpoint_id=checkpoint_id, blob=sha)
+            _warn(run, f"checkpoint {checkpoint_id}: its damaged blob was re-published from the adapter cache",
+                  checkpoint_id=checkpoint_id, blob=sha)
         if damaged:
-            run.ctx.event(f"this round continues from checkpoint {checkpoint_id}, the newest intact one",
-                          level="warning", checkpoint_id=checkpoint_id, damaged=damaged)
+            _warn(run, f"this round continues from checkpoint {checkpoint_id}, the newest intact one",
+                  checkpoint_id=checkpoint_id, damaged=damaged)
         return checkpoint_id, sha, damaged
     if damaged:
         raise CheckpointUnusable(

@@ -109,10 +109,10 @@ class ParentWatch:
             )
             session.commit()
 
-    def event(self, message: str, **data: Any) -> None:
+    def event(self, message: str, level: str = "info", **data: Any) -> None:
         """An event on the round's job (the one users watch)."""
         with self.ctx.session_factory() as session:
-            add_event(session, self.parent_id, message, data=data or None)
+            add_event(session, self.parent_id, message, level=level, data=data or None)
             session.commit()
 
     def stage(self, name: str, total: int = 0, unit: str | None = None) -> None:

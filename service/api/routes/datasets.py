@@ -182,12 +182,15 @@ def _create(
 
     with disk_full_is_507("the upload being checked"):
         validated = _validate(form, workdir / "validate", settings)
-    # After validation (seconds, no lock held), before the blobs: a refused upload stores nothing.
-    enforce_quota(check_new_ingest, session, owner_id, settings)
-
+    # Checked before the blobs (a refused upload stores nothing) with no lock held: storing them
+    # hashes the files, and on SQLite the owner's lock is the database's only write lock.
+    enforce_quota(check_new_ingest, session, owner_id, settings, lock=False)
     with disk_full_is_507("the uploaded files, into the blob store"):
         file_ref = blobs.put_file(file.path, move=True)
         archive_ref = blobs.put_file(archive.path, move=True) if archive else None
+    # Again under the owner's lock, just before the rows: a twin upload that passed the first check
+    # meanwhile is refused here, its blobs left to `adaptinf gc`.
+    enforce_quota(check_new_ingest, session, owner_id, settings)
     dataset = Dataset(
         owner_id=owner_id,
         name=name,

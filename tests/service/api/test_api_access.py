@@ -47,3 +47,12 @@ def test_keyed_when_not_public(settings, alice, database_url, update, keyed):
         with session_scope(database_url) as session:
             revoke_api_key(session, session.query(ApiKey).filter(ApiKey.owner_id == alice.owner_id).one().id)
         assert c.get(keyed[0], headers=alice.headers).status_code == 401
+
+
+def test_keyed_behind_a_root_path(settings):
+    """Behind a proxy's root path (uvicorn --root-path /api) the gate sees the routed path."""
+    app = create_app(settings.model_copy(update={"public_docs": False, "public_metrics": False}))
+    with TestClient(app, root_path="/api") as c:  # what the proxy forwards: /api/docs
+        for path in ("/metrics", *DOCS):
+            assert c.get("/api" + path).status_code == 401, path
+        assert c.get("/api/healthz").status_code == 200

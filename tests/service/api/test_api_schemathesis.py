@@ -192,6 +192,9 @@ def test_schemathesis_finds_no_failure(settings, alice, database_url):
     missing = {f"{op.method.upper()} {op.path}" for op in (r.ok() for r in schema.get_all_operations())} - answered
     assert not missing, f"operations that never answered 2xx: {sorted(missing)}"
     download = {status for (op, status) in out.statuses if op == "GET /v1/checkpoints/{checkpoint_id}/content"}
-    assert {200, 206, 304} <= download, download  # whole, ranged and not-modified downloads
+    # Whole and not-modified downloads. Which Range values the fuzzer draws depends on what ran in
+    # the process before (a run alone reaches 206 and 416, the whole suite may not), so the ranges
+    # are pinned by tests/service/api/test_blob_response.py, not here.
+    assert {200, 304} <= download, download
     # and the stateful phase chained calls from a created resource (POST /v1/pools -> 201 -> GET ... )
     assert any(" -> [201] " in link or " -> [202] " in link for link in out.transitions), out.transitions

@@ -66,7 +66,11 @@ def test_a_damaged_checkpoint_is_repaired_or_skipped(round_env: RoundEnv) -> Non
     assert parent.status == "succeeded", parent.error
     assert prepare.result["damaged_checkpoints"] == [second_id]
     assert prepare.result["adapter_checkpoint_id"] == current_id  # round 1's trained adapter, the newest intact
+    # what the user reads: the round's result and its own job's events, not only the stage's
+    assert (rnd.result["continued_from_checkpoint_id"], rnd.result["damaged_checkpoints"]) == (current_id, [second_id])
     with env.factory() as s:
+        seen = s.scalars(select(JobEvent.message).where(JobEvent.job_id == parent.id, JobEvent.level == "warning")).all()
+        assert f"this round continues from checkpoint {current_id}, the newest intact one" in seen
         assert s.get(Pool, pool_id).current_checkpoint_id not in (None, second_id)  # trained anew: the pool moved on
         checkpoints = s.scalars(select(Checkpoint).where(Checkpoint.pool_id == pool_id)).all()
         events = s.scalars(select(JobEvent).where(JobEvent.job_id == prepare.id, JobEvent.level == "warning")).all()

@@ -5,7 +5,8 @@ from workers.engine.models.batching import collate, token_groups
 from workers.engine.models.encoding import IGNORE_INDEX, EncodedSample
 
 
-@pytest.mark.parametrize("lengths, budget", [([30, 10, 20, 25], 120), ([30, 10, 20, 25], None), ([5000], 4096)])
+@pytest.mark.parametrize("lengths, budget", [([30, 10, 20, 25], 120), ([30, 10, 20, 25], None), ([5000], 4096),
+                                             ([600] * 8, 4096)])  # no padding at all: nothing to save
 def test_a_batch_that_fits_is_one_group_in_batch_order(lengths, budget):
     assert token_groups(lengths, budget) == [list(range(len(lengths)))]
 
