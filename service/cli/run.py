@@ -161,7 +161,9 @@ class WorkerProcess:
             self.start()
 
     def terminate(self) -> None:
-        """Ask for a warm shutdown (and no restart); `stop` then waits for it."""
+        """Ask for a warm shutdown (and no restart), once; `stop` then waits for it."""
+        if self._stopping.is_set():
+            return  # a second SIGTERM would cut celery's warm shutdown short (it dies by the signal)
         self._stopping.set()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # celery: warm shutdown
