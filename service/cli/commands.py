@@ -29,6 +29,20 @@ def _code(job: Job) -> int:
     return 0 if job.status == "succeeded" else 1
 
 
+def _started(client: Client, args: argparse.Namespace, created: Any, started: str, get: Callable[[str], Any],
+             show: Callable[[Any], None]) -> int:
+    """A resource whose job a request started: its warnings; with --wait, the job followed to its
+    end and the resource read again (keeping the request's own warnings); then the resource."""
+    output.show_warnings(created)
+    code = 0
+    if args.wait:
+        note(started)
+        code = _code(_finish(client, created.job_id, args))
+        created = get(created.id).model_copy(update={"warnings": created.warnings})
+    print_json(created) if args.json else show(created)
+    return code
+
+
 def _show(args: argparse.Namespace, value: Any, show: Callable[[Any], None]) -> int:
     """One resource: JSON with --json, else its readable summary."""
     print_json(value) if args.json else show(value)
@@ -55,14 +69,8 @@ def _done(args: argparse.Namespace, result: dict[str, Any], message: str) -> int
 
 def datasets_upload(client: Client, args: argparse.Namespace) -> int:
     ds = client.datasets.upload(args.file, args.images, name=args.name, skill=args.skill)
-    output.show_warnings(ds)
-    code = 0
-    if args.wait:
-        note(f"dataset {ds.id} uploaded; ingest job {ds.job_id}")
-        code = _code(_finish(client, ds.job_id, args))
-        ds = client.datasets.get(ds.id).model_copy(update={"warnings": ds.warnings})  # the upload's own
-    print_json(ds) if args.json else output.show_dataset(ds)
-    return code
+    return _started(client, args, ds, f"dataset {ds.id} uploaded; ingest job {ds.job_id}", client.datasets.get,
+                    output.show_dataset)
 
 
 def datasets_list(client: Client, args: argparse.Namespace) -> int:
@@ -151,14 +159,8 @@ def pools_remove_eval_set(client: Client, args: argparse.Namespace) -> int:
 def rounds_start(client: Client, args: argparse.Namespace) -> int:
     rnd = client.rounds.create(args.pool_id, args.dataset, args.budget, method=args.method, seed=args.seed,
                                candidates=args.candidates, train=not args.no_train, prune=not args.no_prune)
-    output.show_warnings(rnd)
-    code = 0
-    if args.wait:
-        note(f"round {rnd.id} (number {rnd.number}) started; job {rnd.job_id}")
-        code = _code(_finish(client, rnd.job_id, args))
-        rnd = client.rounds.get(rnd.id).model_copy(update={"warnings": rnd.warnings})  # the request's own
-    print_json(rnd) if args.json else output.show_round(rnd)
-    return code
+    return _started(client, args, rnd, f"round {rnd.id} (number {rnd.number}) started; job {rnd.job_id}",
+                    client.rounds.get, output.show_round)
 
 
 def rounds_list(client: Client, args: argparse.Namespace) -> int:
