@@ -15,6 +15,7 @@ import pytest
 
 from apitools import Caller, make_caller  # tests/ is on sys.path
 from pgtools import empty_pg_database
+from s3tools import S3Endpoint, start_moto_server
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +111,9 @@ def smol_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("presets")
     build_smol_preset("smol-lm", cache)
     return cache
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """A real S3 endpoint (moto's standalone server) shared by the session; tests make their own buckets."""
+    yield from start_moto_server()
