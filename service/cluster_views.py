@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, Round
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 
 class ClusterViewMissing(Exception):

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.blobs import BlobStore, LocalBlobStore
+
 
 class Settings(BaseSettings):
     """Every knob of the service; defaults give the embedded single-machine mode."""
@@ -115,6 +117,10 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return (self.data_dir / "blobs").resolve()
+
+    def blob_store(self) -> BlobStore:
+        """The blob store these settings name."""
+        return LocalBlobStore(self.blob_dir)
 
     @property
     def preset_dir(self) -> Path:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from core.files import CHUNK_SIZE
 from service.db.models import Round, Sample, Selection
 from service.integrity import require_intact
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 FORMATS = ("jsonl", "json", "tar")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "json": "application/json", "tar": "application/x-tar"}

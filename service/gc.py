@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Checkpoint, Dataset, FeatureShard, Job, JobEvent, Round, Sample
-from service.storage import BlobStore
+from core.blobs import BlobNotFound, BlobStore
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _BATCH = 10_000
@@ -43,7 +42,7 @@ class GcReport:
     referenced: int = 0
     unreferenced: list[str] = field(default_factory=list)
     unreferenced_bytes: int = 0
-    stale_tmp: list[Path] = field(default_factory=list)
+    stale_tmp: list[str] = field(default_factory=list)
     deleted: int = 0
 
 
@@ -73,46 +72,27 @@ def referenced_blobs(session: Session) -> set[str]:
     return refs
 
 
-def _blob_files(blobs: BlobStore) -> Iterable[Path]:
-    # Blobs live at <root>/ab/cd/<sha256>; tmp/ holds puts in progress.
-    for path in blobs.root.glob("??/??/*"):
-        if _HEX64.match(path.name) and (path.name[:2], path.name[2:4]) == (path.parent.parent.name, path.parent.name):
-            yield path
-
-
 def collect(session: Session, blobs: BlobStore, *, grace_seconds: float, delete: bool) -> GcReport:
     """One pass. With `delete=False` only reports what a deleting pass would remove."""
     cutoff = time.time() - grace_seconds
     report = GcReport()
-    listed: list[tuple[Path, float]] = []
-    for path in _blob_files(blobs):
-        try:
-            listed.append((path, path.stat().st_mtime))
-        except FileNotFoundError:
-            continue
+    listed = list(blobs.list_blobs())
     report.scanned = len(listed)
     refs = referenced_blobs(session)  # read after listing: a reference committed meanwhile counts
-    report.referenced = sum(1 for path, _ in listed if path.name in refs)
-    for path, mtime in listed:
-        if mtime >= cutoff or path.name in refs:
+    report.referenced = sum(1 for info in listed if info.sha256 in refs)
+    for info in listed:
+        if info.mtime >= cutoff or info.sha256 in refs:
             continue
         try:
-            stat = path.stat()
-        except FileNotFoundError:
+            now = blobs.stat(info.sha256)
+        except BlobNotFound:
             continue
-        if stat.st_mtime >= cutoff:  # a writer reused it since the listing
+        if now.mtime >= cutoff:  # a writer reused it since the listing
             continue
-        report.unreferenced.append(path.name)
-        report.unreferenced_bytes += stat.st_size
+        report.unreferenced.append(info.sha256)
+        report.unreferenced_bytes += now.size
         if delete:
-            path.unlink(missing_ok=True)
+            blobs.delete(info.sha256)
             report.deleted += 1
-    for tmp in (blobs.root / "tmp").glob("*.tmp"):
-        try:
-            if tmp.stat().st_mtime < cutoff:
-                report.stale_tmp.append(tmp)
-                if delete:
-                    tmp.unlink(missing_ok=True)
-        except FileNotFoundError:
-            continue
+    report.stale_tmp = blobs.sweep_tmp(cutoff, delete=delete)
     return report

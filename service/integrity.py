@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.adapter_archive import adapter_cache_dir, is_adapter_dir, pack_adapter
 from core.files import file_sha256
-from service.storage import BlobNotFound, BlobStore
+from core.blobs import BlobNotFound, BlobStore
 
 log = logging.getLogger(__name__)
 

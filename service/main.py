@@ -19,7 +19,6 @@ from service.api.routes import checkpoints, datasets, health, jobs, pools, round
 from service.api.routes.ui import install_ui
 from service.config import Settings, get_settings
 from service.db.session import get_engine, get_sessionmaker
-from service.storage import BlobStore
 from service.upload_sweep import remove_stale_uploads, sweep_uploads_forever
 
 
@@ -37,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = get_engine(url)
         app.state.sessionmaker = get_sessionmaker(url)
-        app.state.blobs = BlobStore(settings.blob_dir)
+        app.state.blobs = settings.blob_store()
         app.state.metrics = metrics
         metrics.watch(app.state.sessionmaker, settings)
         sweeper = asyncio.create_task(sweep_uploads_forever(settings), name="upload-sweep")

@@ -12,7 +12,7 @@ from service.api.errors import ApiProblem, not_found
 from service.auth import authenticate
 from service.config import Settings
 from service.db.models import Owner
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 
 def get_settings_dep(request: Request) -> Settings:

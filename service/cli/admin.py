@@ -103,14 +103,13 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from service.gc import collect
-    from service.storage import BlobStore
 
     if args.grace_hours < 0:
         print("error: --grace-hours must be >= 0", file=sys.stderr)
         return 2
     settings = get_settings()
     with _session(settings) as session:
-        report = collect(session, BlobStore(settings.blob_dir), grace_seconds=args.grace_hours * 3600,
+        report = collect(session, settings.blob_store(), grace_seconds=args.grace_hours * 3600,
                          delete=args.delete)
     verb = "deleted" if args.delete else "would delete (dry run; pass --delete)"
     print(f"{report.scanned} blobs, {report.referenced} referenced; {verb}: {len(report.unreferenced)} "

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from service.config import Settings
 from service.db.models import Dataset, Job, JobEvent, Sample
 from service.db.session import get_sessionmaker
-from service.storage import BlobStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -87,7 +86,7 @@ def test_ingest_end_to_end(e2e_settings: Settings, api, headers: dict[str, str],
     assert (body["num_samples"], body["num_images"]) == (24, len(images))
     wait_job_done(api, headers, created["job_id"], timeout=30)
     factory = get_sessionmaker(e2e_settings.resolved_database_url)
-    blobs = BlobStore(e2e_settings.blob_dir)
+    blobs = e2e_settings.blob_store()
     with factory() as s:
         rows = s.scalars(select(Sample).where(Sample.dataset_id == created["id"]).order_by(Sample.position)).all()
         job = s.get(Job, created["job_id"])

@@ -21,7 +21,7 @@ from service.db.models import (
     utcnow,
 )
 from service.db.session import session_scope
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 
 def make_dataset(

@@ -9,7 +9,6 @@ import tarfile
 
 import pytest
 
-from service.storage import BlobStore
 from tests.service.pool_rows import adapter_tar_gz, add_checkpoint, make_dataset, make_round
 
 
@@ -20,7 +19,7 @@ def _pool(client, caller, name="p"):
 
 @pytest.fixture
 def blobs(settings):
-    return BlobStore(settings.blob_dir)
+    return settings.blob_store()
 
 
 @pytest.fixture

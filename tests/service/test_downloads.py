@@ -12,7 +12,6 @@ import pytest
 from service import downloads
 from service.db.models import Job
 from service.db.session import session_scope
-from service.storage import BlobStore
 from tests.service.pool_rows import make_dataset, make_round
 
 
@@ -26,7 +25,7 @@ def pool_id(client, alice):
 def finished(client, alice, pool_id, database_url, settings):
     """A succeeded round that selected 3 of dataset A (images) and 2 of dataset B, where B's first
     image has the same name as A's first but other bytes."""
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     a, a_ids = make_dataset(database_url, alice.owner_id, 4, blobs=blobs, name="a")
     b, b_ids = make_dataset(database_url, alice.owner_id, 2, blobs=blobs, name="b", image_names=["img/0.png", "x/y.png"])
     chosen = [a_ids[0], a_ids[2], a_ids[3], b_ids[0], b_ids[1]]

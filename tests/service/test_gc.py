@@ -12,7 +12,7 @@ from service.config import get_settings
 from service.db.models import Dataset, FeatureShard, Job, JobEvent
 from service.db.session import session_scope
 from service.gc import collect
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 OLD = time.time() - 3 * 86400
 
@@ -26,7 +26,7 @@ def age(blobs: BlobStore, *shas: str) -> None:
 def world(client, alice, database_url, settings):
     """Blobs referenced in every way the service refers to them, one unreferenced old blob, one
     unreferenced young blob, and an old and a young leftover temp file."""
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     pool_id = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava"},
                           headers=alice.headers).json()["id"]
     _, sample_ids = make_dataset(database_url, alice.owner_id, 2, blobs=blobs)  # image_refs
@@ -53,7 +53,7 @@ def test_dry_run_reports_and_delete_removes_only_old_unreferenced_blobs(world, d
     blobs, put, everything, old_tmp, young_tmp = world
     with session_scope(database_url) as session:
         report = collect(session, blobs, grace_seconds=86400, delete=False)
-    assert report.unreferenced == [put["orphan"]] and report.stale_tmp == [old_tmp]
+    assert report.unreferenced == [put["orphan"]] and report.stale_tmp == [str(old_tmp)]
     assert report.scanned == len(everything) and report.referenced == len(everything) - 2  # orphan, young
     assert report.unreferenced_bytes == len(b"orphan") and report.deleted == 0
     assert all(blobs.exists(sha) for sha in everything) and old_tmp.exists()

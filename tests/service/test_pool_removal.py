@@ -12,7 +12,6 @@ from service.db.models import (
 )
 from service.db.session import session_scope
 from service.gc import collect
-from service.storage import BlobStore
 from tests.service.pool_rows import add_checkpoint, make_dataset, make_round
 
 EVAL = {"loss": 1.0, "accuracy": 0.5, "n": 2}
@@ -34,7 +33,7 @@ def count(database_url, model, *where) -> int:
 def world(client, alice, database_url, settings):
     """A pool with two training datasets (one member pruned), an evaluation set with results, a
     succeeded round with selections and scores over both training datasets."""
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     pool_id = new_pool(client, alice)
     d1, s1 = make_dataset(database_url, alice.owner_id, 3, name="d1")
     d2, s2 = make_dataset(database_url, alice.owner_id, 2, name="d2")

@@ -8,7 +8,6 @@ import pytest
 from service.db.models import Pool
 from service.db.session import session_scope
 from service.pool_config import PoolConfig
-from service.storage import BlobStore
 from tests.service.pool_rows import add_checkpoint, make_dataset, make_round
 
 BASE = {"name": "p", "base_model": "tiny-llava", "model_type": "llava"}
@@ -174,7 +173,7 @@ def test_counts_clusters_after_a_round(client, alice, database_url):
 
 
 def test_metrics_empty_then_hand_computed(client, alice, database_url, settings):
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     e_count, _ = make_dataset(database_url, alice.owner_id, 1)
     e_color1, _ = make_dataset(database_url, alice.owner_id, 1)
     e_color2, _ = make_dataset(database_url, alice.owner_id, 1)
@@ -261,7 +260,7 @@ def test_metrics_empty_then_hand_computed(client, alice, database_url, settings)
 
 
 def test_metrics_arrival_ignores_failed_rounds_and_waits_for_an_evaluation(client, alice, database_url, settings):
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     e_a, _ = make_dataset(database_url, alice.owner_id, 1)
     e_b, _ = make_dataset(database_url, alice.owner_id, 1)
     pool = create(client, alice, eval_sets=[{"dataset_id": e_a, "skill": "a"}, {"dataset_id": e_b, "skill": "b"}]).json()

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from service.config import Settings
 from service.db.models import Dataset, Job, Owner, Sample
 from service.db.session import get_sessionmaker
-from service.storage import BlobStore
 from workers import jobs
 from workers.tasks.ingest import ingest
 
@@ -33,7 +32,7 @@ def settings(template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def stored_dataset(settings: Settings, dataset: Path, archive: Path | None, skill: str | None = None) -> tuple[str, str]:
     """Blobs + Dataset(pending) + Job(ingest) as the API leaves them; returns (dataset id, job id)."""
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     file_ref = blobs.put_file(dataset)
     archive_ref = blobs.put_file(archive) if archive else None
     with get_sessionmaker(settings.resolved_database_url)() as s:
@@ -118,7 +117,7 @@ def test_validation_failure_in_the_worker_fails_dataset_and_job(settings: Settin
 def test_corrupt_stored_upload_fails_with_upload_corrupt(settings: Settings, tmp_path: Path) -> None:
     dataset = datagen.write_records(tmp_path / "t.json", datagen.build_records(3, with_images=False)[0])
     dataset_id, job_id = stored_dataset(settings, dataset, None)
-    blob = BlobStore(settings.blob_dir).path(_file_blob(settings, dataset_id))
+    blob = settings.blob_store().path(_file_blob(settings, dataset_id))
     blob.chmod(0o644)
     blob.write_bytes(b"[]")
     assert ingest(job_id)["status"] == "failed"

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from core.adapter_archive import ADAPTER_FILES, adapter_cache_dir, pack_adapter
-from service.storage import BlobRef, BlobStore
+from core.blobs import BlobRef, BlobStore
 
 __all__ = ["ADAPTER_FILES", "CheckpointBlobError", "pack_adapter", "store_adapter", "unpack_adapter"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.adapter_archive import adapter_cache_dir
 from service.config import Settings
-from service.storage import BlobStore
+from core.blobs import BlobStore
 from workers.engine.models import LoadedModel, LoraSpec, ModelSpec, load_model
 from workers.rounds.checkpoints import unpack_adapter
 

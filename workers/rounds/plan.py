@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import PoolMember, Sample
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 
 class CandidateBlobCorrupt(Exception):

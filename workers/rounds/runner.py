@@ -20,7 +20,7 @@ from core.statuses import TERMINAL
 from service.config import Settings
 from service.db.models import Job, Pool, Round
 from service.jobs import add_event
-from service.storage import BlobStore
+from core.blobs import BlobStore
 from workers.jobs import JobContext
 from workers.leases import ACTIVE, JobCancelled
 from workers.rounds.advance import (
@@ -151,7 +151,7 @@ def run_stage(ctx: JobContext, stage: str, fn: Callable[[StageRun], tuple[list[O
         except StageDone as exc:
             log.info("job %s: %s; nothing to do", ctx.job_id, exc)
             return {"skipped": str(exc)}
-    run = StageRun(ctx, ref, engine_config(ref.pool_config), BlobStore(ctx.settings.blob_dir), ParentWatch(ctx, ref.parent_id))
+    run = StageRun(ctx, ref, engine_config(ref.pool_config), ctx.settings.blob_store(), ParentWatch(ctx, ref.parent_id))
     try:
         outgoing, result = fn(run)
     except StageDone as exc:

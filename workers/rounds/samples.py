@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from core.samples import EngineSample, Message
 from service.db.models import Sample
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 # IN-lists stay well under the bind-parameter limits of SQLite (32766) and PostgreSQL (65535).
 ID_CHUNK = 5000
@@ -16,7 +16,7 @@ ID_CHUNK = 5000
 
 def engine_sample(row: Sample, blobs: BlobStore) -> EngineSample:
     """One sample row as the engine consumes it; a missing image blob fails loudly here."""
-    images = tuple(blobs.path(sha) for sha in row.image_refs)
+    images = tuple(blobs.materialize(sha) for sha in row.image_refs)
     for sha, path in zip(row.image_refs, images):
         if not path.is_file():
             raise FileNotFoundError(f"sample {row.id}: image blob {sha} is missing from the blob store")

@@ -67,13 +67,13 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
         for k, shard in enumerate(shards):
             if not run.blobs.verify(shard.blob):
                 raise ShardBlobError(f"feature shard {shard.shard} blob {shard.blob} is missing or corrupt")
-            meta = read_shard_meta(run.blobs.path(shard.blob))
+            meta = read_shard_meta(run.blobs.materialize(shard.blob))
             if (meta.get("config"), meta.get("adapter_sha")) != (expected, run.ref.state.get("adapter_sha")):
                 # e.g. a shard redelivered to a worker still running an older release during an upgrade
                 raise ShardBlobError(f"feature shard {shard.shard} was computed with feature config {meta.get('config')} "
                                      f"and adapter {meta.get('adapter_sha')}, not this round's {expected} and "
                                      f"{run.ref.state.get('adapter_sha')}: features of different projections cannot mix")
-            batch = read_shard(run.blobs.path(shard.blob))
+            batch = read_shard(run.blobs.materialize(shard.blob))
             m = len(batch)
             if m != shard.rows:
                 raise ShardBlobError(f"feature shard {shard.shard} holds {m} rows, its SQL row says {shard.rows}")

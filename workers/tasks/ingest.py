@@ -20,7 +20,7 @@ from service.config import Settings
 from service.db.bulk import bulk_insert
 from service.db.models import Dataset, Job, Sample, utcnow
 from service.ingest import IngestError, ValidatedDataset, limits_for, validate_upload
-from service.storage import BlobStore
+from core.blobs import BlobStore
 from workers.celery_app import app
 from workers.jobs import JobContext, job_task
 from workers.leases import register_failure_hook
@@ -39,7 +39,7 @@ class StoredUploadError(Exception):
 @job_task(app, kind="ingest", queue="ingest")
 def ingest(ctx: JobContext) -> dict[str, Any]:
     """Ingest the dataset named by the job's params {"dataset_id"}."""
-    blobs = BlobStore(ctx.settings.blob_dir)
+    blobs = ctx.settings.blob_store()
     return ingest_dataset(ctx.session_factory, blobs, ctx.settings, ctx.params["dataset_id"], ctx)
 
 
@@ -67,9 +67,9 @@ def ingest_dataset(
     workdir = Path(tempfile.mkdtemp(prefix=f"ingest-{dataset_id}-", dir=settings.work_dir))
     try:
         try:
-            archive = blobs.path(archive_blob) if archive_blob else None
+            archive = blobs.materialize(archive_blob) if archive_blob else None
             validated = validate_upload(
-                blobs.path(file_blob), archive, workdir, limits_for(settings.max_upload_bytes, settings.max_record_bytes), image_mode="keep"
+                blobs.materialize(file_blob), archive, workdir, limits_for(settings.max_upload_bytes, settings.max_record_bytes), image_mode="keep"
             )
         except IngestError as exc:
             _mark_failed(session_factory, dataset_id, exc.to_dict())

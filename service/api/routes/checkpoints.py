@@ -153,7 +153,7 @@ def download_checkpoint(
         ensure_checkpoint_blob(blobs, settings.work_dir, ckpt.blob)
     except BlobDamaged as exc:
         raise _damaged(ckpt, exc) from None
-    path = blobs.path(ckpt.blob)
+    path = blobs.materialize(ckpt.blob)
     try:
         stat = path.stat()
     except FileNotFoundError:  # deleted between the check and here

@@ -32,7 +32,7 @@ from service.jobs import add_event, create_job, iso_utc, note_unsent
 from service.owner_quotas import check_new_ingest
 from service.pool_removal import pools_using
 from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, SampleOut, SkillName
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 log = logging.getLogger(__name__)

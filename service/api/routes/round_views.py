@@ -13,7 +13,7 @@ from service.api.openapi import problem_responses
 from service.cluster_views import ClusterViewMissing, load_cluster_view
 from service.db.models import Round
 from service.rounds import get_round, selection_ready
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 router = APIRouter(prefix="/v1/rounds", tags=["rounds"])
 

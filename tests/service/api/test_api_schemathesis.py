@@ -24,7 +24,6 @@ from schemathesis.python.asgi import shutdown_lifespans
 from service.db.models import Dataset, Job
 from service.db.session import session_scope
 from service.main import create_app
-from service.storage import BlobStore
 from tests.service.pool_rows import adapter_tar_gz, add_cluster_view, make_dataset, make_round
 
 SEED = 14  # with `deterministic` (Hypothesis' derandomize) every run draws the same cases
@@ -48,7 +47,7 @@ UPLOAD = json.dumps({"id": "a", "conversations": [{"from": "human", "value": "hi
 
 def _seed(app, settings, database_url: str, owner_id: str, headers: dict[str, str]) -> dict[str, list[str]]:  # noqa: ANN001
     """Resources for the fuzzer's id draws: dictionary name -> ids (see `_config` for who draws which)."""
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     dataset_id, samples = make_dataset(database_url, owner_id, 4)
     eval_dataset, spare_eval, loose_dataset = (make_dataset(database_url, owner_id, 2)[0] for _ in range(3))
     spare_dataset, spare_samples = make_dataset(database_url, owner_id, 2)

@@ -22,7 +22,6 @@ from service.cli import EXIT_BROKEN_PIPE, main
 from service.db.models import Dataset, Job, Round
 from service.db.session import session_scope
 from service.jobs import add_event
-from service.storage import BlobStore
 from tests.datagen import write_llava_dataset
 from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round, set_job, with_images
 
@@ -179,7 +178,7 @@ def test_upload_wait_and_list(cli, alice, database_url, tmp_path):
 
 
 def test_downloads(cli, alice, database_url, settings, client, tmp_path):
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     pool = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava"},
                        headers=alice.headers).json()
     _, ids = make_dataset(database_url, alice.owner_id, 3, blobs=blobs)
@@ -218,7 +217,7 @@ def test_downloads(cli, alice, database_url, settings, client, tmp_path):
 
 
 def test_list_show_and_delete_every_resource(cli, alice, database_url, settings, client):
-    blobs = BlobStore(settings.blob_dir)
+    blobs = settings.blob_store()
     ds, sample_ids = make_dataset(database_url, alice.owner_id, 3, blobs=blobs, name="cats")
     ev, _ = make_dataset(database_url, alice.owner_id, 2, name="held-out")
     code, out, err = cli("pools", "create", "--name", "pool-one", "--base-model", "tiny-llava", "--model-type", "llava")

@@ -17,7 +17,6 @@ from service.client import ApiError, ApiUnreachable, Client, Dataset, Job, Pool,
 from service.client import http as client_http
 from service.db.session import session_scope
 from service.jobs import add_event
-from service.storage import BlobStore
 from tests.datagen import write_llava_dataset
 from tests.service.pool_rows import adapter_tar_gz, make_dataset, make_round, set_job
 
@@ -77,7 +76,7 @@ def test_auto_paging_follows_the_cursor(api, alice, database_url, monkeypatch):
 def test_pools_rounds_checkpoints(api, alice, database_url, settings, tmp_path):
     owner = alice.owner_id
     ev, _ = make_dataset(database_url, owner, 2)
-    new, sample_ids = make_dataset(database_url, owner, 3, blobs=BlobStore(settings.blob_dir))
+    new, sample_ids = make_dataset(database_url, owner, 3, blobs=settings.blob_store())
     pool = api.pools.create("p", "tiny-llava", "llava", config={"selection": {"n_clusters": 4}})
     assert isinstance(pool, Pool) and pool.config["selection"]["n_clusters"] == 4
     pool = api.pools.add_eval_set(pool.id, ev, "count")
@@ -94,7 +93,7 @@ def test_pools_rounds_checkpoints(api, alice, database_url, settings, tmp_path):
     assert exc.value.status == 409 and exc.value.code == "round_in_progress"
     assert api.jobs.cancel(rnd.job_id).status == "cancelled"
 
-    done = make_round(database_url, pool.id, owner, number=2, selected=sample_ids, blobs=BlobStore(settings.blob_dir))
+    done = make_round(database_url, pool.id, owner, number=2, selected=sample_ids, blobs=settings.blob_store())
     clusters = api.pools.clusters(pool.id)
     assert clusters.round_id == done["round_id"] and clusters.clusters[0].selected == 3  # typed: ClusterOut
     assert api.rounds.get(done["round_id"]).result.selected == 3

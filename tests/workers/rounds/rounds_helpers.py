@@ -15,7 +15,7 @@ import pytest
 from service.config import Settings, get_settings
 from service.db.models import Dataset, Sample
 from service.db.session import get_engine, get_sessionmaker
-from service.storage import BlobStore
+from core.blobs import BlobStore
 
 # Small and fast, yet several shards, clusters and training steps.
 POOL_CONFIG = {
@@ -41,7 +41,7 @@ class RoundEnv:
 
     @property
     def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.blob_dir)
+        return self.settings.blob_store()
 
     def deliver(self, job_id: str, kind: str) -> dict:
         from workers.tasks.rounds import STAGE_TASKS, round_job

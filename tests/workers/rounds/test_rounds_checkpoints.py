@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.storage import BlobStore
+from core.blobs import LocalBlobStore
 from workers.rounds.checkpoints import CheckpointBlobError, adapter_archive_names, pack_adapter, unpack_adapter
 
 
@@ -20,7 +20,7 @@ def _adapter(d: Path, payload: bytes = b"weights") -> Path:
 
 
 def test_pack_is_reproducible_and_unpacks(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = LocalBlobStore(tmp_path / "blobs")
     one = blobs.put_file(pack_adapter(_adapter(tmp_path / "a"), tmp_path / "a.tar.gz"))
     (tmp_path / "b").mkdir()
     two = blobs.put_file(pack_adapter(_adapter(tmp_path / "b"), tmp_path / "b.tar.gz"))
@@ -33,7 +33,7 @@ def test_pack_is_reproducible_and_unpacks(tmp_path: Path) -> None:
 
 
 def test_unpack_refuses_other_members_and_corrupt_blobs(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = LocalBlobStore(tmp_path / "blobs")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name in ("adapter_config.json", "../adapter_model.safetensors"):

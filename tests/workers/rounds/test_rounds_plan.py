@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from service.db.models import PoolMember, Sample
-from service.storage import BlobStore
 from tests.workers.rounds.rounds_helpers import RoundEnv, add_dataset, add_pool, round_env  # noqa: F401
 from workers.rounds.plan import CandidatePlan, freeze_plan, load_plan, plan_candidates, shard_bounds, shard_rows
 
@@ -44,7 +43,7 @@ def test_candidates_dedup_and_keep_pruned_out(round_env: RoundEnv) -> None:
     assert sequential.candidates == plan.new  # members stay members, but are no candidates
     assert (sequential.members, sequential.new, sequential.duplicates) == (plan.members, plan.new, plan.duplicates)
 
-    blobs = BlobStore(env.settings.blob_dir)
+    blobs = env.settings.blob_store()
     sha = freeze_plan(plan, blobs)
     assert freeze_plan(plan_candidates_again(env, pool_id, [a, b]), blobs) == sha  # canonical bytes
     assert load_plan(blobs, sha) == plan

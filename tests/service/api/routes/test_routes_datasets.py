@@ -10,7 +10,6 @@ from apitools import blob_files, count_rows, memory_queue, post_dataset, upload_
 import datagen as dg
 from service.db.models import Dataset, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection
 from service.db.session import session_scope
-from service.storage import BlobStore
 
 
 @pytest.fixture
@@ -47,7 +46,7 @@ def test_upload_happy_path(client, alice, settings, database_url, llava_files, i
 
     with session_scope(database_url) as session:
         row = session.get(Dataset, ds["id"])
-        store = BlobStore(settings.blob_dir)
+        store = settings.blob_store()
         assert store.verify(row.file_blob) and store.verify(row.archive_blob)
         assert store.path(row.file_blob).read_bytes() == dataset_file.read_bytes()
         assert store.path(row.archive_blob).read_bytes() == archive.read_bytes()

@@ -1,4 +1,4 @@
-"""The content-addressed blob store and atomic_write."""
+"""The local blob store (core/blobs/local.py): content addressing, atomic writes, repair by re-put."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,7 @@ import os
 import pytest
 
 from core.files import atomic_write
-from service.storage import BlobNotFound, BlobStore
+from core.blobs import BlobNotFound, LocalBlobStore
 
 
 def _sha(data: bytes) -> str:
@@ -17,7 +17,7 @@ def _sha(data: bytes) -> str:
 
 @pytest.fixture
 def store(tmp_path):
-    return BlobStore(tmp_path / "blobs")
+    return LocalBlobStore(tmp_path / "blobs")
 
 
 def _stray_files(root) -> list[str]:
@@ -39,7 +39,7 @@ def test_put_bytes_is_content_addressed_and_sharded(store):
 
 
 def test_put_stream_hashes_while_copying_in_chunks(store, monkeypatch):
-    monkeypatch.setattr("service.storage.CHUNK_SIZE", 7)  # force many chunks
+    monkeypatch.setattr("core.blobs.local.CHUNK_SIZE", 7)  # force many chunks
     data = os.urandom(1000)
     ref = store.put_stream(io.BytesIO(data))
     assert ref.sha256 == _sha(data) and ref.size == 1000

@@ -1,4 +1,4 @@
-"""Content-addressed blob store: files named by their sha256, written atomically.
+"""The local blob store: files named by their sha256 under one directory, written atomically.
 
 Every write goes to a temp file in the destination directory, is fsynced, renamed into place and
 the directory fsynced, so a crash leaves either the whole blob or nothing under its name.
@@ -9,31 +9,18 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import secrets
-import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from core import verified
-from core.files import CHUNK_SIZE, atomic_write, fsync_dir, hash_stream
-
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class BlobNotFound(FileNotFoundError):
-    """No blob with this sha256 in the store."""
+from core.blobs.base import SHA256_RE, BlobInfo, BlobNotFound, BlobRef, BlobStore, check_sha256
+from core.files import CHUNK_SIZE, fsync_dir, hash_stream
 
 
-@dataclass(frozen=True)
-class BlobRef:
-    sha256: str
-    size: int
-
-
-class BlobStore:
+class LocalBlobStore(BlobStore):
     """Files addressed by the sha256 of their content, under one root directory."""
 
     def __init__(self, root: str | Path) -> None:
@@ -42,10 +29,19 @@ class BlobStore:
         self._tmp_dir = self.root / "tmp"
         self._tmp_dir.mkdir(exist_ok=True)
 
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     def path(self, sha256: str) -> Path:
-        if not _SHA256_RE.match(sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        check_sha256(sha256)
         return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def materialize(self, sha256: str) -> Path:
+        path = self.path(sha256)
+        if not path.is_file():
+            raise BlobNotFound(f"blob {sha256} not found")
+        return path
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
@@ -61,6 +57,13 @@ class BlobStore:
             return self.path(sha256).stat().st_size
         except FileNotFoundError:
             raise BlobNotFound(f"blob {sha256} not found") from None
+
+    def stat(self, sha256: str) -> BlobInfo:
+        try:
+            st = self.path(sha256).stat()
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {sha256} not found") from None
+        return BlobInfo(sha256, st.st_size, st.st_mtime)
 
     def verify(self, sha256: str) -> bool:
         """True when the blob exists and its content still hashes to its name.
@@ -154,10 +157,33 @@ class BlobStore:
         return BlobRef(sha, size)
 
     def delete(self, sha256: str) -> None:
-        """Remove a blob (callers make sure nothing in SQL still refers to it)."""
         self.path(sha256).unlink(missing_ok=True)
 
-    def copy_to(self, sha256: str, dest: str | Path) -> Path:
-        """Copy a blob out to a local file, atomically."""
-        with self.open(sha256) as src:
-            return atomic_write(dest, lambda out: shutil.copyfileobj(src, out, CHUNK_SIZE))
+    def touch(self, sha256: str) -> None:
+        try:
+            os.utime(self.path(sha256))
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {sha256} not found") from None
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        # Blobs live at <root>/ab/cd/<sha256>; tmp/ holds puts in progress.
+        for path in self.root.glob("??/??/*"):
+            name = path.name
+            if SHA256_RE.match(name) and (name[:2], name[2:4]) == (path.parent.parent.name, path.parent.name):
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield BlobInfo(name, st.st_size, st.st_mtime)
+
+    def sweep_tmp(self, older_than: float, *, delete: bool) -> list[str]:
+        stale = []
+        for tmp in self._tmp_dir.glob("*.tmp"):
+            try:
+                if tmp.stat().st_mtime < older_than:
+                    stale.append(str(tmp))
+                    if delete:
+                        tmp.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+        return stale
