@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         4, ge=1, description="Rounds an owner may have queued or running at once, over all their pools.")
     max_queued_jobs_per_owner: int = Field(
         16, ge=1, description="Unfinished jobs (ingests and rounds, not counting their stages) an owner may have.")
+    quota_retry_after_seconds: int = Field(
+        30, ge=1, description="The Retry-After a 429 (a per-owner cap reached) carries: how long a client "
+        "should back off before trying again.")
     body_read_timeout_seconds: float = Field(
         15.0, gt=0, description="Longest wait for the next part of a request body; past it the request is a 408 "
         "and the connection is closed (a body shorter than its Content-Length would otherwise hold it forever).")

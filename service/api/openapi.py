@@ -62,13 +62,23 @@ _PROBLEMS: dict[int, tuple[str, ApiProblem]] = {
 }
 
 
+# Response headers a problem carries, documented with it.
+_HEADERS: dict[int, dict[str, Any]] = {
+    429: {"Retry-After": {"description": "Seconds to wait before trying again (a hint: the cap frees "
+                          "when one of your jobs ends).", "schema": {"type": "integer", "minimum": 1}}},
+}
+
+
 def problem_response(status: int, description: str | None = None) -> dict[str, Any]:
     """One OpenAPI response: `status` answered as application/problem+json with the Problem schema."""
     default, example = _PROBLEMS.get(status, ("An error.", ApiProblem(status, "what went wrong")))
-    return {
+    response: dict[str, Any] = {
         "description": description or default,
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"{_REF}Problem"}, "example": example.body()}},
     }
+    if status in _HEADERS:
+        response["headers"] = _HEADERS[status]
+    return response
 
 
 def problem_responses(*statuses: int, notes: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:

@@ -19,4 +19,5 @@ def enforce_quota(check: Callable[..., None], session: Session, owner_id: str, s
     except QuotaExceeded as exc:
         session.rollback()  # let the owner's lock go now, not when the request's session closes
         raise ApiProblem(429, exc.detail, code="quota_exceeded", limit=exc.limit, setting=exc.setting,
-                         value=exc.value) from None
+                         value=exc.value,
+                         headers={"Retry-After": str(settings.quota_retry_after_seconds)}) from None

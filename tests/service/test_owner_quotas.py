@@ -47,6 +47,7 @@ def upload(client, caller, name="ds"):
 def assert_quota(r, limit, setting, value):
     assert r.status_code == 429, r.text
     assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["retry-after"] == "30"  # ADAPTINF_QUOTA_RETRY_AFTER_SECONDS's default
     body = r.json()
     assert (body["code"], body["limit"], body["setting"], body["value"]) == ("quota_exceeded", limit, setting, value)
     assert f"{setting}={value}" in body["detail"]

@@ -212,3 +212,12 @@ def test_links_lead_from_created_resources_to_their_operations(spec):
         for parameter, where in parameters.items():
             assert "{" + parameter + "}" in target, (link_name, parameter)  # a path parameter of the target
             assert where.removeprefix("$response.body#/") in body["properties"], (name, link_name, where)
+
+
+def test_every_429_documents_its_retry_after_header(spec):
+    found = [(path, method, op["responses"]["429"]) for path, item in spec["paths"].items()
+             for method, op in item.items() if "429" in op.get("responses", {})]
+    assert found  # the round and upload routes answer 429 over a per-owner cap
+    for path, method, response in found:
+        assert response.get("headers", {}).get("Retry-After", {}).get("schema", {}).get("type") == "integer", \
+            (method, path)
