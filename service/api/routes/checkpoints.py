@@ -93,9 +93,11 @@ def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) ->
     return _serialise(session, [_owned_checkpoint(session, checkpoint_id, owner.id)])[0]
 
 
-_CONTENT_PROBLEMS = problem_responses(404, 416, 500, notes={
+_CONTENT_PROBLEMS = problem_responses(404, 416, 500, 507, notes={
     500: "The checkpoint's file is missing from storage (`blob_missing`) or no longer matches its sha256 "
-         "(`blob_corrupt`), and no intact copy could restore it; the body names the blob and the way out."})
+         "(`blob_corrupt`), and no intact copy could restore it; the body names the blob and the way out.",
+    507: "The checkpoint's file was damaged and is being restored from the worker's copy, but the server's "
+         "disk is full; free space and retry."})
 
 
 def _damaged(ckpt: Checkpoint, exc: BlobDamaged) -> ApiProblem:
