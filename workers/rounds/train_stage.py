@@ -87,7 +87,8 @@ def evaluate_pool(run: StageRun, loaded: Any, skip: frozenset[str] = frozenset()
             samples = load_dataset_samples(session, dataset_id, run.blobs)
             if samples:
                 run.watch.check()
-                metrics = evaluate(loaded, [EvalSet(dataset_id, skill, samples)])[skill]
+                metrics = evaluate(loaded, [EvalSet(dataset_id, skill, samples)],
+                                   token_budget=run.cfg.training.max_length)[skill]
                 out[dataset_id] = {"skill": skill, **metrics}
             if on_set is not None:
                 on_set(k, len(sets))
