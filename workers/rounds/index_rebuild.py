@@ -3,7 +3,7 @@
 The version is loaded through the engine's `load_index`, which checks its blob's size and sha256
 and, when it fails them, rebuilds it from the rows this module reads: every feature shard of the
 round (sha256 checked) in candidate order, minus the samples the round pruned (its decision
-blob), exactly the rows the select stage indexed, with the round's seed. A rebuild that gives
+blob; the members pruned in the round for rounds from before round_blobs), exactly the rows the select stage indexed, with the round's seed. A rebuild that gives
 another row count than SQL recorded is refused. The new blob and sha go to index_versions (and
 round_blobs) in one transaction; an intact version changes nothing, so the job is idempotent.
 """
@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.blobs import BlobStore
-from service.db.models import FeatureShard, IndexVersion, Round
+from service.db.models import FeatureShard, IndexVersion, PoolMember, Round
 from service.pool_index import SOURCE_DAMAGED
 from service.round_blobs import record_round_blobs, round_blob
 from workers.engine.feature_file import FeatureFileWriter, FileRows
@@ -38,10 +38,14 @@ class IndexSourceDamaged(Exception):
     code = SOURCE_DAMAGED
 
 
-def _pruned(blobs: BlobStore, decision_sha: str | None, round_id: str) -> np.ndarray:
-    """The sample ids the round pruned (its select stage's decision blob)."""
-    if decision_sha is None or not blobs.verify(decision_sha):
-        raise IndexSourceDamaged(f"round {round_id}: its pruning decision blob {decision_sha} is missing or corrupt")
+def _pruned(session: Session, blobs: BlobStore, decision_sha: str | None, rnd: Round) -> np.ndarray:
+    """The sample ids the round pruned: its select stage's decision blob; for a round stored before
+    round_blobs named that blob (its sha was in no typed column), the members pruned in the round."""
+    if decision_sha is None:
+        return np.array(sorted(session.scalars(select(PoolMember.sample_id).where(
+            PoolMember.pool_id == rnd.pool_id, PoolMember.pruned_round == rnd.number))), dtype=np.int64)
+    if not blobs.verify(decision_sha):
+        raise IndexSourceDamaged(f"round {rnd.id}: its pruning decision blob {decision_sha} is missing or corrupt")
     with blobs.open(decision_sha) as f:
         return np.array([p["sample_id"] for p in json.loads(f.read())["pruned"]], dtype=np.int64)
 
@@ -106,7 +110,9 @@ def rebuild_index_version(factory: sessionmaker[Session], blobs: BlobStore, work
         opened.callback(shutil.rmtree, workdir, True)
 
         def rebuild() -> tuple[np.ndarray, FileRows]:
-            ids, features = read_survivors(blobs, shards, _pruned(blobs, decision, rnd.id), workdir)
+            with factory() as session:
+                pruned = _pruned(session, blobs, decision, rnd)
+            ids, features = read_survivors(blobs, shards, pruned, workdir)
             opened.callback(features.close)
             return ids, features
 

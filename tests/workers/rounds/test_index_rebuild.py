@@ -137,3 +137,28 @@ def test_the_task_runs_the_job_and_records_its_result(database_url, stored, tmp_
         assert blobs.verify(index.sha256)
     finally:
         get_settings.cache_clear()
+
+
+def test_a_round_from_before_round_blobs_takes_its_pruned_members(database_url, stored, tmp_path):
+    """No decision blob named (a round finalized before this release): the members the round
+    pruned give the same survivors, hence the same index."""
+    from service.db.models import Dataset, PoolMember, Sample
+
+    owner, blobs, index = stored
+    gone = set(index.ids.tolist()) - set(index.survivors.tolist())
+    with session_scope(database_url) as session:
+        row = session.get(IndexVersion, index.version_id)
+        session.delete(session.get(RoundBlob, (row.round_id, "decision")))
+        ds = Dataset(owner_id=owner, name="d", status="ready", file_blob="0" * 64, file_name="d.json")
+        session.add(ds)
+        session.flush()
+        for pos, sid in enumerate(index.ids.tolist()):  # samples with the index's ids, members of the pool
+            session.add(Sample(id=sid, dataset_id=ds.id, position=pos, key=f"k{pos}", content_hash=f"{sid:064d}",
+                               record={}, messages=[], image_refs=[], image_names=[]))
+        session.flush()
+        for sid in index.ids.tolist():
+            session.add(PoolMember(pool_id=row.pool_id, sample_id=sid, joined_round=1,
+                                   status="pruned" if sid in gone else "active", pruned_round=1 if sid in gone else None))
+    blobs.delete(index.sha256)
+    out = rebuild(database_url, blobs, tmp_path, index.version_id)
+    assert out["rebuilt"] and out["ntotal"] == 37 and out["sha256"] == index.sha256
