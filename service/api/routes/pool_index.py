@@ -37,7 +37,7 @@ _INDEX_HEADERS = {
     "X-Index-Dim": {"description": "vector width (the pool's features.proj_dim)", "schema": {"type": "integer"}},
     "X-Index-Kind": {"description": "flat (exact) or ivf (probes 16 lists)", "schema": {"type": "string"}},
 }
-_PROBLEMS = problem_responses(404, 416, 500, 503, notes={
+_PROBLEMS = problem_responses(404, 416, 500, 503, 507, notes={
     404: "No such pool; or the pool keeps no index (`no_index`: its config has `pool_index` false, or no round "
          "of it has succeeded yet, or none has the `round` asked for).",
     500: "The index version's file is damaged and its rebuild failed because the round's feature shards are "
@@ -45,7 +45,9 @@ _PROBLEMS = problem_responses(404, 416, 500, 503, notes={
          "round stores a new version.",
     503: "The index version's file is missing or no longer matches its sha256 (`index_rebuilding`): it is not "
          "served, and a job rebuilds it from the round's feature shards. The body names the version and the job "
-         "(`job_id`); retry after `Retry-After` seconds."})
+         "(`job_id`); retry after `Retry-After` seconds.",
+    507: "The index version's file is damaged and its rebuild job could not be recorded: the server's disk is "
+         "full; free space and retry."})
 _PROBLEMS[503]["headers"] = {"Retry-After": {"description": "Seconds to wait before asking again.",
                                              "schema": {"type": "integer", "minimum": 1}}}
 _RESPONSES = {

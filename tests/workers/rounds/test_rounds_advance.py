@@ -116,6 +116,15 @@ def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
             assert len(json.load(f)["assign"]) == 22
         assert all(env.blobs.verify(sha) for sha in refs.values())
 
+    # a damaged index version is rebuilt from the round's own shards into the very same bytes
+    from index_rows import corrupt_blob
+
+    from workers.rounds.index_rebuild import rebuild_index_version
+
+    corrupt_blob(env.blobs, iv.blob)
+    rebuilt = rebuild_index_version(env.factory, env.blobs, env.settings.work_dir, iv.id)
+    assert rebuilt["rebuilt"] and rebuilt["sha256"] == iv.sha256 and env.blobs.verify(iv.sha256)
+
     # the checkpoint is a PEFT adapter directory at the archive root, loadable on the preset base
     from peft import PeftModel
 
