@@ -116,9 +116,8 @@ def rebuild_index_version(factory: sessionmaker[Session], blobs: BlobStore, work
             opened.callback(features.close)
             return ids, features
 
-        index = load_index(blobs, version, rebuild, rebuilt.append, workdir=workdir, seed=seed)
-        ntotal = int(index.ntotal)
-        del index  # unmaps the file before the work folder goes
+        # read back (mmap) whether rebuilt or not: proves FAISS loads what the API will serve
+        ntotal = int(load_index(blobs, version, rebuild, rebuilt.append, workdir=workdir, seed=seed).ntotal)
     if not rebuilt:
         return {"index_version_id": version_id, "rebuilt": False, "sha256": version.sha256, "ntotal": ntotal}
     new = rebuilt[0]
@@ -127,7 +126,8 @@ def rebuild_index_version(factory: sessionmaker[Session], blobs: BlobStore, work
             fence(session)
         row = session.get(IndexVersion, version_id)
         if row is not None:  # else its pool was deleted meanwhile: the new blob is left to gc
-            row.blob, row.sha256, row.size_bytes, row.kind, row.dim = new.sha256, new.sha256, new.size_bytes, new.kind, new.dim
+            row.blob, row.sha256, row.size_bytes = new.sha256, new.sha256, new.size_bytes
+            row.kind, row.dim = new.kind, new.dim
             record_round_blobs(session, row.round_id, index=new.sha256)
     return {"index_version_id": version_id, "rebuilt": True, "sha256": new.sha256, "previous_sha256": version.sha256,
             "ntotal": new.ntotal}
