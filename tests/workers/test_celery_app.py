@@ -1,4 +1,4 @@
-"""The worker process's start-up settings: torch's CPU threads."""
+"""The worker process's start-up settings: torch's CPU threads, and the blob store it checks first."""
 from __future__ import annotations
 
 import os
