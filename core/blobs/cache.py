@@ -81,7 +81,7 @@ class BlobCache:
             tmp.unlink(missing_ok=True)
         os.utime(dest)  # an adopted upload keeps its old mtime otherwise: used now
         fsync_dir(dest.parent)
-        self._added(size)
+        self._added(size, dest)
         return dest
 
     def discard(self, sha256: str) -> None:
@@ -89,7 +89,7 @@ class BlobCache:
         path.unlink(missing_ok=True)
         verified.forget(path, sha256)
 
-    def _added(self, size: int) -> None:
+    def _added(self, size: int, new: Path) -> None:
         with self._lock:
             if self._bytes is None:
                 self._bytes = self._count()
@@ -97,7 +97,7 @@ class BlobCache:
                 self._bytes += size
             due = self._bytes > self._next_trim
         if due:
-            self.trim()
+            self.trim(spare=new)  # the copy about to be handed out stays, whatever keep_s says
 
     def _count(self) -> int:
         return sum(st.st_size for _, st in self._entries())
@@ -111,9 +111,9 @@ class BlobCache:
                 continue
         return out
 
-    def trim(self) -> int:
+    def trim(self, spare: Path | None = None) -> int:
         """Remove least recently used copies until the cache holds at most LOW_WATER of the
-        bound, sparing those used within keep_s; returns the bytes the cache holds after."""
+        bound, sparing those used within keep_s (and `spare`); returns the bytes held after."""
         entries = sorted(self._entries(), key=lambda e: e[1].st_mtime)
         total = sum(st.st_size for _, st in entries)
         target = int(self.max_bytes * LOW_WATER)
@@ -121,6 +121,8 @@ class BlobCache:
         for path, st in entries:
             if total <= target or st.st_mtime >= cutoff:
                 break  # sorted by mtime: every later file was used more recently
+            if path == spare:
+                continue
             path.unlink(missing_ok=True)
             total -= st.st_size
         with self._lock:

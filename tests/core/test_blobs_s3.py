@@ -113,6 +113,10 @@ def test_the_cache_drops_least_recently_used_copies_past_its_bound(aws_env, buck
     for ref in refs:
         soft.materialize(ref.sha256)
     assert all(soft.cache.path(r.sha256).exists() for r in refs)
+    # A bound smaller than one blob still hands out the copy it just made.
+    tiny = _store(aws_env, bucket, tmp_path / "tiny", cache_max_bytes=1000, cache_keep_s=0)
+    for ref in refs:
+        assert tiny.materialize(ref.sha256).stat().st_size == 4000
 
 
 def test_open_is_seekable_over_ranged_reads(store):
