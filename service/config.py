@@ -1,15 +1,21 @@
 """Settings, read from ADAPTINF_* environment variables and validated at load."""
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.blobs import BlobStore, LocalBlobStore
+from core.blobs.location import S3Location
+
+_stores: dict[tuple[object, ...], BlobStore] = {}
+_stores_lock = threading.Lock()
 
 
 class Settings(BaseSettings):
@@ -18,6 +24,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADAPTINF_", extra="ignore")
 
     data_dir: Path = Field(Path("adaptinf-data"), description="Root of the SQLite file, blob store and broker queue.")
+    blob_store_url: str = Field(
+        "", validation_alias=AliasChoices("ADAPTINF_BLOB_STORE", "blob_store_url"),
+        description="Where blobs (uploads, images, shards, checkpoints) live: empty, the data directory; "
+        "`s3://bucket/prefix`, an S3-compatible bucket (credentials from the standard AWS chain: "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role).")
+    s3_endpoint_url: str = Field("", description="The S3 API's URL for MinIO, R2, Ceph...; empty: AWS S3 itself.")
+    blob_cache_dir: Path | None = Field(
+        None, description="With blobs in S3: the local folder of blob copies for libraries that need a file "
+        "(images, shards, archives); default data_dir/blob-cache.")
+    blob_cache_mb: int = Field(
+        20480, ge=0, description="With blobs in S3: the size (MiB) past which the local blob cache drops its "
+        "least recently used copies (never one used in the last blob_cache_keep_hours).")
+    blob_cache_keep_hours: float = Field(
+        24.0, ge=0, description="A cached blob copy used this recently is never dropped: a running job may "
+        "still open it (a training set's images, every epoch).")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir.")
     broker_url: str | None = Field(None, description="Celery broker URL; default: kombu filesystem transport in data_dir.")
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="Largest accepted upload, per file.")
@@ -93,6 +114,20 @@ class Settings(BaseSettings):
             raise ValueError(f"ADAPTINF_DEVICE must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
 
+    @field_validator("blob_store_url")
+    @classmethod
+    def _check_blob_store(cls, v: str) -> str:
+        v = v.strip()
+        return S3Location.parse(v).url if v else ""  # raises naming ADAPTINF_BLOB_STORE
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if v and not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
+            raise ValueError(f"ADAPTINF_S3_ENDPOINT_URL must be empty (AWS S3) or an http(s):// URL, got {v!r}")
+        return v
+
     @field_validator("allowed_base_models", mode="before")
     @classmethod
     def _split_patterns(cls, v: object) -> object:
@@ -121,9 +156,27 @@ class Settings(BaseSettings):
     def blob_dir(self) -> Path:
         return (self.data_dir / "blobs").resolve()
 
+    @property
+    def blob_cache_path(self) -> Path:
+        return (self.blob_cache_dir or self.data_dir / "blob-cache").resolve()
+
     def blob_store(self) -> BlobStore:
-        """The blob store these settings name."""
-        return LocalBlobStore(self.blob_dir)
+        """The blob store these settings name. An S3 store is made once per process (it holds the
+        client and the cache's size count), so callers may ask for it on every task."""
+        if not self.blob_store_url:
+            return LocalBlobStore(self.blob_dir)
+        key = (os.getpid(), self.blob_store_url, self.s3_endpoint_url, self.blob_cache_path, self.blob_cache_mb,
+               self.blob_cache_keep_hours)
+        with _stores_lock:
+            store = _stores.get(key)
+            if store is None:
+                from core.blobs.s3 import S3BlobStore  # boto3 loads only when blobs are in S3
+
+                store = S3BlobStore(self.blob_store_url, endpoint_url=self.s3_endpoint_url,
+                                    cache_dir=self.blob_cache_path, cache_max_bytes=self.blob_cache_mb * 2**20,
+                                    cache_keep_s=self.blob_cache_keep_hours * 3600)
+                _stores[key] = store
+            return store
 
     @property
     def preset_dir(self) -> Path:

@@ -1,10 +1,13 @@
 """Stored blobs checked before they are used or served, and repaired where a second copy exists.
 
 A checkpoint blob has one: the tar.gz is the packed adapter the workers also keep unpacked in
-their adapter cache (data_dir/work/adapters/<sha256>, shared with the API through data_dir), and
-packing is reproducible, so re-packing the cached directory gives back the very bytes. Images
-and dataset files have none on the server: putting the same content again (re-uploading the
-dataset) replaces a corrupt blob (service/storage.py).
+their adapter cache (data_dir/work/adapters/<sha256>), and packing is reproducible, so
+re-packing the cached directory gives back the very bytes. The cache is on the machine that
+trained or loaded the adapter: the API finds it when it shares that data directory (embedded
+mode, one host); with blobs in S3 and workers elsewhere it usually has none, and a damaged
+checkpoint is reported instead. Images and dataset files have no second copy on the server:
+putting the same content again (re-uploading the dataset) replaces a corrupt blob, in either
+blob store (see BlobStore.put_*).
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def repair_checkpoint_blob(blobs: BlobStore, work_dir: Path, sha256: str) -> boo
         if file_sha256(tmp) != sha256:
             log.warning("adapter cache %s packs to other bytes than checkpoint blob %s: not used", cached, sha256)
             return False
-        blobs.put_file(tmp, move=True)  # the put replaces the corrupt file (BlobStore._reuse)
+        blobs.put_file(tmp, move=True)  # putting the same content again replaces a corrupt blob
     finally:
         tmp.unlink(missing_ok=True)
     log.warning("checkpoint blob %s was missing or corrupt: re-published from the adapter cache", sha256)

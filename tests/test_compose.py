@@ -4,6 +4,7 @@ CLI, the check paths run, and the defaults need neither a GPU nor a CUDA build."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,14 +77,56 @@ def test_the_gpu_override_gives_gpu_worker_a_cuda_build_a_gpu_and_device_cuda():
     assert set(GPU["services"]) == {"gpu-worker"}
 
 
-def test_every_process_shares_database_broker_blob_volume_and_hf_cache():
+def test_every_process_shares_database_broker_bucket_and_hf_cache():
     for name in ("migrate", "keys", "api", *WORKERS):
         env = SERVICES[name]["environment"]
         assert env["ADAPTINF_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["ADAPTINF_BROKER_URL"].startswith("redis://")
-        assert "blobs:/data" in SERVICES[name]["volumes"]
+        assert env["ADAPTINF_BLOB_STORE"] == SERVICES["api"]["environment"]["ADAPTINF_BLOB_STORE"]
         assert f"hf-cache:{env['HF_HOME']}" in SERVICES[name]["volumes"]
     assert "hf-cache" in COMPOSE["volumes"]
+
+
+def _env_of(name: str) -> dict[str, str]:
+    """The service's environment as the container sees it (${VAR:-default} with the default)."""
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in SERVICES[name]["environment"].items()}
+
+
+def test_blobs_live_in_the_bucket_that_the_one_shot_service_creates(monkeypatch):
+    from service.config import Settings
+
+    minio, bucket = SERVICES["minio"], SERVICES["bucket"]
+    made = re.search(r"mc mb --ignore-existing local/(\S+)", bucket["command"][0]).group(1)
+    root_user = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", minio["environment"]["MINIO_ROOT_USER"])
+    for name in ("api", *WORKERS):
+        env = _env_of(name)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()  # the compose values pass the checks made at load
+        assert settings.blob_store_url.startswith(f"s3://{made}/")
+        assert settings.s3_endpoint_url == "http://minio:9000"
+        assert env["AWS_ACCESS_KEY_ID"] == root_user and env["AWS_SECRET_ACCESS_KEY"]
+        depends = SERVICES[name]["depends_on"]
+        assert depends["bucket"] == {"condition": "service_completed_successfully"}
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+    assert bucket["restart"] == "no" and bucket["depends_on"]["minio"] == {"condition": "service_healthy"}
+    assert "miniodata:/data" in minio["volumes"] and "miniodata" in COMPOSE["volumes"]
+
+
+def _named_volumes(service: dict) -> set[str]:
+    return {v.split(":", 1)[0] for v in service.get("volumes", []) if not v.startswith(("/", "."))}
+
+
+def test_gpu_workers_need_no_shared_blob_volume():
+    # Only the database, the broker and the bucket: its /data (scratch, blob cache) is its own, and
+    # what it shares with other services are the model caches, which another machine fills itself.
+    worker = _merged(SERVICES["gpu-worker"], GPU["services"]["gpu-worker"])
+    data = [v for v in worker["volumes"] if v.split(":")[1] == worker["environment"]["ADAPTINF_DATA_DIR"]]
+    assert len(data) == 1
+    others = set().union(*(_named_volumes(s) for n, s in SERVICES.items() if n != "gpu-worker"))
+    assert data[0].split(":")[0] not in others
+    assert _named_volumes(worker) & others == {"hf-cache", "models"}
+    assert "blobs" not in COMPOSE["volumes"]
 
 
 def test_every_long_running_service_has_a_healthcheck_that_parses():

@@ -1,7 +1,7 @@
 """The worker's Celery app: `celery -A workers.celery_app worker -Q ingest,gpu,select,train`.
 
-Importing it registers every task module. At start-up the worker checks ADAPTINF_DEVICE and exits
-with EXIT_CONFIG if this machine cannot use it; once ready it rewrites its heartbeat file (read by
+Importing it registers every task module. At start-up the worker checks ADAPTINF_DEVICE and the
+blob store, and exits with EXIT_CONFIG if this machine cannot use them; once ready it rewrites its heartbeat file (read by
 `adaptinf worker-health`) and runs the lease reaper in a background thread (see workers/reaper.py;
 several reapers at once are safe).
 """
@@ -41,6 +41,21 @@ def _check_device(**_: object) -> None:
         print(f"adaptinf worker: refusing to start: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CONFIG)
     log.info("device: ADAPTINF_DEVICE=%s -> %s", setting, _device)
+
+
+@signals.worker_init.connect
+def _check_blob_store(**_: object) -> None:
+    """Before "ready": refuse a blob store this worker cannot use (an S3 bucket that does not exist,
+    credentials refused, an endpoint down), naming the setting, instead of failing every job."""
+    from core.blobs import BlobStoreUnavailable
+
+    store = get_settings().blob_store()
+    try:
+        store.check()
+    except BlobStoreUnavailable as exc:
+        print(f"adaptinf worker: refusing to start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CONFIG)
+    log.info("blobs: %s", store.location)
 
 
 @signals.worker_init.connect

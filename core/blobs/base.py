@@ -25,6 +25,17 @@ class BlobNotFound(FileNotFoundError):
     """No blob with this sha256 in the store."""
 
 
+class BlobCorrupt(BlobNotFound):
+    """The stored object no longer hashes to its name: as unusable as a missing one."""
+
+
+class BlobStoreUnavailable(ConnectionError):
+    """The store cannot be reached or refuses us (endpoint down, no such bucket, credentials
+    refused); the message names the setting to check. A ConnectionError, so a job is retried."""
+
+    code = "blob_store_unavailable"
+
+
 @dataclass(frozen=True)
 class BlobRef:
     sha256: str
@@ -48,6 +59,13 @@ def check_sha256(sha256: str) -> str:
 
 class BlobStore(ABC):
     """put, open, materialise locally, list, delete, verify."""
+
+    #: True when the blobs live off this machine (a bucket): readiness then checks that the store
+    #: answers, since the data directory's free disk says nothing about it.
+    remote: bool = False
+
+    def check(self) -> None:
+        """Raise BlobStoreUnavailable when the store cannot be used right now (readiness)."""
 
     @abstractmethod
     def put_stream(self, fileobj: BinaryIO) -> BlobRef:

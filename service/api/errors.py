@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.blobs import BlobStoreUnavailable
 from service.disk import WAY_OUT, is_disk_full
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -152,7 +153,7 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 
 async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     """Any error no route handled: a full disk (OSError, SQL) where a route did not name it itself is
-    a 507, anything else a 500 whose traceback goes to the log only.
+    a 507, an unreachable blob store a 503, anything else a 500 whose traceback goes to the log only.
 
     One handler for `Exception`, not one per type: Starlette runs this one outermost, only while no
     response has started, whereas a handler for OSError would turn an error in the middle of a
@@ -161,6 +162,11 @@ async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.warning("disk full on %s %s: %s", request.method, request.url.path, exc)
         what = "the database" if isinstance(exc, DBAPIError) else "a file of this request"
         return insufficient_storage(what).to_response(request.url.path)
+    if isinstance(exc, BlobStoreUnavailable):  # an S3 bucket down or refusing us: try again later
+        log.error("blob store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return ApiProblem(503, "the blob store is unavailable; try again later (the server's log names the "
+                          "setting to check)", code="blob_store_unavailable",
+                          headers={"Retry-After": "30"}).to_response(request.url.path)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = ApiProblem(500, "the server hit an unexpected error; it has been logged", code="internal_error")
     return problem.to_response(request.url.path)

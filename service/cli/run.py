@@ -213,7 +213,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = {"worker": rounds_worker, "ingest worker": ingest_worker}
     for worker in workers.values():
         worker.start()
-    print(f"adaptinf: data in {settings.data_dir.resolve()}; API on http://{args.host}:{args.port}", flush=True)
+    blobs = f", blobs in {settings.blob_store_url}" if settings.blob_store_url else ""
+    print(f"adaptinf: data in {settings.data_dir.resolve()}{blobs}; API on http://{args.host}:{args.port}", flush=True)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal to the
     # handlers it found; these record it instead of dying, so the worker is stopped below.
     received: list[int] = []

@@ -69,6 +69,8 @@ def service_env(settings) -> dict[str, str]:  # noqa: ANN001
         env["ADAPTINF_DATABASE_URL"] = settings.database_url
     if settings.broker_url:
         env["ADAPTINF_BROKER_URL"] = settings.broker_url
+    if settings.blob_store_url:
+        env.update(ADAPTINF_BLOB_STORE=settings.blob_store_url, ADAPTINF_S3_ENDPOINT_URL=settings.s3_endpoint_url)
     return env
 
 

@@ -180,3 +180,40 @@ def test_a_corrupt_checkpoint_is_restored_from_the_adapter_cache(client, alice, 
     blobs.path(sha).unlink()  # a lost file comes back the same way
     r = client.get(f"/v1/checkpoints/{ckpt_id}/content", headers={**alice.headers, "Range": "bytes=0-9"})
     assert r.status_code == 206 and r.content == content[:10]
+
+
+def test_with_blobs_in_s3_a_corrupt_checkpoint_is_refused_then_restored_from_the_adapter_cache(
+        settings, alice, database_url, tmp_path, s3_endpoint, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from core.adapter_archive import adapter_cache_dir
+    from service.main import create_app
+
+    for name, value in s3_endpoint.env().items():
+        monkeypatch.setenv(name, value)
+    bucket, s3 = s3_endpoint.new_bucket(), s3_endpoint.client()
+    on_s3 = settings.model_copy(update={"blob_store_url": f"s3://{bucket}/b", "s3_endpoint_url": s3_endpoint.url})
+    blobs = on_s3.blob_store()
+    saved, content = _packed_adapter(tmp_path)
+    sha = hashlib.sha256(content).hexdigest()
+    key = f"b/{sha[:2]}/{sha[2:4]}/{sha}"
+    with TestClient(create_app(on_s3)) as client:
+        ckpt_id = add_checkpoint(database_url, _pool(client, alice), blobs, content=content)
+        url = f"/v1/checkpoints/{ckpt_id}/content"
+        r = client.get(url, headers={**alice.headers, "Range": "bytes=5-14"})
+        assert r.status_code == 206 and r.content == content[5:15] and r.headers["etag"] == f'"{sha}"'
+        # Another writer replaces the object with other bytes: never served, though this
+        # machine's cache still holds a good copy (the bucket is what is checked).
+        s3.put_object(Bucket=bucket, Key=key, Body=content[:-1] + b"!")
+        r = client.get(url, headers=alice.headers)
+        assert r.status_code == 500 and r.json()["code"] == "blob_corrupt" and r.json()["blob"] == sha
+        cached = adapter_cache_dir(on_s3.work_dir, sha)  # a worker on this machine kept it unpacked
+        cached.parent.mkdir(parents=True)
+        saved.rename(cached)
+        r = client.get(url, headers=alice.headers)
+        assert r.status_code == 200 and r.content == content
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == content  # re-published to the bucket
+        s3.delete_object(Bucket=bucket, Key=key)  # a lost object comes back the same way
+        assert client.get(url, headers=alice.headers).content == content
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(content)
+    assert not on_s3.blob_dir.exists()

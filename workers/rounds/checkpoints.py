@@ -67,7 +67,8 @@ def unpack_adapter(blobs: BlobStore, sha256: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        with blobs.open(sha256) as f, tarfile.open(fileobj=f, mode="r:gz") as tar:
+        # A local file: tarfile seeks back to each member, which over S3 would re-read the archive.
+        with tarfile.open(blobs.materialize(sha256), mode="r:gz") as tar:
             members = tar.getmembers()
             names = sorted(m.name for m in members)
             if names != sorted(ADAPTER_FILES) or not all(m.isreg() for m in members):

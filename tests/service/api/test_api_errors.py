@@ -67,6 +67,21 @@ def test_unhandled_error_is_500_problem_without_internals(settings):
         }
 
 
+def test_an_unreachable_blob_store_is_a_503_problem_with_retry_after(settings, s3_endpoint, monkeypatch, alice, tmp_path):
+    """A real route on a real S3 endpoint whose bucket does not exist: the upload cannot be stored."""
+    for name, value in s3_endpoint.env().items():
+        monkeypatch.setenv(name, value)
+    broken = settings.model_copy(update={"blob_store_url": "s3://bucket-that-was-never-made/b",
+                                         "s3_endpoint_url": s3_endpoint.url})
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "a", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}\n')
+    with TestClient(create_app(broken), raise_server_exceptions=False) as c:
+        r = c.post("/v1/datasets", files={"file": ("d.jsonl", data.read_bytes())}, headers=alice.headers)
+        body = _is_problem(r, 503)
+        assert body["code"] == "blob_store_unavailable" and r.headers["Retry-After"] == "30"
+        assert "bucket-that-was-never-made" not in r.text  # the log names the bucket and setting, not the client
+
+
 @pytest.mark.parametrize("path", ["/openapi.json"])
 def test_openapi_schema_builds(client, path):
     r = client.get(path)

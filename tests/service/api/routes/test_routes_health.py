@@ -73,3 +73,18 @@ def test_metrics_counts_requests_by_route_template_and_jobs_by_status(client, al
     assert _sample(text, "adaptinf_jobs", status="queued") == 2
     assert _sample(text, "adaptinf_jobs", status="running") == 1
     assert _sample(text, "adaptinf_jobs", status="failed") == 0
+
+
+def test_readyz_checks_an_s3_blob_store_instead_of_trusting_the_disk(tmp_path, s3_endpoint, monkeypatch):
+    for name, value in s3_endpoint.env().items():
+        monkeypatch.setenv(name, value)
+    base = {"data_dir": tmp_path, "database_url": f"sqlite:///{tmp_path / 'x.db'}", "broker_url": "memory://",
+            "s3_endpoint_url": s3_endpoint.url}
+    with TestClient(create_app(Settings(**base, blob_store_url=f"s3://{s3_endpoint.new_bucket()}/b"))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 200
+        assert r.json()["checks"] == {"database": "ok", "broker": "ok", "disk": "ok", "blob_store": "ok"}
+    with TestClient(create_app(Settings(**base, blob_store_url="s3://bucket-that-was-never-made/b"))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["blob_store"] == "unreachable"
+        assert r.json()["detail"] == "not ready: blob_store unreachable"
