@@ -66,9 +66,9 @@ def upload_ready(http, directory: Path, indices: list[int], timeout: float = 90,
     return r.json()["id"]
 
 
-def create_pool(http, eval_sets: list[dict[str, str]] | None = None) -> dict[str, Any]:  # noqa: ANN001
+def create_pool(http, eval_sets: list[dict[str, str]] | None = None, **config: Any) -> dict[str, Any]:  # noqa: ANN001
     r = http.post("/v1/pools", json={"name": "e2e", "base_model": "tiny-llava", "model_type": "llava",
-                                     "config": POOL_CONFIG, "eval_sets": eval_sets or []})
+                                     "config": {**POOL_CONFIG, **config}, "eval_sets": eval_sets or []})
     assert r.status_code == 201, r.text
     return r.json()
 

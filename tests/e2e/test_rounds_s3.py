@@ -32,7 +32,7 @@ def test_embedded_serve_runs_a_round_with_blobs_in_s3(tmp_path: Path, s3_endpoin
         with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
             assert api.get("/readyz").json()["checks"]["blob_store"] == "ok"
             ds = upload_ready(api, tmp_path / "d", list(range(0, 16)))
-            pool = create_pool(api)
+            pool = create_pool(api, pool_index=True)
             r = start_round(api, pool["id"], [ds], budget=5)
             body = wait_round(api, r["id"], 240)
             assert body["result"]["selected"] == 5 and body["result"]["checkpoint_id"]
@@ -47,6 +47,11 @@ def test_embedded_serve_runs_a_round_with_blobs_in_s3(tmp_path: Path, s3_endpoin
             sha = hashlib.sha256(content.content).hexdigest()
             assert content.headers["etag"] == f'"{sha}"'
             assert api.get(url, headers={"Range": "bytes=0-9"}).content == content.content[:10]
+            # The pool's FAISS index version is a blob in the bucket too, served verified.
+            index = api.get(f"/v1/pools/{pool['id']}/index")
+            assert index.status_code == 200, index.text
+            index_sha = hashlib.sha256(index.content).hexdigest()
+            assert index.headers["etag"] == f'"{index_sha}"' and int(index.headers["x-index-rows"]) > 0
         assert served.terminate() == 0, served.text[-3000:]
     finally:
         if served.proc.poll() is None:
@@ -55,6 +60,7 @@ def test_embedded_serve_runs_a_round_with_blobs_in_s3(tmp_path: Path, s3_endpoin
     keys = [o["Key"] for page in s3_endpoint.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
             for o in page.get("Contents", [])]
     assert f"blobs/{sha[:2]}/{sha[2:4]}/{sha}" in keys  # the checkpoint
+    assert f"blobs/{index_sha[:2]}/{index_sha[2:4]}/{index_sha}" in keys  # the index version
     assert len(keys) > len(images) + 2  # dataset file, archive, images, shards, plan, decision...
     blob_dir = data / "blobs"
     assert not blob_dir.exists() or not [p for p in blob_dir.rglob("*") if p.is_file()]
@@ -68,3 +74,4 @@ def test_embedded_serve_runs_a_round_with_blobs_in_s3(tmp_path: Path, s3_endpoin
     assert int(scanned) == len(keys) and int(referenced) > len(images)
     left = [o["Key"] for o in s3_endpoint.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert len(left) == int(referenced) and f"blobs/{sha[:2]}/{sha[2:4]}/{sha}" in left
+    assert f"blobs/{index_sha[:2]}/{index_sha[2:4]}/{index_sha}" in left
