@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from core.samples import Message
 
 from .errors import DatasetError
 from .limits import IngestLimits
+from .location import Location
 from .records import Where, normalise_record, record_skill
 
 DatasetFormat = Literal["json", "jsonl"]
@@ -40,9 +41,12 @@ class ParsedSample:
         messages: the normalised conversation; one IMAGE_TOKEN per image, in image order.
         image_names: the image references as the record spells them, in IMAGE_TOKEN order.
         index: 1-based position in the file.
-        line: 1-based line where the record starts.
+        line: 1-based line where the record starts (0 for a Parquet or Arrow row).
         skill: the record's own `skill`, None when it declares none.
         placed_image_tokens: IMAGE_TOKENs the record's text lacked, placed before its first user turn.
+        loc: where the record sits (line, or row group / shard and row), for error details.
+        image_keys: how validation finds each image, aligned with image_names: the name itself for an
+            image of the images archive, an `EMBEDDED` key for one a Parquet or Arrow row carries.
     """
 
     key: str
@@ -53,6 +57,13 @@ class ParsedSample:
     line: int = 0
     skill: str | None = None
     placed_image_tokens: int = 0
+    loc: Location = Location()
+    image_keys: tuple[str, ...] = ()
+
+    @property
+    def image_refs(self) -> list[str]:
+        """The keys validation resolves this sample's images by, in IMAGE_TOKEN order."""
+        return list(self.image_keys) if self.image_keys else self.image_names
 
     def message_dicts(self) -> list[dict[str, str]]:
         """The messages as JSON-able [{role, content}] (the samples.messages column)."""
@@ -60,7 +71,7 @@ class ParsedSample:
 
     def describe(self) -> str:
         """How error details name this sample."""
-        return Where(self.key, self.line, self.record.get("id") is not None).label()
+        return Where(self.key, self.loc, self.record.get("id") is not None).label()
 
 
 def detect_format(path: str | os.PathLike[str]) -> DatasetFormat | None:
@@ -128,12 +139,21 @@ def _iter_raw(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[tu
 
 def iter_samples(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> Iterator[ParsedSample]:
     """Parse and normalise records one by one; raise the first DatasetError in file order."""
-    for index, line, value, escaped in _iter_raw(path, limits):
+    raw = ((index, Location(line=line), value, escaped) for index, line, value, escaped in _iter_raw(path, limits))
+    yield from samples_of(raw, limits)
+
+
+def samples_of(raw: Iterable[tuple[int, Location, Any, bool]], limits: IngestLimits) -> Iterator[ParsedSample]:
+    """ParsedSamples of any reader's (1-based index, location, decoded value, check_chars) records."""
+    for index, loc, value, escaped in raw:
         if index > limits.max_samples:
-            raise DatasetError(
-                "too_many_samples", f"line {line}: the dataset has more than {limits.max_samples} samples", line=line
-            )
-        yield parse_record(value, index, line, limits, check_chars=escaped)
+            raise too_many_samples(loc, limits)
+        yield parse_record(value, index, loc, limits, check_chars=escaped)
+
+
+def too_many_samples(loc: Location, limits: IngestLimits) -> DatasetError:
+    return DatasetError("too_many_samples", f"{loc.label()}: the dataset has more than {limits.max_samples} samples",
+                        **loc.fields())
 
 
 def parse_dataset(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> list[ParsedSample]:
@@ -141,22 +161,26 @@ def parse_dataset(path: str | os.PathLike[str], limits: IngestLimits = IngestLim
 
 
 def parse_record(
-    value: Any, index: int, line: int, limits: IngestLimits = IngestLimits(), *, check_chars: bool = True
+    value: Any, index: int, loc: Location | int, limits: IngestLimits = IngestLimits(), *, check_chars: bool = True,
+    image_keys: Sequence[str] = (),
 ) -> ParsedSample:
-    """Normalise one decoded record (the `index`-th, starting at `line`).
+    """Normalise one decoded record (the `index`-th, at `loc`: a Location or a 1-based line).
 
     check_chars=False skips the NUL / lone-surrogate walk, for records whose source text has no
-    escape that could produce one."""
+    escape that could produce one. image_keys: see ParsedSample (readers of rows pass them)."""
+    loc = loc if isinstance(loc, Location) else Location(line=loc)
     if not isinstance(value, dict):
         kind = "array" if isinstance(value, list) else type(value).__name__
-        raise DatasetError(
-            "invalid_record", f"line {line}: sample #{index} is a JSON {kind}; each sample must be an object", line=line
-        )
-    key, has_id = _sample_key(value, index, line, limits)
-    where = Where(key, line, has_id)
+        raise DatasetError("invalid_record", f"{loc.label()}: sample #{index} is a JSON {kind}; each sample must be "
+                           "an object", **loc.fields())
+    key, has_id = _sample_key(value, index, loc, limits)
+    where = Where(key, loc, has_id)
     messages, images, placed = normalise_record(value, where, limits, check_chars=check_chars)
-    return ParsedSample(key=key, record=value, messages=messages, image_names=images, index=index, line=line,
-                        skill=record_skill(value, where), placed_image_tokens=placed)
+    if image_keys and len(image_keys) != len(images):
+        raise where.error("invalid_image_ref", "has image parts in 'messages' and an image column; use one")
+    return ParsedSample(key=key, record=value, messages=messages, image_names=images, index=index, line=loc.line or 0,
+                        skill=record_skill(value, where), placed_image_tokens=placed, loc=loc,
+                        image_keys=tuple(image_keys))
 
 
 def content_hash(sample: ParsedSample, image_hashes: Sequence[str] = ()) -> str:
@@ -172,7 +196,7 @@ def content_hash(sample: ParsedSample, image_hashes: Sequence[str] = ()) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _sample_key(record: dict[str, Any], index: int, line: int, limits: IngestLimits) -> tuple[str, bool]:
+def _sample_key(record: dict[str, Any], index: int, loc: Location, limits: IngestLimits) -> tuple[str, bool]:
     raw = record.get("id")
     if raw is None:
         return str(index), False
@@ -187,7 +211,7 @@ def _sample_key(record: dict[str, Any], index: int, line: int, limits: IngestLim
         bad = "must not contain NUL characters"
     if bad:
         raise DatasetError(
-            "invalid_sample_id", f"line {line}: sample #{index}: 'id' {bad}", line=line, field="id"
+            "invalid_sample_id", f"{loc.label()}: sample #{index}: 'id' {bad}", field="id", **loc.fields()
         )
     return str(raw), True
 
