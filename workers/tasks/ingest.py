@@ -1,4 +1,5 @@
-"""Task ``adaptinf.ingest`` (queue ingest): validate a stored upload and write its samples.
+"""Task ``adaptinf.ingest`` (queue ingest): validate a stored upload (or a dataset by reference)
+and write its samples. The API only ran cheap checks: this is where each image is decoded, once.
 
 All or nothing: images go to the content-addressed blob store first (idempotent by sha256), then
 every Sample row and the dataset's ``ready`` status are committed in one transaction. A crashed
@@ -6,6 +7,7 @@ attempt therefore leaves no rows, and a retry after success finds the dataset re
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections import Counter
@@ -19,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db.bulk import bulk_insert
 from service.db.models import Dataset, Job, Sample, utcnow
-from service.ingest import IngestError, ValidatedDataset, limits_for, validate_upload
+from service.ingest import IngestError, IngestLimits, ValidatedDataset, limits_for, validate_upload
+from service.ingest.sources import fetch_source, parse_prefixes, resolve_allowed
 from core.blobs import BlobStore
 from workers.celery_app import app
 from workers.jobs import JobContext, job_task
@@ -40,13 +43,16 @@ class StoredUploadError(Exception):
 def ingest(ctx: JobContext) -> dict[str, Any]:
     """Ingest the dataset named by the job's params {"dataset_id"}."""
     blobs = ctx.settings.blob_store()
-    return ingest_dataset(ctx.session_factory, blobs, ctx.settings, ctx.params["dataset_id"], ctx)
+    return ingest_dataset(ctx.session_factory, blobs, ctx.settings, ctx.params["dataset_id"], ctx,
+                          by_reference=bool(ctx.params.get("reference")))
 
 
 def ingest_dataset(
-    session_factory: sessionmaker[Session], blobs: BlobStore, settings: Settings, dataset_id: str, ctx: JobContext
+    session_factory: sessionmaker[Session], blobs: BlobStore, settings: Settings, dataset_id: str, ctx: JobContext,
+    *, by_reference: bool = False,
 ) -> dict[str, Any]:
-    """Validate the stored upload again, store its images, write every sample; return the counts."""
+    """Validate the stored upload (or the source its reference names), store its images, write
+    every sample; return the counts."""
     with session_factory() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None:
@@ -66,11 +72,14 @@ def ingest_dataset(
         shutil.rmtree(stale, ignore_errors=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"ingest-{dataset_id}-", dir=settings.work_dir))
     try:
+        limits = limits_for(settings.max_upload_bytes, settings.max_record_bytes)
         try:
-            archive = blobs.materialize(archive_blob) if archive_blob else None
-            validated = validate_upload(
-                blobs.materialize(file_blob), archive, workdir, limits_for(settings.max_upload_bytes, settings.max_record_bytes), image_mode="keep"
-            )
+            if by_reference:
+                records, archive, fmt = _fetch_reference(blobs, file_blob, settings, limits, workdir)
+            else:
+                records, fmt = blobs.materialize(file_blob), None
+                archive = blobs.materialize(archive_blob) if archive_blob else None
+            validated = validate_upload(records, archive, workdir, limits, image_mode="keep", fmt=fmt)
         except IngestError as exc:
             _mark_failed(session_factory, dataset_id, exc.to_dict())
             raise
@@ -84,6 +93,22 @@ def ingest_dataset(
         shutil.rmtree(workdir, ignore_errors=True)
     return {"dataset_id": dataset_id, "num_samples": validated.num_samples, "num_images": validated.num_images,
             "written": written}
+
+
+def _fetch_reference(blobs: BlobStore, manifest_blob: str, settings: Settings, limits: IngestLimits,
+                     workdir: Path) -> tuple[Path, Path | None, str | None]:
+    """(records, images archive, format) of a dataset by reference, read where the manifest says.
+    The prefix check runs again here: the setting, or a link on the way, may have changed since."""
+    with blobs.open(manifest_blob) as f:
+        manifest = json.loads(f.read())
+    prefixes = parse_prefixes(settings.ingest_allowed_prefixes)
+    ref = resolve_allowed(manifest["uri"], prefixes, "uri")
+    records = fetch_source(ref, workdir / "source", "uri", limits, settings.s3_endpoint_url)
+    archive = None
+    if manifest.get("images_uri"):
+        images = resolve_allowed(manifest["images_uri"], prefixes, "images_uri")
+        archive = fetch_source(images, workdir / "images-source", "images_uri", limits, settings.s3_endpoint_url)
+    return records, archive, manifest.get("format")
 
 
 def _store_images(validated: ValidatedDataset, blobs: BlobStore, ctx: JobContext) -> None:

@@ -19,11 +19,13 @@ from core.skills import skill_problem
 from core.text import text_problem
 from core.statuses import TERMINAL, UNFINISHED
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
-from service.api.errors import ApiProblem, disk_full_is_507
+from service.api.errors import ApiProblem, disk_full_is_507, ingest_problems
 from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
 from service.api.pagination import PageDep, paginate
 from service.api.quotas import enforce_quota
+from service.api.dataset_references import (DatasetReference, check_reference, manifest_bytes, parse_reference,
+                                            reference_name)
 from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
@@ -91,27 +93,18 @@ def sample_to_dict(s: Sample) -> dict[str, Any]:
 
 
 def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: ANN202
-    # Imported here: the ingest library is only needed by this one route.
-    from service.ingest.errors import IngestError
+    # Imported here: the ingest library is only needed by the upload routes.
     from service.ingest.limits import limits_for
-    from service.ingest.validate import validate_upload
+    from service.ingest.upload_checks import check_upload
 
     archive = form.files.get("images")
-    try:
-        return validate_upload(
-            form.files["file"].path,
-            archive.path if archive else None,
-            workdir,
-            limits_for(settings.max_upload_bytes, settings.max_record_bytes),
-            image_mode="check",  # decode-check each image, keep none: the worker stores them
-            keep_samples=False,  # memory of one sample, not of the file: the worker parses again to store
-        )
-    except IngestError as exc:
-        where = {k: v for k in ("line", "sample_id", "field", "member") if (v := getattr(exc, k, None)) is not None}
-        raise ApiProblem(exc.status, exc.detail, code=exc.code, **where) from None
+    with ingest_problems():
+        # Cheap checks only (records, footers, listings); the worker decodes each image once.
+        return check_upload(form.files["file"].path, archive.path if archive else None, workdir,
+                            limits_for(settings.max_upload_bytes, settings.max_record_bytes))
 
 
-def _upload_warnings(validated) -> list[dict[str, str]]:  # noqa: ANN001 - a ValidatedDataset
+def _upload_warnings(validated) -> list[dict[str, str]]:  # noqa: ANN001 - an UploadCheck
     """What the upload is accepted with but may not mean: images placed without an <image> token.
 
     A warning, not a 4xx: LLaVA's own convention puts a missing token before the first question,
@@ -254,7 +247,11 @@ async def create_dataset(
     blobs: BlobsDep,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> Response:
-    """Upload a dataset file (and images archive); validated now, ingested by a worker (202)."""
+    """Upload a dataset (multipart) or name one by reference (JSON); checked now, ingested by a worker (202)."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        body = parse_reference(await request.body())
+        return await run_in_threadpool(_create_by_reference, session, owner.id, settings, blobs, body,
+                                       idempotency_key)
     workdir = settings.work_dir / "uploads" / secrets.token_hex(8)
     try:
         with disk_full_is_507("the uploaded file"):
@@ -271,6 +268,39 @@ async def create_dataset(
         )
     finally:
         await run_in_threadpool(shutil.rmtree, workdir, True)
+
+
+def _create_by_reference(session: Session, owner_id: str, settings: Settings, blobs: BlobStore,
+                         body: DatasetReference, idempotency_key: str | None) -> Response:
+    """Cheap checks, then the dataset (its manifest blob naming the source) + ingest job, as an upload's."""
+    fingerprint = request_fingerprint(_CREATE_ROUTE, body.model_dump())
+    if (replay := replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+        return replay
+    manifest = check_reference(body, settings)
+    enforce_quota(check_new_ingest, session, owner_id, settings)
+    ref = blobs.put_bytes(manifest_bytes(manifest))
+    dataset = Dataset(owner_id=owner_id, name=reference_name(body, manifest), status="pending",
+                      file_blob=ref.sha256, file_name=manifest["uri"][:300], archive_blob=None,
+                      archive_name=(manifest["images_uri"] or "")[:300] or None, skill=body.skill)
+    session.add(dataset)
+    session.flush()
+    job = create_job(session, owner_id, "ingest", "ingest", {"dataset_id": dataset.id, "reference": True},
+                     max_attempts=settings.max_attempts)
+    dataset.job_id = job.id
+    session.flush()
+    out = dataset_to_dict(dataset) | {"warnings": []}
+    remember_response(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, out)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        replay = replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)
+        if replay is None:
+            raise
+        return replay
+    if not enqueue_job(settings, job.id, "ingest", "ingest"):
+        note_unsent(session, job.id)
+    return JSONResponse(out, status_code=202, headers={"Location": f"/v1/datasets/{dataset.id}"})
 
 
 @router.get("", response_model=ListOut[DatasetOut])

@@ -177,9 +177,18 @@ BAD_CASES = {
     "unsafe_archive_member/traversal": 422,
     "unsafe_archive_member/symlink": 422,
     "unsafe_archive_member/tar_hardlink": 422,
-    "corrupt_image": 422,
-    "image_too_large": 413,
 }
+# Moved from the upload to the ingest worker (it decodes each image once; the upload only lists
+# the archive): tests/workers/test_tasks_ingest.py checks that the job fails with these codes.
+WORKER_CASES = ("corrupt_image", "image_too_large")
+
+
+@pytest.mark.parametrize("case", WORKER_CASES)
+def test_image_content_is_checked_by_the_worker_not_the_upload(client, alice, tmp_path, case, ingest_queue):
+    dataset_file, archive = _bad(tmp_path, case)
+    r = post_dataset(client, alice, dataset_file, archive)
+    assert r.status_code == 202, r.text
+    assert (r.json()["num_samples"], r.json()["num_images"]) == (2, 2) and len(ingest_queue()) == 1
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
