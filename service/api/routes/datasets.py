@@ -48,8 +48,11 @@ _UPLOAD_BODY = {
                 "type": "object",
                 "required": ["file"],
                 "properties": {
-                    "file": {"type": "string", "format": "binary", "description": "LLaVA JSON array or JSONL"},
-                    "images": {"type": "string", "format": "binary", "description": ".zip, .tar or .tar.gz"},
+                    "file": {"type": "string", "format": "binary", "description": "a JSON array or JSON Lines of "
+                             "LLaVA or OpenAI-style records, a Parquet file (one row per record), or a .zip, .tar "
+                             "or .tar.gz of a Hugging Face dataset folder (save_to_disk)"},
+                    "images": {"type": "string", "format": "binary", "description": ".zip, .tar or .tar.gz of the "
+                               "images the records name by path"},
                     "name": {"type": "string", "maxLength": 200, "description": "default: the file's name"},
                     "skill": {
                         "type": "string", "maxLength": 100,
@@ -57,7 +60,8 @@ _UPLOAD_BODY = {
                     },
                 },
             }
-        }
+        },
+        "application/json": {"schema": DatasetReference.model_json_schema()},
     },
 }
 
@@ -233,10 +237,16 @@ def _create(
     summary="Upload a dataset",
     responses=problem_responses(415, notes={
         429: "You have as many unfinished jobs as the server allows per owner.",
-        400: "The file or archive cannot be read (encoding, malformed JSON, unknown format, corrupt archive).",
-        413: "The file, the archive, a record, or the number of samples, members or skills is over its limit.",
-        422: "A record, an image or a form field is not acceptable; `line`, `sample_id`, `field` or `member` "
-             "say where.",
+        400: "The file or archive cannot be read (encoding, malformed JSON, unknown format, a damaged Parquet "
+             "file or dataset folder, corrupt archive).",
+        403: "A `uri` or `images_uri` is not under a prefix the server allows (its "
+             "ADAPTINF_INGEST_ALLOWED_PREFIXES setting).",
+        413: "The file, the archive, a record, a Parquet row group, or the number of samples, members or skills "
+             "is over its limit.",
+        422: "A record, a column, a form field or a reference is not acceptable, or the referenced source does not "
+             "exist; `line`, `row_group` and `row`, `shard`, `sample_id`, `field` or `member` say where. Images are "
+             "decoded by the ingest job: a bad image fails the job, with the same details in the dataset's `error`.",
+        502: "The referenced S3 source cannot be read with the server's credentials or endpoint.",
     }),
 )
 async def create_dataset(
