@@ -37,6 +37,7 @@ ERROR_STATUS: dict[str, int] = {
     "uri_not_allowed": 403,
     "source_not_found": 422,
     "source_unreadable": 502,
+    "source_changed": 409,
     # images archive
     "unsupported_archive": 400,
     "corrupt_archive": 400,

@@ -142,6 +142,8 @@ def fetch_source(ref: SourceRef, dest: Path, field: str, limits: IngestLimits, e
     """A local path to read the reference from: the file itself (file://) or a download into
     `dest` (s3://: the object, or a folder's objects one level deep)."""
     if ref.scheme == "file":
+        if not Path(ref.key).exists():
+            raise _not_found(ref, field)
         return Path(ref.key)
     s3 = _client(endpoint_url)
     size, is_dir = source_size(ref, field, endpoint_url)
@@ -158,6 +160,13 @@ def fetch_source(ref: SourceRef, dest: Path, field: str, limits: IngestLimits, e
     for key, _ in _s3_list(s3, ref, field):
         _s3_call(lambda key=key: s3.download_file(ref.bucket, key, str(folder / posixpath.basename(key))), ref, field)
     return folder
+
+
+def source_stamp(path: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of a file, or of each file of a folder: compared before and after
+    the worker's two reads of a file:// source, which its owner may rewrite meanwhile."""
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files if p.is_file()]
 
 
 def _s3_list(s3: Any, ref: SourceRef, field: str) -> list[tuple[str, int]]:  # noqa: ANN401

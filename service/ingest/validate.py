@@ -54,6 +54,7 @@ class ValidatedDataset:
     # samples with images whose text lacked an IMAGE_TOKEN (placed before the first user turn), and the first of them
     tokens_placed: int = 0
     first_token_placed: str | None = None
+    reader: RecordReader | None = None  # reads the samples again (the worker's write pass, without keep_samples)
 
     @property
     def num_images(self) -> int:
@@ -85,7 +86,7 @@ def validate_upload(
         raise ValueError(f"image_mode must be 'keep', 'check' or 'list', got {image_mode!r}")
     reader = open_reader(dataset_path, limits, workdir, fmt)
     samples, count, users, placed = _parse_unique(reader, limits, keep_samples)
-    result = ValidatedDataset(samples, count, tokens_placed=placed[0], first_token_placed=placed[1])
+    result = ValidatedDataset(samples, count, tokens_placed=placed[0], first_token_placed=placed[1], reader=reader)
     embedded = {ref: user for ref, user in users.items() if ref.startswith(EMBEDDED)}
     archived = {ref: user for ref, user in users.items() if not ref.startswith(EMBEDDED)}
     if archive_path is not None:

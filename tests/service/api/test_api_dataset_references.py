@@ -137,3 +137,25 @@ def test_s3_reference_against_a_real_endpoint(ref_client, alice, database_url, s
         assert _run_ingest(database_url, r.json()["id"])["status"] == "succeeded"
         ds = client.get(f"/v1/datasets/{r.json()['id']}", headers=alice.headers).json()
     assert (ds["status"], ds["num_samples"], ds["num_images"]) == ("ready", 4, 4)
+
+
+def test_a_source_rewritten_during_ingest_fails_the_job(ref_client, alice, allowed, database_url, monkeypatch):
+    """The worker reads a file:// source twice (validate, then write: memory of one record); a
+    rewrite in between is caught rather than writing rows nobody validated."""
+    from workers.tasks import ingest as task
+
+    dataset = dg.write_records(allowed / "d.jsonl", dg.build_records(4, with_images=False)[0], "jsonl")
+    store = task._store_images
+
+    def rewrite_then_store(*args, **kw):
+        dg.write_records(dataset, dg.build_records(5, with_images=False)[0], "jsonl")
+        return store(*args, **kw)
+
+    monkeypatch.setattr(task, "_store_images", rewrite_then_store)
+    with ref_client(f"file://{allowed}") as client:
+        r = client.post("/v1/datasets", json={"uri": f"file://{dataset}"}, headers=alice.headers)
+        assert r.status_code == 202, r.text
+        assert _run_ingest(database_url, r.json()["id"])["status"] == "failed"
+        ds = client.get(f"/v1/datasets/{r.json()['id']}", headers=alice.headers).json()
+    assert ds["status"] == "failed" and ds["error"]["code"] == "source_changed"
+    assert count_rows(database_url, Sample) == 0
