@@ -15,11 +15,10 @@ from typing import Literal
 
 from ..archives import detect_archive, iter_extract, list_archive
 from ..errors import ArchiveError, DatasetError
-from ..formats import detect_format
 from ..limits import IngestLimits
 from .base import EMBEDDED, EmbeddedImage, RawRecord, RecordReader
 from .hf import STATE_FILE, HFDatasetReader
-from .jsonl import JsonReader
+from .jsonl import JsonReader, detect_format
 from .parquet import ParquetReader
 
 SourceFormat = Literal["json", "jsonl", "parquet", "hf"]

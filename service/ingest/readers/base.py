@@ -15,12 +15,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DatasetError
-from ..formats import ParsedSample, parse_record, too_many_samples
 from ..limits import IngestLimits
 from ..location import Location
+
+if TYPE_CHECKING:
+    from ..formats import ParsedSample
 
 #: Image keys of embedded images start with a NUL: no record's image reference can (validation
 #: refuses NUL characters), so an embedded image never collides with an archive member.
@@ -69,6 +71,8 @@ class RecordReader(ABC):
 
     def samples(self) -> Iterator[ParsedSample]:
         """Every record parsed and normalised; raises the first bad one."""
+        from ..formats import parse_record, too_many_samples  # formats reads JSON with this package's reader
+
         for raw in self.records():
             if raw.index > self.limits.max_samples:
                 raise too_many_samples(raw.loc, self.limits)
