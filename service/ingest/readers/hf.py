@@ -36,6 +36,8 @@ class HFDatasetReader(RowReader):
             splits = _read_json(root / DICT_FILE).get("splits", [])
             raise DatasetError("corrupt_dataset", f"this is a DatasetDict (splits: {', '.join(map(str, splits))}); "
                                "send one split's folder (the one holding state.json)")
+        if (root / STATE_FILE).is_symlink():
+            raise DatasetError("corrupt_dataset", f"{STATE_FILE} is a link; links are not followed")
         state = _read_json(root / STATE_FILE)
         files = state.get("_data_files")
         if not isinstance(files, list) or not files:
@@ -47,7 +49,9 @@ class HFDatasetReader(RowReader):
                 raise DatasetError("corrupt_dataset", f"state.json names data file {name!r}, which is not a file "
                                    "name in the dataset's folder")
             path = root / name
-            if not path.is_file() or path.is_symlink():
+            if path.is_symlink():  # a link could lead a by-reference read outside the allowed prefix
+                raise DatasetError("corrupt_dataset", f"data file {name!r} is a link; links are not followed")
+            if not path.is_file():
                 raise DatasetError("corrupt_dataset", f"data file {name!r} named by state.json is missing")
             shards.append(path)
         return shards

@@ -139,6 +139,29 @@ def test_s3_reference_against_a_real_endpoint(ref_client, alice, database_url, s
     assert (ds["status"], ds["num_samples"], ds["num_images"]) == ("ready", 4, 4)
 
 
+def test_s3_hf_folder_by_reference(ref_client, alice, database_url, s3_endpoint, monkeypatch, tmp_path):
+    """A save_to_disk folder under an S3 prefix: the worker downloads its files and reads them."""
+    datasets = pytest.importorskip("datasets", reason="datasets is a dev dependency")
+    for k, v in s3_endpoint.env().items():
+        monkeypatch.setenv(k, v)
+    bucket, s3 = s3_endpoint.new_bucket(), s3_endpoint.client()
+    records, _ = dg.build_records(3)
+    columns = {"id": [r["id"] for r in records], "conversations": [r["conversations"] for r in records],
+               "image": [{"bytes": dg.image_bytes(i), "path": f"{i}.png"} for i in range(3)]}
+    datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "hf"))
+    for path in (tmp_path / "hf").iterdir():
+        s3.upload_file(str(path), bucket, f"hf/vqa/{path.name}")
+    with ref_client(f"s3://{bucket}/hf", s3_endpoint_url=s3_endpoint.url) as client:
+        wrong = client.post("/v1/datasets", json={"uri": f"s3://{bucket}/hf/vqa/", "format": "parquet"},
+                            headers=alice.headers)
+        r = client.post("/v1/datasets", json={"uri": f"s3://{bucket}/hf/vqa/"}, headers=alice.headers)
+        assert (wrong.status_code, wrong.json()["code"]) == (422, "unsupported_format")
+        assert r.status_code == 202, r.text
+        assert _run_ingest(database_url, r.json()["id"])["status"] == "succeeded"
+        ds = client.get(f"/v1/datasets/{r.json()['id']}", headers=alice.headers).json()
+    assert (ds["status"], ds["num_samples"], ds["num_images"], ds["name"]) == ("ready", 3, 3, "vqa")
+
+
 def test_a_source_rewritten_during_ingest_fails_the_job(ref_client, alice, allowed, database_url, monkeypatch):
     """The worker reads a file:// source twice (validate, then write: memory of one record); a
     rewrite in between is caught rather than writing rows nobody validated."""

@@ -69,6 +69,11 @@ def test_folder_problems_are_named(tmp_path):
     (folder / "state.json").write_text(json.dumps(state))
     err = pytest.raises(IngestError, HFDatasetReader(folder).check).value
     assert err.code == "corrupt_dataset" and "'../outside.arrow'" in err.detail
+    (tmp_path / "elsewhere.arrow").write_bytes(b"x")
+    state["_data_files"] = [{"filename": "linked.arrow"}]
+    (folder / "state.json").write_text(json.dumps(state))
+    (folder / "linked.arrow").symlink_to(tmp_path / "elsewhere.arrow")
+    assert "is a link" in pytest.raises(IngestError, HFDatasetReader(folder).check).value.detail
     dd = tmp_path / "dd"
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"a": [1]})}).save_to_disk(str(dd))
     assert "DatasetDict (splits: train)" in pytest.raises(IngestError, HFDatasetReader(dd).check).value.detail
