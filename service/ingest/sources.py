@@ -52,7 +52,10 @@ def parse_uri(uri: Any, field: str = "uri") -> SourceRef:
         raise bad("must be a non-empty s3:// or file:// URI")
     if "\x00" in uri or len(uri) > 2048:
         raise bad("must be at most 2048 characters, without NUL")
-    parts = urlsplit(uri.strip())
+    try:
+        parts = urlsplit(uri.strip())
+    except ValueError as e:  # e.g. an unclosed '[' of an IPv6 host
+        raise bad(f"is not a URI: {e}") from None
     if parts.scheme not in SCHEMES:
         raise bad(f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not accepted: only s3:// and "
                   "file:// sources can be read (nothing is downloaded over http)")
