@@ -55,6 +55,11 @@ def sniff_format(path: str | os.PathLike[str]) -> SourceFormat | None:
 def hf_root_in_archive(archive: str | os.PathLike[str], limits: IngestLimits) -> str:
     """The folder (member prefix, "" for the top) of the one state.json in an archive of a
     `save_to_disk` directory; checks the archive's safety and limits on the way."""
+    try:
+        detect_archive(archive)
+    except ArchiveError:
+        raise DatasetError("unsupported_format", "a Hugging Face dataset must be its save_to_disk folder or a "
+                           ".zip, .tar or .tar.gz of it") from None
     members = [m.name for m in list_archive(archive, limits)]
     states = [n for n in members if n.rsplit("/", 1)[-1] == STATE_FILE]
     if len(states) != 1:
@@ -79,11 +84,6 @@ def open_reader(source: str | os.PathLike[str], limits: IngestLimits, workdir: s
     if fmt == "hf":
         if source.is_dir():
             return HFDatasetReader(source, limits, spool)
-        try:
-            detect_archive(source)
-        except ArchiveError:
-            raise DatasetError("unsupported_format", "a Hugging Face dataset must be its save_to_disk folder or a "
-                               ".zip, .tar or .tar.gz of it") from None
         root = hf_root_in_archive(source, limits)
         dest = workdir / "hf"
         wanted = {m.name for m in list_archive(source, limits) if not root or m.name.startswith(root + "/")}
