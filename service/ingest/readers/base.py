@@ -9,6 +9,7 @@ are written once to the reader's spool folder and handed to validation by key.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from abc import ABC, abstractmethod
@@ -96,7 +97,9 @@ class RowReader(RecordReader):
                 record[column] = names
             else:
                 record[column] = self._image(value, column, loc, keys)
-        if len(str(record)) > self.limits.max_record_bytes:  # str() is within a few % of the JSON size
+        text = json.dumps(record, ensure_ascii=False)  # the record as a JSON reader would have read it
+        limit = self.limits.max_record_bytes
+        if len(text) > limit or (4 * len(text) > limit and len(text.encode("utf-8")) > limit):
             raise DatasetError("record_too_large", f"{loc.label()}: sample #{index} is over the limit of "
                                f"{self.limits.max_record_bytes} bytes for one sample", **loc.fields())
         return RawRecord(index, loc, record, True, tuple(keys))

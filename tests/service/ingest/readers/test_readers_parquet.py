@@ -111,3 +111,13 @@ def test_memory_holds_a_row_group_not_the_file(tmp_path):
         tracemalloc.stop()
     whole = 4000 * 4000  # 16 MB of records; a row group is 1/40 of it
     assert n == 4000 and python_peak < whole / 8 and arrow_peak < whole / 8, (python_peak, arrow_peak)
+
+
+def test_a_row_over_the_record_limit_is_413_with_its_place(tmp_path):
+    records, _ = build_records(4, with_images=False)
+    records[2]["conversations"][1]["value"] = "é" * 600  # 1,200 bytes in UTF-8
+    path = _write(tmp_path / "d.parquet", records)
+    err = pytest.raises(IngestError, validate_upload, path, None, tmp_path / "w",
+                        IngestLimits(max_record_bytes=1000)).value
+    assert (err.code, err.status, err.row_group, err.row) == ("record_too_large", 413, 0, 2)
+    assert validate_upload(path, None, tmp_path / "w2", IngestLimits(max_record_bytes=2000)).num_samples == 4
