@@ -11,7 +11,8 @@ from service.api.errors import ApiProblem
 from service.api.openapi import problem_responses
 from service.api.pagination import PageDep, paginate
 from service.db.models import Job, JobEvent
-from service.jobs import JobStateError, event_to_dict, job_to_dict, request_cancel
+from service.jobs import event_to_dict, job_to_dict
+from service.lifecycle import JobStateError, request_cancel
 from service.schemas import JobEventOut, JobOut, ListOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
