@@ -1,28 +1,20 @@
-"""Job records, shared by the API and the workers: create a job, log its events, serialise it.
+"""Job records, shared by the API and the workers: create a job, log its events.
 
-Its state transitions (cancel, lease, end, reap) live in `service.lifecycle`.
+Its state transitions (cancel, lease, end, reap) live in `service.lifecycle`; its JSON form is
+`service.schemas.JobOut`.
 """
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core.progress import iso, overall
-from core.statuses import QUEUED, TERMINAL
+from core.statuses import QUEUED
 from service.db.models import Job, JobEvent
 
 log = logging.getLogger(__name__)
-
-
-def as_utc(dt: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC, so say so."""
-    if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt
 
 
 def create_job(
@@ -85,70 +77,3 @@ def stage_events(session: Session, job_id: str, ended: dict[str, Any] | None, st
                   data={"type": "stage.end", "stage": ended["name"], "seconds": seconds})
     if started is not None:
         add_event(session, job_id, f"stage {started}", data={"type": "stage.start", "stage": started, **data})
-
-
-def iso_utc(dt: datetime | None) -> str | None:
-    dt = as_utc(dt)
-    return iso(dt) if dt else None
-
-
-def progress_to_dict(job: Job) -> dict[str, Any]:
-    """The job's progress in its current stage: {done, total, unit, rate, eta_seconds}."""
-    return {"done": job.progress_done, "total": job.progress_total, "unit": job.progress_unit,
-            "rate": job.progress_rate, "eta_seconds": job.progress_eta}
-
-
-def stage_fraction(job: Job) -> float | None:
-    """How much of the current stage is done: the worker's own fraction (finer than done/total,
-    e.g. samples while shards are counted), else done/total."""
-    if job.progress_fraction is not None:
-        return job.progress_fraction
-    return job.progress_done / job.progress_total if job.progress_total else None
-
-
-def overall_to_dict(job: Job, now: datetime | None = None) -> dict[str, Any] | None:
-    """Progress across the job's planned stages with an ETA (an estimate: core.progress.overall)."""
-    now = now or datetime.now(timezone.utc)
-    if job.status in TERMINAL:  # the ETA of an ended job is 0 or meaningless; its fractions stay
-        out = overall(job.stages, job.kind, stage_fraction(job), None, now)
-        return out and {**out, "eta_seconds": 0.0 if job.status == "succeeded" else None}
-    # a stage that reports its own fraction (select) reports in phases: its ETA is the phase's
-    return overall(job.stages, job.kind, stage_fraction(job), job.progress_eta, now,
-                   phased=job.progress_fraction is not None)
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """The public JSON form of a job (GET /v1/jobs/{id})."""
-    return {
-        "id": job.id,
-        "object": "job",
-        "kind": job.kind,
-        "queue": job.queue,
-        "parent_id": job.parent_id,
-        "status": job.status,
-        "stage": job.stage,
-        "progress": progress_to_dict(job),
-        "overall": overall_to_dict(job),
-        "metrics": job.metrics,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "cancel_requested": job.cancel_requested,
-        "params": job.params,
-        "result": job.result,
-        "error": job.error,
-        "created_at": iso_utc(job.created_at),
-        "started_at": iso_utc(job.started_at),
-        "finished_at": iso_utc(job.finished_at),
-    }
-
-
-def event_to_dict(event: JobEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "object": "job.event",
-        "job_id": event.job_id,
-        "level": event.level,
-        "message": event.message,
-        "data": event.data,
-        "created_at": iso_utc(event.created_at),
-    }

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import select
 
 from service.db.models import Checkpoint, Job, JobEvent
-from service.jobs import job_to_dict
+from service.schemas import JobOut
 from service.schemas import JobOut
 from tests.workers.rounds.rounds_helpers import POOL_CONFIG, RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
 
 
 def _job(env: RoundEnv, job_id: str) -> dict:
     with env.factory() as s:
-        out = job_to_dict(s.get(Job, job_id))
+        out = JobOut.model_validate(s.get(Job, job_id)).model_dump(mode="json")
     JobOut.model_validate(out)  # the API's response model accepts it
     return out
 
