@@ -1,12 +1,15 @@
-"""Response shapes of the HTTP API: they document the OpenAPI schema, and the routes build them
-from ORM rows (`Model.model_validate(row)`, `from_attributes`); a value derived from several
-columns is a computed field, and the columns it reads are excluded from the output."""
+"""Response shapes of the HTTP API: they document the OpenAPI schema, the routes build them from ORM
+rows (`Model.model_validate(row)`, `from_attributes`), and the client parses the same JSON back into
+them. A value derived from several columns (a job's progress, a checkpoint's metrics) is derived by
+the model's own row validator, so the fields stay plain and JSON parses as before."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+from pydantic import (
+    AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator,
+)
 
 from core.checkpoint_metrics import read_checkpoint_metrics
 from core.progress import overall
@@ -116,33 +119,41 @@ class RowWith:
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
-class _JobProgressColumns(BaseModel):
-    """The job columns its `progress` is derived from (not shown as such)."""
+def _stage_fraction(job: Any) -> float | None:
+    """How much of the current stage is done: the worker's own fraction (finer than done/total,
+    e.g. samples while shards are counted), else done/total."""
+    if job.progress_fraction is not None:
+        return job.progress_fraction
+    return job.progress_done / job.progress_total if job.progress_total else None
+
+
+def _overall_of(job: Any) -> dict[str, Any] | None:
+    """Progress across the job's planned stages with an ETA (an estimate: core.progress.overall)."""
+    now = datetime.now(timezone.utc)
+    if job.status in TERMINAL:  # the ETA of an ended job is 0 or meaningless; its fractions stay
+        out = overall(job.stages, job.kind, _stage_fraction(job), None, now)
+        return out and {**out, "eta_seconds": 0.0 if job.status == SUCCEEDED else None}
+    # a stage that reports its own fraction (select) reports in phases: its ETA is the phase's
+    return overall(job.stages, job.kind, _stage_fraction(job), job.progress_eta, now,
+                   phased=job.progress_fraction is not None)
+
+
+class _ReadsJobRow(BaseModel):
+    """Validated from a Job row: `progress` and `overall` are derived from its progress columns."""
 
     model_config = _FromRow
-    progress_done: int = Field(exclude=True)
-    progress_total: int = Field(exclude=True)
-    progress_unit: str | None = Field(None, exclude=True)
-    progress_rate: float | None = Field(None, exclude=True)
-    progress_eta: float | None = Field(None, exclude=True)
-    progress_fraction: float | None = Field(None, exclude=True)
-    stages: list[Any] | None = Field(None, exclude=True)
 
-    @computed_field
-    @property
-    def progress(self) -> Progress:
-        return Progress(done=self.progress_done, total=self.progress_total, unit=self.progress_unit,
-                        rate=self.progress_rate, eta_seconds=self.progress_eta)
-
-    def stage_fraction(self) -> float | None:
-        """How much of the current stage is done: the worker's own fraction (finer than done/total,
-        e.g. samples while shards are counted), else done/total."""
-        if self.progress_fraction is not None:
-            return self.progress_fraction
-        return self.progress_done / self.progress_total if self.progress_total else None
+    @model_validator(mode="wrap")
+    @classmethod
+    def _from_row(cls, value: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        if isinstance(value, (dict, BaseModel)):  # JSON (the client), or a model already
+            return handler(value)
+        progress = {"done": value.progress_done, "total": value.progress_total, "unit": value.progress_unit,
+                    "rate": value.progress_rate, "eta_seconds": value.progress_eta}
+        return handler(RowWith(value, progress=progress, overall=_overall_of(value)))
 
 
-class JobOut(_JobProgressColumns):
+class JobOut(_ReadsJobRow):
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
         "id": "job_0a1b2c3d4e5f6a7b8c9d0e1f", "object": "job", "kind": "round", "queue": "select", "parent_id": None,
         "status": "running", "stage": "features", "progress": {"done": 3, "total": 8}, "attempts": 1,
@@ -154,8 +165,10 @@ class JobOut(_JobProgressColumns):
     kind: str
     queue: str
     parent_id: str | None
-    status: JobStatus
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
     stage: str | None
+    progress: Progress
+    overall: OverallProgress | None = Field(None, description="rounds and ingests: progress across their stages")
     metrics: dict[str, Any] | None = Field(None, description="the latest live numbers, e.g. step, max_steps, loss "
                                            "and lr while training, samples_per_second while computing features")
     attempts: int
@@ -167,19 +180,6 @@ class JobOut(_JobProgressColumns):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
-
-    @computed_field(description="rounds and ingests: progress across their stages")
-    @property
-    def overall(self) -> OverallProgress | None:
-        """Progress across the planned stages with an ETA (an estimate: core.progress.overall)."""
-        now = datetime.now(timezone.utc)
-        if self.status in TERMINAL:  # the ETA of an ended job is 0 or meaningless; its fractions stay
-            out = overall(self.stages, self.kind, self.stage_fraction(), None, now)
-            out = out and {**out, "eta_seconds": 0.0 if self.status == SUCCEEDED else None}
-        else:  # a stage that reports its own fraction (select) reports in phases: its ETA is the phase's
-            out = overall(self.stages, self.kind, self.stage_fraction(), self.progress_eta, now,
-                          phased=self.progress_fraction is not None)
-        return OverallProgress.model_validate(out) if out else None
 
 
 class JobEventOut(BaseModel):
@@ -214,7 +214,7 @@ class DatasetOut(BaseModel):
     file_name: str
     archive_name: str | None
     skill: str | None = Field(description="the skill declared for every sample (a record's own `skill` wins)")
-    skills: dict[str, int] | None = Field(validation_alias="skill_counts", description="samples per skill, once "
+    skills: dict[str, int] | None = Field(validation_alias=AliasChoices("skills", "skill_counts"), description="samples per skill, once "
                                           "ingested; samples without a skill are not counted")
     error: DatasetError | None = Field(description="why ingest failed (status failed)")
     created_at: UtcDatetime
@@ -452,9 +452,10 @@ class PoolOut(BaseModel):
     created_at: UtcDatetime
 
 
-class RoundJob(_JobProgressColumns):
+class RoundJob(_ReadsJobRow):
     status: str
     stage: str | None
+    progress: Progress
     attempts: int
     error: JobError | None
 
@@ -529,47 +530,29 @@ class CheckpointOut(BaseModel):
         "content_url": "/v1/checkpoints/ckpt_5a6b7c8d9e0f1a2b3c4d5e6f/content", "created_at": "2026-11-30T09:41:17Z",
     }]})
     id: str
+    object: Literal["checkpoint"] = "checkpoint"
     pool_id: str
     round_id: str | None
+    round_number: int | None
     kind: Literal["warmup", "round"]
-    sha256: str = Field(validation_alias="blob")
+    format: str
+    sha256: str
     size_bytes: int
+    metrics: CheckpointMetricsOut | None = Field(description="how it trained, and how it scored per skill")
+    eval: list[CheckpointEvalOut] = Field(description="its scores on each of the pool's evaluation sets")
+    content_url: str
     created_at: UtcDatetime
-    # the columns and rows the computed fields below read
-    stored_metrics: dict[str, Any] | None = Field(None, validation_alias="metrics", exclude=True)
-    round: Any = Field(None, exclude=True)
-    evals: list[Any] = Field(default_factory=list, exclude=True)
 
-    @computed_field  # computed, not a default: the routes leave out unset members (see exclude_unset)
-    @property
-    def object(self) -> Literal["checkpoint"]:
-        return "checkpoint"
-
-    @computed_field
-    @property
-    def round_number(self) -> int | None:
-        return self.round.number if self.round is not None else None
-
-    @computed_field
-    @property
-    def format(self) -> str:
-        return "peft-lora-tar-gz"  # adapter_config.json + adapter_model.safetensors at the root
-
-    def _eval_rows(self) -> list[dict[str, Any]]:
-        return [{"dataset_id": e.dataset_id, "skill": e.skill, **(e.metrics or {})} for e in self.evals]
-
-    @computed_field(description="its scores on each of the pool's evaluation sets")
-    @property
-    def eval(self) -> list[CheckpointEvalOut]:
-        return [CheckpointEvalOut.model_validate(e) for e in self._eval_rows()]
-
-    @computed_field(description="how it trained, and how it scored per skill")
-    @property
-    def metrics(self) -> CheckpointMetricsOut | None:
-        out = read_checkpoint_metrics(self.stored_metrics, ((e["skill"], e) for e in self._eval_rows()))
-        return CheckpointMetricsOut.model_validate(out) if out is not None else None
-
-    @computed_field
-    @property
-    def content_url(self) -> str:
-        return f"/v1/checkpoints/{self.id}/content"
+    @model_validator(mode="wrap")
+    @classmethod
+    def _from_row(cls, value: Any, handler: ModelWrapValidatorHandler[CheckpointOut]) -> CheckpointOut:
+        """A Checkpoint row (its round and evaluation results loaded with it) → the API's view."""
+        if isinstance(value, (dict, BaseModel)):
+            return handler(value)
+        evals = [{"dataset_id": e.dataset_id, "skill": e.skill, **(e.metrics or {})} for e in value.evals]
+        return handler(RowWith(
+            value, object="checkpoint", sha256=value.blob, eval=evals,
+            round_number=value.round.number if value.round is not None else None,
+            format="peft-lora-tar-gz",  # adapter_config.json + adapter_model.safetensors at the root
+            metrics=read_checkpoint_metrics(value.metrics, ((e["skill"], e) for e in evals)),
+            content_url=f"/v1/checkpoints/{value.id}/content"))
