@@ -11,13 +11,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.skills import skill_problem
 from core.text import text_problem
-from core.statuses import TERMINAL, UNFINISHED
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem, disk_full_is_507
 from service.api.openapi import problem_responses
@@ -27,10 +26,12 @@ from service.api.quotas import enforce_quota
 from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
-from service.db.models import Dataset, Job, Pool, Round, Sample, utcnow
+from service.db.models import Dataset, Sample
 from service.jobs import add_event, create_job, note_unsent
 from service.owner_quotas import check_new_ingest
-from service.pool_removal import pools_using
+from service import datasets as dataset_service
+from service.datasets import DatasetInUse
+from service.domain_errors import Conflict
 from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, RowWith, SampleOut, SkillName
 from core.blobs import BlobStore
 
@@ -269,32 +270,12 @@ class DatasetPatch(BaseModel):
 def update_dataset(dataset_id: str, body: DatasetPatch, session: SessionDep, owner: OwnerDep) -> DatasetOut:
     """Declare (or clear) a ready dataset's skill: samples whose record names none take it."""
     dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset", for_update=True)
-    if dataset.status != "ready":
-        raise ApiProblem(409, f"dataset {dataset_id} is {dataset.status}; its skill can be set once it is ready",
-                         code="dataset_not_ready")
-    # a record's own `skill` wins: only samples whose record has none (or null) follow the dataset
-    session.execute(
-        update(Sample).where(Sample.dataset_id == dataset_id, Sample.record["skill"].as_string().is_(None))
-        .values(skill=body.skill).execution_options(synchronize_session=False)
-    )
-    counts = session.execute(
-        select(Sample.skill, func.count()).where(Sample.dataset_id == dataset_id, Sample.skill.is_not(None))
-        .group_by(Sample.skill)
-    ).all()
-    dataset.skill, dataset.skill_counts = body.skill, {k: int(n) for k, n in sorted(counts)}
-    dataset.updated_at = utcnow()
+    try:
+        dataset_service.set_skill(session, dataset, body.skill)
+    except Conflict as exc:
+        raise ApiProblem(409, exc.detail, code=exc.code) from None
     session.commit()
     return DatasetOut.model_validate(dataset)
-
-
-def _unfinished_round_naming(session: Session, owner_id: str, dataset_id: str) -> Round | None:
-    """A queued or running round that will read this dataset (its ids live in the round's JSON params)."""
-    rounds = session.scalars(
-        select(Round)
-        .join(Pool, Pool.id == Round.pool_id)
-        .where(Pool.owner_id == owner_id, Round.status.in_(UNFINISHED))
-    )
-    return next((r for r in rounds if dataset_id in (r.params or {}).get("dataset_ids", ())), None)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(
@@ -302,23 +283,11 @@ def _unfinished_round_naming(session: Session, owner_id: str, dataset_id: str) -
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Delete a dataset and its samples; refused (409) while a pool uses it or it is being ingested."""
     dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
-    if pool_ids := pools_using(session, dataset_id):
-        routes = ", ".join(f"DELETE /v1/pools/{p}/datasets/{dataset_id}" for p in pool_ids)
-        raise ApiProblem(409, f"dataset {dataset_id} is used by pool{'s' if len(pool_ids) > 1 else ''} "
-                         f"{', '.join(pool_ids)}; remove it from each first: {routes}", code="in_use", pool_ids=pool_ids)
-    if (rnd := _unfinished_round_naming(session, owner.id, dataset_id)) is not None:
-        raise ApiProblem(409, f"dataset {dataset_id} is named by round {rnd.id} of pool {rnd.pool_id}, which is "
-                         f"{rnd.status}; wait for it or cancel its job {rnd.job_id}, then remove the dataset from the "
-                         f"pool if it still uses it (DELETE /v1/pools/{rnd.pool_id}/datasets/{dataset_id})",
-                         code="in_use", pool_ids=[rnd.pool_id])
-    job = session.get(Job, dataset.job_id) if dataset.job_id else None
-    if job is not None and job.status not in TERMINAL:
-        raise ApiProblem(
-            409, f"dataset {dataset_id} is being ingested by job {job.id} ({job.status}); cancel it or wait",
-            code="ingest_in_progress",
-        )
-    # Blobs are content-addressed and may be shared with other datasets: they are left for a GC.
-    session.execute(delete(Sample).where(Sample.dataset_id == dataset_id))
-    session.delete(dataset)
+    try:
+        dataset_service.delete_dataset(session, dataset)
+    except DatasetInUse as exc:
+        raise ApiProblem(409, exc.detail, code=exc.code, pool_ids=exc.pool_ids) from None
+    except Conflict as exc:
+        raise ApiProblem(409, exc.detail, code=exc.code) from None
     session.commit()
     return Response(status_code=204)
