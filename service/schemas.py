@@ -431,8 +431,7 @@ POOL_EXAMPLE = {
 
 
 class PoolOut(BaseModel):
-    """Read from `RowWith(pool, **pool_counts)`: the row and its member counts."""
-
+    # read from RowWith(pool, **pool_counts(...)): the row and its member counts
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [POOL_EXAMPLE]})
     id: str
     object: Literal["pool"] = "pool"
