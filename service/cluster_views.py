@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, Round
 from core.blobs import BlobStore
+from service.db.models import Round
+from service.round_blobs import round_blob
 
 
 class ClusterViewMissing(Exception):
@@ -18,13 +18,8 @@ class ClusterViewMissing(Exception):
 
 
 def cluster_view_blob(session: Session, rnd: Round) -> str | None:
-    """The sha256 named by the round's succeeded select stage job, or None."""
-    if rnd.job_id is None:
-        return None
-    results = session.scalars(
-        select(Job.result).where(Job.parent_id == rnd.job_id, Job.kind == "round.select", Job.status == "succeeded")
-    )
-    return next((r["cluster_view_blob"] for r in results if r and r.get("cluster_view_blob")), None)
+    """The sha256 of the view the round's select stage stored (round_blobs), or None."""
+    return round_blob(session, rnd.id, "cluster_view")
 
 
 def load_cluster_view(session: Session, blobs: BlobStore, rnd: Round) -> dict[str, Any]:

@@ -129,10 +129,6 @@ class Settings(BaseSettings):
     def preset_dir(self) -> Path:
         return (self.preset_cache or self.data_dir / "models").resolve()
 
-    def index_dir(self, pool_id: str) -> Path:
-        """Where a pool's FAISS index versions are written (`pool_index: true`)."""
-        return (self.data_dir / "indexes").resolve() / pool_id
-
     @property
     def work_dir(self) -> Path:
         """Scratch space for uploads being validated and stages in progress."""

@@ -1,13 +1,14 @@
 """Blob garbage collection: remove blobs nothing in SQL refers to any more.
 
 Blobs are content-addressed and shared (two datasets with the same image hold one blob), so
-deleting a dataset or a failed round leaves its blobs behind; `adaptinf gc` reclaims them.
+deleting a dataset, a pool or a failed round's rows leaves blobs behind; `adaptinf gc` reclaims
+them.
 
 Safety rests on two rules:
-- The reference set is conservative: the blob columns (datasets, samples' images, feature
-  shards, checkpoints) and every 64-hex string anywhere in the JSON of jobs, rounds and job
-  events (where round stages keep their plan and decision blobs). Anything that looks like a
-  reference keeps its blob.
+- Every blob the service keeps is named by a typed column, and the reference set is all of them:
+  datasets (records file, images archive), samples' image_refs, feature shards, checkpoints,
+  index versions, and round_blobs (what a round's stages store: candidate plan, adapters before
+  finalize, pruning decision, cluster view, index version). Nothing is guessed from JSON.
 - A grace period: a blob is a candidate only when its file is older than `grace` (writers
   refresh the mtime of a blob they reuse, see `BlobStore`), and its mtime is checked again right
   before unlinking. A writer that stores a blob and commits the row naming it within the grace
@@ -18,20 +19,20 @@ collector runs is seen.
 """
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Checkpoint, Dataset, FeatureShard, Job, JobEvent, Round, Sample
 from core.blobs import BlobNotFound, BlobStore
+from service.db.models import Checkpoint, Dataset, FeatureShard, IndexVersion, RoundBlob, Sample
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _BATCH = 10_000
+
+#: Every column that names one blob (NULL where a row has none).
+BLOB_COLUMNS = (Dataset.file_blob, Dataset.archive_blob, FeatureShard.blob, Checkpoint.blob, IndexVersion.blob,
+                RoundBlob.blob)
 
 
 @dataclass
@@ -46,29 +47,13 @@ class GcReport:
     deleted: int = 0
 
 
-def _json_refs(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        if _HEX64.match(value):
-            yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _json_refs(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _json_refs(v)
-
-
 def referenced_blobs(session: Session) -> set[str]:
-    """Every sha256 the database may still need (see the module docstring)."""
+    """Every sha256 a typed column of the database names (see the module docstring)."""
     refs: set[str] = set()
-    for column in (Dataset.file_blob, Dataset.archive_blob, FeatureShard.blob, Checkpoint.blob):
-        refs.update(v for v in session.scalars(select(column)) if v)
+    for column in BLOB_COLUMNS:
+        refs.update(v for v in session.scalars(select(column).distinct()) if v)
     for image_refs in session.scalars(select(Sample.image_refs).execution_options(yield_per=_BATCH)):
         refs.update(image_refs or ())
-    for columns in ((Job.params, Job.result), (Round.params, Round.result), (JobEvent.data,)):
-        for row in session.execute(select(*columns).execution_options(yield_per=_BATCH)):
-            for value in row:
-                refs.update(_json_refs(value))
     return refs
 
 

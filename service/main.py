@@ -15,7 +15,7 @@ from service.api.openapi import install_openapi
 from service.api.redoc import install_redoc
 from service.api.text_guard import TextGuard
 from service.api.metrics import Metrics, MetricsMiddleware
-from service.api.routes import checkpoints, datasets, health, jobs, pools, round_views, rounds
+from service.api.routes import checkpoints, datasets, health, jobs, pool_index, pools, round_views, rounds
 from service.api.routes.ui import install_ui
 from service.config import Settings, get_settings
 from service.db.session import get_engine, get_sessionmaker
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(pools.router)
+    app.include_router(pool_index.router)
     app.include_router(rounds.router)
     app.include_router(round_views.router)
     app.include_router(checkpoints.router)

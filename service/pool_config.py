@@ -261,10 +261,10 @@ class PoolConfig(_Section):
     training: TrainingSection = Field(default_factory=TrainingSection)
     shard_size: PosInt = Field(256, description="samples per feature shard job")
     warmup_fraction: float = Field(0.05, description="share of round 1's data the warm-up adapter trains on")
-    pool_index: StrictBool = Field(False, description="write a FAISS index of the round's surviving candidates' "
-                                   "features each round (no endpoint reads it yet; at 200k samples × 8,192 "
-                                   "dimensions it made the select stage 64–66 s longer, and the worker peaked at "
-                                   "about 7 GB while building it)")
+    pool_index: StrictBool = Field(False, description="store a FAISS index of the round's surviving candidates' "
+                                   "features each round, downloadable at GET /v1/pools/{id}/index (at 200k samples "
+                                   "× 8,192 dimensions it made the select stage 64–66 s longer, and the worker "
+                                   "peaked at about 7 GB while building it)")
 
     @field_validator("warmup_fraction", mode="before")
     @classmethod

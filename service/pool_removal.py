@@ -11,7 +11,7 @@ that afterwards nothing of the pool refers to its samples and the dataset itself
 - its evaluation-set link and the evaluation results of the pool's checkpoints on it.
 What stays: the checkpoints trained on it (weights cannot un-learn; delete the pool to drop them),
 the rounds' `params` and `result` summaries (what was submitted and counted then), and the
-feature-shard blobs and index files of earlier rounds, until the pool is deleted.
+feature-shard, round and index-version blobs of earlier rounds, until the pool is deleted.
 
 Both are refused (409) while a round of the pool is queued, running or cancelling: that round
 froze the pool's members as its candidates and its last stage writes members and evaluations;
@@ -130,12 +130,11 @@ def remove_dataset(session: Session, pool: Pool, dataset_id: str, *, evaluation_
 def delete_pool(session: Session, pool: Pool) -> None:
     """Delete the pool and everything that is only its; flushed, not committed.
 
-    Its round jobs (and their stage jobs and events, by the jobs' cascade) go too: their params
-    and results name the rounds' plan and decision blobs, which `adaptinf gc` may then reclaim
-    with the checkpoints' and feature shards' blobs. The pool's rows (rounds, selections, scores,
-    feature shards, index versions, checkpoints and their evaluations, members, evaluation-set
-    links) go by the schema's ON DELETE CASCADE from pools and rounds. Its index files are not
-    blobs: the caller removes their folder after the commit.
+    Its round jobs (and their stage jobs and events, by the jobs' cascade) go too. The pool's rows
+    (rounds, round_blobs, selections, scores, feature shards, index versions, checkpoints and
+    their evaluations, members, evaluation-set links) go by the schema's ON DELETE CASCADE from
+    pools and rounds, and with them every typed reference to the pool's blobs: `adaptinf gc` may
+    then reclaim those no other pool shares.
     """
     refuse_while_round_active(session, pool, f"delete pool {pool.id}")
     job_ids = [j for j in session.scalars(select(Round.job_id).where(Round.pool_id == pool.id)) if j]

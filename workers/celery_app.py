@@ -108,5 +108,6 @@ def _limit_torch_threads(**_: object) -> None:
 
 
 # Task modules last: they import `app` from here.
+from workers.tasks import index  # noqa: E402,F401
 from workers.tasks import ingest  # noqa: E402,F401
 from workers.tasks import rounds  # noqa: E402,F401

@@ -120,6 +120,12 @@ def _limit(text: str) -> int:
     return int(text)
 
 
+def _round_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--round must be a round number >= 1, got {text!r}")
+    return int(text)
+
+
 # ---- the tree ----------------------------------------------------------------------------------
 
 
@@ -184,6 +190,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
           "pool_id")
     pools("remove-dataset", c.pools_remove_dataset, "Take a dataset's samples out of a pool.", "pool_id", "dataset_id")
     pools("remove-eval-set", c.pools_remove_eval_set, "Stop evaluating a pool on a dataset.", "pool_id", "dataset_id")
+    p = pools("index", c.pools_index, "Download the pool's FAISS index (config pool_index) for your own "
+              "nearest-neighbour searches; resumes a partial file, checks the sha256.", "pool_id")
+    p.add_argument("-o", "--output", help="file (default <pool>-round<N>.faiss)")
+    p.add_argument("--round", type=_round_number, dest="round_number", help="that round's version (default: the latest)")
 
     rounds = group("rounds", "Start, list and inspect rounds.")
     p = rounds("start", c.rounds_start, "Start a round on new datasets.", "pool_id", aliases=("create",))

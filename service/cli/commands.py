@@ -147,6 +147,22 @@ def pools_remove_dataset(client: Client, args: argparse.Namespace) -> int:
                  f"removed dataset {args.dataset_id} from pool {args.pool_id}")
 
 
+def pools_index(client: Client, args: argparse.Namespace) -> int:
+    try:
+        d = client.pools.download_index(args.pool_id, args.output, round_number=args.round_number)
+    except ChecksumMismatch as exc:
+        note(f"error: {exc}")
+        return 1
+    shape = f"round {d.round_number}, {d.rows} vectors of {d.dim or '?'} dims, {d.kind}; ids are sample ids"
+    if d.already_complete:
+        note(f"{d.path} is already complete ({shape})")
+    else:
+        if d.resumed_at is not None:
+            note(f"resumed at byte {d.resumed_at}")
+        note(f"wrote {d.path} ({d.size} bytes, {d.downloaded} downloaded, sha256 verified; {shape})")
+    return 0
+
+
 def pools_remove_eval_set(client: Client, args: argparse.Namespace) -> int:
     client.pools.remove_eval_set(args.pool_id, args.dataset_id)
     return _done(args, {"pool_id": args.pool_id, "eval_set": args.dataset_id, "removed": True},

@@ -13,7 +13,7 @@ A refusal raises ApiError (its `.problem` is the problem+json); no answer raises
 from __future__ import annotations
 
 from service.client.client import Client
-from service.client.downloads import Download
+from service.client.downloads import Download, IndexDownload
 from service.client.errors import ApiError, ApiUnreachable, ChecksumMismatch, ClientError, WaitTimeout
 from service.client.models import (
     Checkpoint, Clusters, Dataset, Job, JobEvent, Overall, Pool, PoolMetrics, Problem, Progress, Round, Sample,
@@ -21,6 +21,6 @@ from service.client.models import (
 
 __all__ = [
     "ApiError", "ApiUnreachable", "Checkpoint", "ChecksumMismatch", "Client", "ClientError", "Clusters", "Dataset",
-    "Download", "Job", "JobEvent", "Overall", "Pool", "PoolMetrics", "Problem", "Progress", "Round", "Sample",
-    "WaitTimeout",
+    "Download", "IndexDownload", "Job", "JobEvent", "Overall", "Pool", "PoolMetrics", "Problem", "Progress", "Round",
+    "Sample", "WaitTimeout",
 ]

@@ -9,7 +9,9 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from core.statuses import TERMINAL
-from service.client.downloads import Download, download_checkpoint, download_to
+from service.client.downloads import (
+    Download, IndexDownload, download_checkpoint, download_index, download_to, index_head,
+)
 from service.client.errors import WaitTimeout
 from service.client.http import Http, new_idempotency_key
 from service.client.models import (
@@ -95,6 +97,16 @@ class Pools(_Resource):
 
     def remove_eval_set(self, pool_id: str, dataset_id: str) -> None:
         self._http.request("DELETE", f"/v1/pools/{_q(pool_id)}/eval-sets/{_q(dataset_id)}")
+
+    def download_index(self, pool_id: str, path: str | Path | None = None, *,
+                       round_number: int | None = None) -> IndexDownload:
+        """The pool's FAISS index (config `pool_index`; the latest round's, or `round_number`'s) to
+        `path` (default <pool>-round<N>.faiss): resumes a `.part` file, checks the sha256. A damaged
+        version answers 503 while a job rebuilds it; the client retries that on its own."""
+        if path is None:
+            number = round_number or int(index_head(self._http, f"/v1/pools/{_q(pool_id)}/index")["x-index-round"])
+            path, round_number = f"{pool_id}-round{number}.faiss", number
+        return download_index(self._http, pool_id, Path(path), round_number)
 
 
 class Rounds(_Resource):

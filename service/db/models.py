@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -48,6 +49,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 
+
+#: What a round's stages store as blobs (round_blobs.kind): prepare's candidate plan, the warm-up
+#: and trained adapters (before finalize gives them checkpoint rows), select's pruning decision,
+#: the dashboard's cluster view, and the pool's FAISS index version.
+ROUND_BLOB_KINDS = ("candidates", "warmup_adapter", "decision", "cluster_view", "index", "adapter")
 
 # BigInteger autoincrement is not an alias of ROWID on SQLite; this variant keeps both happy.
 BigIntPK = BigInteger().with_variant(Integer, "sqlite")
@@ -191,16 +197,39 @@ class FeatureShard(Base):
     finished_at: Mapped[datetime | None]
 
 
+class RoundBlob(Base):
+    """A blob one of the round's stages stored, by kind: the typed reference that keeps it from the
+    garbage collector while the round exists (deleting the round, or its pool, lets it go).
+
+    A table rather than one column per kind on `rounds`: each stage adds its row in the
+    transaction that records its completion without touching the rounds row (which finalize and
+    the API lock and update), gc reads one column for all of them, and a new kind is a value of
+    the check constraint, not a new column.
+    """
+
+    __tablename__ = "round_blobs"
+    __table_args__ = (CheckConstraint(f"kind IN ({', '.join(repr(k) for k in ROUND_BLOB_KINDS)})", name="kind"),)
+    round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    blob: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class IndexVersion(Base):
+    """A pool's FAISS index of one round (pool config `pool_index`): a blob, verified when served
+    and rebuilt from the round's feature shards when it fails its sha256."""
+
     __tablename__ = "index_versions"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("idx"))
     pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
     round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(String(1000))
-    sha256: Mapped[str] = mapped_column(String(64))
+    blob: Mapped[str] = mapped_column(String(64))  # the FAISS file in the blob store
+    sha256: Mapped[str] = mapped_column(String(64))  # what the file must hash to (= blob: content-addressed)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     ntotal: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # flat|ivf
+    dim: Mapped[int | None]  # vector width; null for versions written before it was recorded
+    rebuild_job_id: Mapped[str | None] = mapped_column(String(40))  # the latest rebuild job, if any
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -16,6 +16,7 @@ from service.db.models import (
     Job,
     PoolMember,
     Round,
+    RoundBlob,
     Sample,
     Selection,
     utcnow,
@@ -174,7 +175,8 @@ def set_job(database_url: str, job_id: str, **fields: object) -> None:
 def add_cluster_view(database_url: str, round_job_id: str, owner_id: str, blobs: BlobStore,
                      sample_ids: list[int]) -> str:
     """The select stage's cluster view of a round (the map and score histograms) over `sample_ids`,
-    stored as a blob and named by a succeeded `round.select` child job, as the worker leaves it."""
+    stored as a blob and named by round_blobs (and a succeeded `round.select` child job's result),
+    as the worker leaves it."""
     n = len(sample_ids)
     view = {
         "candidates": n,
@@ -187,4 +189,6 @@ def add_cluster_view(database_url: str, round_job_id: str, owner_id: str, blobs:
     with session_scope(database_url) as session:
         session.add(Job(owner_id=owner_id, kind="round.select", queue="select", params={}, parent_id=round_job_id,
                         status="succeeded", result={"cluster_view_blob": ref.sha256}))
+        round_id = session.get(Job, round_job_id).params["round_id"]
+        session.add(RoundBlob(round_id=round_id, kind="cluster_view", blob=ref.sha256))
     return ref.sha256

@@ -1,4 +1,5 @@
-"""Blob garbage collection (service/gc.py and `adaptinf gc`): only old, unreferenced blobs go."""
+"""Blob garbage collection (service/gc.py and `adaptinf gc`): only old blobs that no typed column
+names go; a sha256 that only JSON mentions is no reference."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ from pool_rows import make_dataset, make_round
 
 from service.cli import main
 from service.config import get_settings
-from service.db.models import Dataset, FeatureShard, Job, JobEvent
+from service.db.models import ROUND_BLOB_KINDS, Dataset, FeatureShard, IndexVersion, Job, JobEvent, RoundBlob
 from service.db.session import session_scope
 from service.gc import collect
 from core.blobs import BlobStore
@@ -24,22 +25,27 @@ def age(blobs: BlobStore, *shas: str) -> None:
 
 @pytest.fixture
 def world(client, alice, database_url, settings):
-    """Blobs referenced in every way the service refers to them, one unreferenced old blob, one
-    unreferenced young blob, and an old and a young leftover temp file."""
+    """Blobs referenced in every typed way the service refers to them, one old blob that only JSON
+    columns mention (as the round stages' state does), one unreferenced young blob, and an old and
+    a young leftover temp file."""
     blobs = settings.blob_store()
     pool_id = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava"},
                           headers=alice.headers).json()["id"]
     _, sample_ids = make_dataset(database_url, alice.owner_id, 2, blobs=blobs)  # image_refs
     rnd = make_round(database_url, pool_id, alice.owner_id, number=1, selected=sample_ids, blobs=blobs)  # checkpoint
-    put = {name: blobs.put_bytes(name.encode()).sha256
-           for name in ("upload", "archive", "shard", "plan", "decision", "event", "orphan", "young")}
+    names = ("upload", "archive", "shard", "index", *ROUND_BLOB_KINDS, "orphan", "young")
+    put = {name: blobs.put_bytes(name.encode()).sha256 for name in names}
     with session_scope(database_url) as session:
         ds = session.query(Dataset).first()
         ds.file_blob, ds.archive_blob = put["upload"], put["archive"]
         session.add(FeatureShard(round_id=rnd["round_id"], shard=0, status="done", blob=put["shard"], rows=2))
+        session.add(IndexVersion(pool_id=pool_id, round_id=rnd["round_id"], blob=put["index"], sha256=put["index"],
+                                 size_bytes=5, ntotal=2, kind="flat", dim=8))
+        session.add_all(RoundBlob(round_id=rnd["round_id"], kind=kind, blob=put[kind]) for kind in ROUND_BLOB_KINDS)
+        # JSON that names the orphan as the round stages' state names their blobs: not a reference
         job = session.get(Job, rnd["job_id"])
-        job.result = {"state": {"candidates_blob": put["plan"], "nested": [{"decision_blob": put["decision"]}]}}
-        session.add(JobEvent(job_id=job.id, message="m", data={"blob": put["event"]}))
+        job.result = {"state": {"candidates_blob": put["orphan"], "nested": [{"decision_blob": put["orphan"]}]}}
+        session.add(JobEvent(job_id=job.id, message="m", data={"blob": put["orphan"]}))
     everything = [p.name for p in blobs.root.glob("??/??/*")]
     age(blobs, *(sha for sha in everything if sha != put["young"]))
     old_tmp, young_tmp = blobs.root / "tmp" / "put.old.tmp", blobs.root / "tmp" / "put.young.tmp"

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from service.db.models import (
     Checkpoint, EvalResult, FeatureShard, IndexVersion, Job, JobEvent, Pool, PoolEvalSet, PoolMember, Round,
-    Score, Selection,
+    RoundBlob, Score, Selection,
 )
 from service.db.session import session_scope
 from service.gc import collect
@@ -139,21 +139,21 @@ def test_deleting_a_pool_removes_its_rows_and_leaves_its_blobs_to_gc(client, ali
     kept = make_round(database_url, other, alice.owner_id, number=1, selected=world["s2"], members=world["s2"])
     kept["checkpoint_id"] = add_checkpoint(database_url, other, blobs, round_id=kept["round_id"],
                                            content=b"another adapter", evals=[(world["ev"], "vqa", EVAL)])
-    put = {name: blobs.put_bytes(name.encode()).sha256 for name in ("plan", "event", "shard", "stage")}
+    put = {name: blobs.put_bytes(name.encode()).sha256 for name in ("plan", "decision", "view", "shard", "index")}
     with session_scope(database_url) as session:
         job = session.get(Job, world["job_id"])
         job.result = {"candidates_blob": put["plan"]}
         stage = Job(owner_id=alice.owner_id, kind="round.select", queue="select", parent_id=job.id,
-                    params={"decision_blob": put["stage"]}, status="succeeded")
+                    params={}, result={"cluster_view_blob": put["view"]}, status="succeeded")
         session.add(stage)
         session.flush()
-        session.add(JobEvent(job_id=stage.id, message="m", data={"blob": put["event"]}))
+        session.add(JobEvent(job_id=stage.id, message="m", data={"blob": put["view"]}))
+        for kind in ("plan", "decision", "view", "index"):
+            session.add(RoundBlob(round_id=world["round_id"], blob=put[kind],
+                                  kind={"plan": "candidates", "view": "cluster_view"}.get(kind, kind)))
         session.add(FeatureShard(round_id=world["round_id"], shard=0, status="done", blob=put["shard"], rows=2))
-        folder = settings.data_dir.resolve() / "indexes" / pool
-        folder.mkdir(parents=True)
-        (folder / "pool-index-r000001.faiss").write_bytes(b"index")
-        session.add(IndexVersion(pool_id=pool, round_id=world["round_id"], path=str(folder / "pool-index-r000001.faiss"),
-                                 sha256="a" * 64, size_bytes=5, ntotal=4, kind="flat"))
+        session.add(IndexVersion(pool_id=pool, round_id=world["round_id"], blob=put["index"], sha256=put["index"],
+                                 size_bytes=5, ntotal=4, kind="flat", dim=8))
         ckpt_blob = session.get(Checkpoint, world["checkpoint_id"]).blob
     with session_scope(database_url) as session:
         assert collect(session, blobs, grace_seconds=-60, delete=False).unreferenced == []
@@ -163,7 +163,7 @@ def test_deleting_a_pool_removes_its_rows_and_leaves_its_blobs_to_gc(client, ali
     assert client.get(f"/v1/pools/{pool}", headers=alice.headers).status_code == 404
     assert client.get(f"/v1/rounds/{world['round_id']}", headers=alice.headers).status_code == 404
     assert client.get(f"/v1/checkpoints/{world['checkpoint_id']}", headers=alice.headers).status_code == 404
-    assert not folder.exists()
+    assert count(database_url, RoundBlob, RoundBlob.round_id == world["round_id"]) == 0
     for model, column in ((Round, Round.pool_id), (PoolMember, PoolMember.pool_id), (PoolEvalSet, PoolEvalSet.pool_id),
                           (Checkpoint, Checkpoint.pool_id), (IndexVersion, IndexVersion.pool_id)):
         assert count(database_url, model, column == pool) == 0, model

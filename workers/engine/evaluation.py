@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from core.samples import EngineSample
 from workers.engine.models import IGNORE_INDEX, EncodedSample, LoadedModel, collate, encode_sample
+from workers.engine.models.batching import token_groups
 
 _TRAILING_PUNCT = ".,;:!?\"'`)]}"
 _LEADING_PUNCT = "\"'`([{"
@@ -64,33 +65,53 @@ def _prompt_of(enc: EncodedSample) -> EncodedSample:
     return EncodedSample(enc.id, ids, ids.new_full(ids.shape, IGNORE_INDEX), enc.pixel_values)
 
 
-def response_losses(loaded: LoadedModel, encoded: Sequence[EncodedSample], batch_size: int) -> list[float]:
+def _in_groups(items: Sequence[EncodedSample], batch_size: int, token_budget: int | None, run) -> list:  # noqa: ANN001
+    """`run(group)` over batches of `batch_size`, each split into micro-batches whose padded size
+    stays within `token_budget` tokens (`token_groups`); per-sample results back in input order.
+
+    Padding one long sample into a batch of short ones is what costs memory (the attention
+    scores are built for the whole padded batch), so evaluation, like features and training,
+    runs such a batch as micro-batches of similar lengths; each sample's result does not depend
+    on its batch beyond float noise.
+    """
+    out: list = [None] * len(items)
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        for group in token_groups([len(e.input_ids) for e in chunk], token_budget):
+            for k, value in zip(group, run([chunk[k] for k in group])):
+                out[i + k] = value
+    return out
+
+
+def response_losses(loaded: LoadedModel, encoded: Sequence[EncodedSample], batch_size: int,
+                    token_budget: int | None = None) -> list[float]:
     """Per-sample mean NLL over response tokens, in input order. Right padding, no grad."""
     import torch
     import torch.nn.functional as F
 
-    out: list[float] = []
     pad = loaded.tokenizer.pad_token_id
+
+    def losses(group: list[EncodedSample]) -> list[float]:
+        batch = collate(group, pad, "right").to(loaded.device, loaded.dtype)
+        logits = loaded.model(**batch.model_inputs()).logits[:, :-1].float()
+        targets = batch.labels[:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        mask = (targets != IGNORE_INDEX).float()
+        return (nll.sum(1) / mask.sum(1).clamp(min=1)).tolist()
+
     with torch.no_grad():
-        for i in range(0, len(encoded), batch_size):
-            batch = collate(encoded[i : i + batch_size], pad, "right").to(loaded.device, loaded.dtype)
-            logits = loaded.model(**batch.model_inputs()).logits[:, :-1].float()
-            targets = batch.labels[:, 1:]
-            nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-            mask = (targets != IGNORE_INDEX).float()
-            out += (nll.sum(1) / mask.sum(1).clamp(min=1)).tolist()
-            del logits
-    return out
+        return _in_groups(encoded, batch_size, token_budget, losses)
 
 
 def generate_answers(
-    loaded: LoadedModel, prompts: Sequence[EncodedSample], max_new_tokens: int, batch_size: int
+    loaded: LoadedModel, prompts: Sequence[EncodedSample], max_new_tokens: int, batch_size: int,
+    token_budget: int | None = None,
 ) -> list[str]:
     """Greedy continuation of each encoded prompt, decoded without special tokens. Left padding."""
     tok = loaded.tokenizer
-    texts: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        batch = collate(prompts[i : i + batch_size], tok.pad_token_id, "left").to(loaded.device, loaded.dtype)
+
+    def answers(group: list[EncodedSample]) -> list[str]:
+        batch = collate(group, tok.pad_token_id, "left").to(loaded.device, loaded.dtype)
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         if batch.pixel_values is not None:
             inputs["pixel_values"] = batch.pixel_values
@@ -101,9 +122,9 @@ def generate_answers(
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-        new = gen[:, batch.input_ids.shape[1] :]
-        texts += tok.batch_decode(new, skip_special_tokens=True)
-    return texts
+        return tok.batch_decode(gen[:, batch.input_ids.shape[1] :], skip_special_tokens=True)
+
+    return _in_groups(prompts, batch_size, token_budget, answers)
 
 
 def evaluate(
@@ -112,6 +133,7 @@ def evaluate(
     max_new_tokens: int = 16,
     batch_size: int = 16,
     max_answer_words: int = 3,
+    token_budget: int | None = 4096,
 ) -> dict[str, dict[str, Any]]:
     """Loss and exact-match accuracy per skill (eval sets of the same skill are pooled).
 
@@ -121,6 +143,8 @@ def evaluate(
         max_new_tokens: generation length cap; an answer longer than this cannot match.
         batch_size: samples per forward pass (results do not depend on it beyond float noise).
         max_answer_words: references with more words get no accuracy, only loss.
+        token_budget: the padded tokens one forward pass may hold; a batch over it runs as
+            micro-batches of similar lengths (None: whole batches).
 
     Returns:
         {skill: {"loss": float, "accuracy": float | None, "n": int, "n_scored": int}}, where
@@ -144,12 +168,12 @@ def evaluate(
         with torch.inference_mode():
             for skill, samples in by_skill.items():
                 encoded = [encode_sample(loaded, s) for s in samples]
-                losses = response_losses(loaded, encoded, batch_size)
+                losses = response_losses(loaded, encoded, batch_size, token_budget)
                 short = [k for k, s in enumerate(samples) if is_short_answer(reference_answer(s), max_answer_words)]
                 accuracy = None
                 if short:
                     prompts = [_prompt_of(encoded[k]) for k in short]
-                    answers = generate_answers(loaded, prompts, max_new_tokens, batch_size)
+                    answers = generate_answers(loaded, prompts, max_new_tokens, batch_size, token_budget)
                     hits = [
                         normalize_answer(a) == normalize_answer(reference_answer(samples[k]))
                         for a, k in zip(answers, short)

@@ -1,30 +1,28 @@
-"""The persistent pool index: one FAISS index per pool, a new file version per round (for pools
-whose config sets `pool_index`).
+"""The persistent pool index: one FAISS index per pool, a new version per round (for pools
+whose config sets `pool_index`), stored as a blob.
 
 Vectors are the L2-normalised features stored as fp16 (the features are fp16 already, so this
 loses nothing beyond the normalisation's rounding), searched by inner product (= cosine); the
-FAISS ids are the SQL sample ids. A version is written to a temp file, fsynced and renamed under
-a per-directory writer lock, so a crash mid-write leaves the previous version untouched; its
-sha256 and size go to SQL and are checked on every load, and a missing or corrupt file is
-rebuilt from the stored feature shards.
+FAISS ids are the SQL sample ids. A version is written to a file in the caller's work folder and
+put in the blob store, which makes it durable and atomic (temp file, fsync, rename) and names it
+by its sha256; SQL records that sha and the size, both checked on every load, and a missing or
+corrupt blob is rebuilt from the stored feature shards. Versions are immutable and
+content-addressed, so two writers never share a file and need no lock.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import math
 import os
-import time
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from core.files import file_sha256, fsync_dir
+from core.blobs import BlobNotFound, BlobStore
 
 # Past this many rows the index is IVF instead of flat. Measured on the 2-core dev machine at
 # 1024 dims: a flat fp16 index of 50k rows answers a query in ~3.5 ms (1.7 ms batched), exact and
@@ -33,51 +31,31 @@ from core.files import file_sha256, fsync_dir
 FLAT_MAX_ROWS = 50_000
 IVF_NPROBE = 16
 _ADD_BLOCK = 65_536
-_LOCK_NAME = ".writer.lock"
 
 IndexKind = Literal["flat", "ivf"]
 Rebuild = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 
-class IndexBusyError(RuntimeError):
-    """Another process holds the pool's writer lock."""
+class IndexRowsMismatch(ValueError):
+    """A rebuilt index does not hold the number of rows SQL recorded for its version."""
+
+    code = "index_source_damaged"
 
 
 @dataclass(frozen=True)
 class IndexVersion:
-    """One written index file, as recorded in SQL (index_versions)."""
+    """One stored index version, as recorded in SQL (index_versions): its blob and shape."""
 
-    path: Path
     sha256: str
     size_bytes: int
     ntotal: int
     kind: IndexKind
     round_no: int
-    dim: int
+    dim: int | None
 
 
 def index_kind(n: int) -> IndexKind:
     return "flat" if n <= FLAT_MAX_ROWS else "ivf"
-
-
-@contextlib.contextmanager
-def writer_lock(directory: Path, timeout_s: float = 600.0) -> Iterator[None]:
-    """Exclusive per-pool writer lock (flock: released by the kernel if the holder dies)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / _LOCK_NAME, "a+b") as f:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    raise IndexBusyError(f"index directory {directory} is locked by another writer") from e
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def build_index(ids: np.ndarray, features: np.ndarray, seed: int = 0):
@@ -111,83 +89,73 @@ def build_index(ids: np.ndarray, features: np.ndarray, seed: int = 0):
     return index
 
 
-def _write_atomically(index, path: Path) -> tuple[str, int]:
-    """temp file → fsync → rename → fsync dir; returns (sha256, size) of what was written."""
-    import faiss
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        faiss.write_index(index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        sha, size = file_sha256(tmp), tmp.stat().st_size
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent, strict=True)
-    return sha, size
-
-
-def version_path(directory: Path, round_no: int) -> Path:
-    return Path(directory) / f"pool-index-r{round_no:06d}.faiss"
-
-
-def write_index_version(directory: Path | str, round_no: int, ids: np.ndarray, features: np.ndarray,
-                        *, seed: int = 0, path: Path | None = None, lock_timeout_s: float = 600.0) -> IndexVersion:
-    """Build and durably write the pool's index for `round_no` (single writer per directory).
+def store_index_version(blobs: BlobStore, workdir: Path | str, round_no: int, ids: np.ndarray,
+                        features: np.ndarray, *, seed: int = 0) -> IndexVersion:
+    """Build the pool's index for `round_no` and put it in the blob store.
 
     Args:
-        directory: the pool's index directory.
+        blobs: where the version goes (its sha256 names it).
+        workdir: a local folder for the file while it is written (the store then takes it).
         round_no: the round this version belongs to.
         ids: int64[n] SQL sample ids (the pool's active members).
         features: [n, d] float16 features (array, memmap or `FileRows` over the concatenated shards).
         seed: seeds the IVF training subsample and k-means.
-        path: write here instead of the round's default file name (used by rebuilds).
-        lock_timeout_s: how long to wait for another writer before IndexBusyError.
     """
-    directory = Path(directory)
-    with writer_lock(directory, lock_timeout_s):
-        for stale in directory.glob(".*.tmp-*"):  # leftovers of a writer that crashed
-            stale.unlink(missing_ok=True)
-        index = build_index(ids, features, seed)
-        target = path or version_path(directory, round_no)
-        sha, size = _write_atomically(index, target)
-    return IndexVersion(target, sha, size, int(index.ntotal), index_kind(len(ids)), round_no, features.shape[1])
+    import faiss
+
+    index = build_index(ids, features, seed)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=workdir, prefix=f"index-r{round_no}-", suffix=".faiss")
+    os.close(fd)
+    try:
+        faiss.write_index(index, name)
+        ref = blobs.put_file(name, move=True)
+    finally:
+        Path(name).unlink(missing_ok=True)
+    return IndexVersion(ref.sha256, ref.size, int(index.ntotal), index_kind(len(ids)), round_no, int(features.shape[1]))
 
 
-def _read_mmap(version: IndexVersion):
+def _read_mmap(blobs: BlobStore, version: IndexVersion):
     import faiss
 
     # Flat codes map zero-copy with IO_FLAG_MMAP_IFC; IVF lists map with IO_FLAG_MMAP (the two
     # flags cannot be combined on IVF files).
     flag = faiss.IO_FLAG_MMAP_IFC if version.kind == "flat" else faiss.IO_FLAG_MMAP
-    index = faiss.read_index(str(version.path), flag)
+    index = faiss.read_index(str(blobs.materialize(version.sha256)), flag)
     if version.kind == "ivf":
         index.nprobe = IVF_NPROBE
     return index
 
 
-def is_intact(version: IndexVersion) -> bool:
-    p = Path(version.path)
-    return p.is_file() and p.stat().st_size == version.size_bytes and file_sha256(p) == version.sha256
+def is_intact(blobs: BlobStore, version: IndexVersion) -> bool:
+    """Whether the version's blob exists with the recorded size and sha256."""
+    try:
+        return blobs.size(version.sha256) == version.size_bytes and blobs.verify(version.sha256)
+    except BlobNotFound:
+        return False
 
 
-def load_index(version: IndexVersion, rebuild: Rebuild, on_rebuilt: Callable[[IndexVersion], None] | None = None):
+def load_index(blobs: BlobStore, version: IndexVersion, rebuild: Rebuild,
+               on_rebuilt: Callable[[IndexVersion], None] | None = None, *, workdir: Path | str, seed: int = 0):
     """The version's FAISS index, read with mmap, after checking size and sha256.
 
-    A missing or corrupt file is rebuilt from `rebuild()` (ids, features from the stored shards)
-    and rewritten at the same path; `on_rebuilt` gets the new IndexVersion (its sha256 may differ
-    from the recorded one) so the caller can update SQL.
+    A missing or corrupt blob is rebuilt from `rebuild()` (ids, features from the stored shards)
+    with the round's `seed` and put in the store again (the same rows give the same bytes, so
+    usually the same blob, whose damaged file the put replaces); IndexRowsMismatch when the
+    rebuild does not give the recorded number of rows. `on_rebuilt` gets the new IndexVersion
+    (its sha256 may differ from the recorded one) so the caller can update SQL.
     """
-    if not is_intact(version):
+    if not is_intact(blobs, version):
         ids, features = rebuild()
-        new = write_index_version(Path(version.path).parent, version.round_no, ids, features, path=Path(version.path))
+        new = store_index_version(blobs, workdir, version.round_no, ids, features, seed=seed)
         if new.ntotal != version.ntotal:
-            raise ValueError(f"rebuilt index of round {version.round_no} has {new.ntotal} rows, SQL recorded {version.ntotal}")
+            raise IndexRowsMismatch(f"the rebuilt index of round {version.round_no} has {new.ntotal} rows; "
+                                    f"SQL recorded {version.ntotal}")
         if on_rebuilt is not None:
             on_rebuilt(new)
         version = new
-    return _read_mmap(version)
+    return _read_mmap(blobs, version)
 
 
 class PoolIndex(ABC):
@@ -210,7 +178,9 @@ class FaissPoolIndex(PoolIndex):
         self._index, self.version = index, version
 
     @classmethod
-    def open(cls, version: IndexVersion, rebuild: Rebuild, on_rebuilt: Callable[[IndexVersion], None] | None = None) -> FaissPoolIndex:
+    def open(cls, blobs: BlobStore, version: IndexVersion, rebuild: Rebuild,
+             on_rebuilt: Callable[[IndexVersion], None] | None = None, *, workdir: Path | str,
+             seed: int = 0) -> FaissPoolIndex:
         holder: list[IndexVersion] = [version]
 
         def record(new: IndexVersion) -> None:
@@ -218,7 +188,7 @@ class FaissPoolIndex(PoolIndex):
             if on_rebuilt is not None:
                 on_rebuilt(new)
 
-        index = load_index(version, rebuild, record)
+        index = load_index(blobs, version, rebuild, record, workdir=workdir, seed=seed)
         return cls(index, holder[0])
 
     @property

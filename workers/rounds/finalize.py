@@ -1,7 +1,7 @@
 """Stage finalize (queue select): the only stage that changes the pool, in ONE transaction.
 
 Inserts the round's checkpoints (warm-up and trained) with their eval results and the index
-version when the select stage wrote one (`pool_index`), adds the new samples as members (joined_round, cluster), marks pruned members with
+version when the select stage stored one (`pool_index`; a blob, named by index_versions.blob), adds the new samples as members (joined_round, cluster), marks pruned members with
 round and reason, points the pool at the new checkpoint, counts the round, and ends the round
 and its parent job succeeded. Cancelled or failed rounds never get here, so they leave the pool
 exactly as it was.
@@ -125,7 +125,9 @@ def run_finalize(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         checkpoint_id = _add_checkpoint(session, ref, "round", trained) if trained else None
         index = ref.state.get("index")
         if index:
-            session.add(IndexVersion(pool_id=ref.pool_id, round_id=ref.round_id, **index))
+            session.add(IndexVersion(pool_id=ref.pool_id, round_id=ref.round_id, blob=index["blob"],
+                                     sha256=index["sha256"], size_bytes=index["size_bytes"], ntotal=index["ntotal"],
+                                     kind=index["kind"], dim=index.get("dim")))
         _update_members(session, ref, plan, decision)
         if checkpoint_id is not None:
             pool.current_checkpoint_id = checkpoint_id

@@ -4,8 +4,9 @@ The adapter is the pool's current checkpoint when its blob is whole (or can be r
 from the adapter cache); a damaged one is skipped for the newest intact checkpoint, so a pool
 recovers from a corrupt checkpoint without losing its rounds.
 
-Touches no pool table: the candidate list goes to a blob whose sha the parent job records, and
-the shard plan to feature_shards rows, committed with the move to the next stage.
+Touches no pool table: the candidate list goes to a blob whose sha the parent job records (and
+round_blobs names, for the garbage collector), and the shard plan to feature_shards rows, all
+committed with the move to the next stage.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Checkpoint, FeatureShard, Pool, Round
 from service.integrity import BlobDamaged, ensure_checkpoint_blob
+from service.round_blobs import record_round_blobs
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
 from workers.rounds.features_stage import enter_features
 from workers.rounds.plan import freeze_plan, plan_candidates, shard_rows
@@ -124,6 +126,7 @@ def run_prepare(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     with factory() as session, session.begin():
         parent = claim_stage(session, run.ctx, ref.parent_id, "prepare")
         session.execute(insert(FeatureShard), shards)
+        record_round_blobs(session, ref.round_id, candidates=sha)
         stage = next_stage("prepare", updates, ref.params)
         if stage == "features":
             out = enter_features(session, parent, ref, run.settings, updates)

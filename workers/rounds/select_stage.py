@@ -5,9 +5,10 @@ Reads every shard blob (sha256 checked) into one float16 file in candidate order
 (DESIGN §2 step 8 runs after selection; doing it here saves a second read of all features).
 Selection rows are round-scoped and committed with the move to the next stage; the pruning
 decision and cluster assignment go to a blob, and (when the pool config asks for it,
-`pool_index`) the pool's FAISS index version to its own file; finalize records both. The
-dashboard's cluster view (a 2-D map and score histograms, `cluster_map`) goes to a third blob,
-named in this stage job's result as `cluster_view_blob`.
+`pool_index`) the pool's FAISS index version to another; finalize applies the first and records
+the second in index_versions. The dashboard's cluster view (a 2-D map and score histograms,
+`cluster_map`) goes to a third blob. All three are named in round_blobs in the transaction that
+ends the stage, so the garbage collector keeps them from then on.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from workers.engine.pruning import prune_pool
 from workers.engine.selection import select_samples
 from workers.engine.selection.cluster_map import build_cluster_view
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
+from service.round_blobs import record_round_blobs
 from workers.rounds.plan import load_plan
 from workers.rounds.runner import StageRun
 
@@ -179,6 +181,8 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
         parent = claim_stage(session, run.ctx, ref.parent_id, "select")
         session.execute(delete(Selection).where(Selection.round_id == ref.round_id))  # none: a commit advances
         session.execute(insert(Selection), rows)
+        record_round_blobs(session, ref.round_id, decision=decision_blob.sha256,
+                           cluster_view=view_blob and view_blob.sha256, index=index and index["blob"])
         out = enter_stage(session, parent, ref, run.settings, next_stage("select", updates, params), updates)
     return out, {"selected": len(rows), "pruned": len(pruned), "clusters": len(clusters), "seconds": seconds,
                  "cluster_view_blob": view_blob and view_blob.sha256}
@@ -186,12 +190,11 @@ def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
 
 def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned: set[int],
                      workdir: Path) -> dict[str, Any]:
-    """Write the pool's FAISS index version of this round over the survivors (the next pool);
-    finalize records it in index_versions with the pool's other changes."""
-    from workers.engine.index import write_index_version
+    """Put the pool's FAISS index version of this round, over the survivors (the next pool), in
+    the blob store; finalize records it in index_versions with the pool's other changes."""
+    from workers.engine.index import store_index_version
 
     keep = ~np.isin(ids, np.fromiter(pruned, dtype=np.int64, count=len(pruned)))
-    directory = run.settings.index_dir(run.ref.pool_id)
     with contextlib.ExitStack() as opened:
         if not keep.all():
             # the survivors copied block by block into a second file (the index build itself
@@ -202,6 +205,12 @@ def write_pool_index(run: StageRun, ids: np.ndarray, features: FileRows, pruned:
                 out.write(features[rows[start : start + 4_096]])
             out.close()
             ids, features = ids[keep], opened.enter_context(FileRows(workdir / "kept.npy"))
-        version = write_index_version(directory, run.ref.number, ids, features, seed=int(run.ref.params.get("seed", 0)))
-    return {"path": str(version.path), "sha256": version.sha256, "size_bytes": version.size_bytes,
-            "ntotal": version.ntotal, "kind": version.kind}
+        version = store_index_version(run.blobs, workdir, run.ref.number, ids, features,
+                                      seed=int(run.ref.params.get("seed", 0)))
+    return index_record(version)
+
+
+def index_record(version: Any) -> dict[str, Any]:  # noqa: ANN401 - workers.engine.index.IndexVersion
+    """The index_versions columns of a stored version (the round's state carries them to finalize)."""
+    return {"blob": version.sha256, "sha256": version.sha256, "size_bytes": version.size_bytes,
+            "ntotal": version.ntotal, "kind": version.kind, "dim": version.dim}

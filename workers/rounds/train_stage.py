@@ -1,8 +1,9 @@
 """Stages warmup and train (queue train): LoRA training, the adapter saved as a tar.gz blob.
 
 Neither inserts a checkpoints row: the blob's sha and the training stats go to the parent's
-state, and finalize inserts the rows with the pool's other changes in one transaction, so a
-cancelled or failed round leaves no checkpoint behind.
+state (and round_blobs names the blob, for the garbage collector), and finalize inserts the rows
+with the pool's other changes in one transaction, so a cancelled or failed round leaves no
+checkpoint behind.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from core.skill_scores import pool_by_skill
 from core.text import json_safe
 from service.db.models import PoolEvalSet, Round, Selection
+from service.round_blobs import record_round_blobs
 from workers.engine.evaluation import EvalSet, evaluate
 from workers.engine.training import train_lora
 from workers.engine.warmup import warmup_subset
@@ -62,6 +64,7 @@ def run_warmup(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     }
     with run.ctx.session_factory() as session, session.begin():
         parent = claim_stage(session, run.ctx, ref.parent_id, "warmup")
+        record_round_blobs(session, ref.round_id, warmup_adapter=blob.sha256)
         out = enter_features(session, parent, ref, run.settings, updates)
     return out, {"samples": len(chosen), "blob": blob.sha256, **stats}
 
@@ -87,7 +90,8 @@ def evaluate_pool(run: StageRun, loaded: Any, skip: frozenset[str] = frozenset()
             samples = load_dataset_samples(session, dataset_id, run.blobs)
             if samples:
                 run.watch.check()
-                metrics = evaluate(loaded, [EvalSet(dataset_id, skill, samples)])[skill]
+                metrics = evaluate(loaded, [EvalSet(dataset_id, skill, samples)],
+                                   token_budget=run.cfg.training.max_length)[skill]
                 out[dataset_id] = {"skill": skill, **metrics}
             if on_set is not None:
                 on_set(k, len(sets))
@@ -157,5 +161,6 @@ def run_train(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     }
     with run.ctx.session_factory() as session, session.begin():
         parent = claim_stage(session, run.ctx, ref.parent_id, "train")
+        record_round_blobs(session, ref.round_id, adapter=blob.sha256)
         out = enter_stage(session, parent, ref, run.settings, "finalize", updates)
     return out, {"samples": len(ids), "blob": blob.sha256, **stats}

@@ -1,7 +1,6 @@
 """Pools: create, list, read, delete, evaluation sets, removing a dataset, latest clusters, lifelong metrics."""
 from __future__ import annotations
 
-import shutil
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -222,7 +221,7 @@ def remove_eval_set_route(pool_id: str, dataset_id: str, session: SessionDep, ow
 
 @router.delete("/{pool_id}", status_code=204, response_class=Response, responses=problem_responses(
     404, 409, notes={409: "A round of the pool is queued, running or cancelling."}))
-def delete_pool_route(pool_id: str, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> Response:
+def delete_pool_route(pool_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Delete a pool with its rounds, checkpoints and members; blobs are left to `adaptinf gc`."""
     pool = owned_pool(session, pool_id, owner.id, for_update=True)
     try:
@@ -230,7 +229,4 @@ def delete_pool_route(pool_id: str, session: SessionDep, owner: OwnerDep, settin
     except DomainError as exc:
         raise problem_from(exc) from None
     session.commit()
-    # The pool's FAISS index versions (config pool_index) are files in its own folder, not blobs:
-    # no round runs (refused above) and no other pool writes there, so the folder goes whole.
-    shutil.rmtree(settings.index_dir(pool.id), ignore_errors=True)
     return Response(status_code=204)

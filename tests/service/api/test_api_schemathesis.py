@@ -24,6 +24,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 from service.db.models import Dataset, Job
 from service.db.session import session_scope
 from service.main import create_app
+from tests.index_rows import store_index
 from tests.service.pool_rows import adapter_tar_gz, add_cluster_view, make_dataset, make_round
 
 SEED = 14  # with `deterministic` (Hypothesis' derandomize) every run draws the same cases
@@ -53,17 +54,19 @@ def _seed(app, settings, database_url: str, owner_id: str, headers: dict[str, st
     spare_dataset, spare_samples = make_dataset(database_url, owner_id, 2)
     pending_dataset, _ = make_dataset(database_url, owner_id, 0, status="pending")
     with TestClient(app) as client:
-        def pool(name: str, *eval_sets: dict[str, str]) -> str:
+        def pool(name: str, *eval_sets: dict[str, str], config: dict | None = None) -> str:
             r = client.post("/v1/pools", headers=headers, json={
-                "name": name, "base_model": "tiny-llava", "model_type": "llava", "eval_sets": list(eval_sets)})
+                "name": name, "base_model": "tiny-llava", "model_type": "llava", "eval_sets": list(eval_sets),
+                "config": config})
             assert r.status_code == 201, r.text
             return r.json()["id"]
 
-        pool_id, doomed_pool = pool("main"), pool("doomed")
+        pool_id, doomed_pool = pool("main", config={"pool_index": True}), pool("doomed")
         spare_pool = pool("spare", {"dataset_id": spare_eval, "skill": "counting"})
     ids = make_round(database_url, pool_id, owner_id, number=1, blobs=blobs, selected=samples[:2], members=samples,
                      dataset_ids=[dataset_id])
     add_cluster_view(database_url, ids["job_id"], owner_id, blobs, samples)
+    index = store_index(database_url, blobs, settings.work_dir, pool_id, ids["round_id"], 1)  # GET .../index
     make_round(database_url, spare_pool, owner_id, number=1, members=spare_samples, dataset_ids=[spare_dataset])
     with session_scope(database_url) as session:  # an ingest still queued: the one job that can be cancelled
         queued = Job(owner_id=owner_id, kind="ingest", queue="ingest", params={"dataset_id": pending_dataset})
@@ -73,7 +76,8 @@ def _seed(app, settings, database_url: str, owner_id: str, headers: dict[str, st
         queued_job = queued.id
     return {"pool": [pool_id], "dataset": [dataset_id, pending_dataset], "new_dataset": [dataset_id],
             "eval_dataset": [eval_dataset], "round": [ids["round_id"]], "job": [ids["job_id"], queued_job],
-            "checkpoint": [ids["checkpoint_id"]], "etag": [f'"{sha256(adapter_tar_gz()).hexdigest()}"', "*"],
+            "checkpoint": [ids["checkpoint_id"]],
+            "etag": [f'"{sha256(adapter_tar_gz()).hexdigest()}"', f'"{index.sha256}"', "*"],
             "range": RANGES, "upload": [UPLOAD + "\n"], "base_model": ["tiny-llava"],
             "doomed_pool": [doomed_pool], "spare_pool": [spare_pool], "spare_dataset": [spare_dataset],
             "spare_eval": [spare_eval], "loose_dataset": [loose_dataset]}

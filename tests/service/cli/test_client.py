@@ -335,3 +335,26 @@ def test_a_creating_command_prints_its_warnings(cli, alice, database_url):
     code, out, err = cli("pools", "create", "--json", "--name", "text2", "--base-model", "tiny-causal-lm",
                          "--model-type", "causal-lm", "--eval-set", f"{ev}:vqa")
     assert [w["code"] for w in json.loads(out)["warnings"]] == ["images_dropped"] and "images_dropped" in err
+
+
+def test_pools_index_downloads_the_verified_faiss_file(cli, alice, database_url, settings, client, tmp_path):
+    import hashlib
+
+    from index_rows import store_index
+
+    pool = client.post("/v1/pools", json={"name": "p", "base_model": "tiny-llava", "model_type": "llava",
+                                          "config": {"pool_index": True}}, headers=alice.headers).json()["id"]
+    rnd = make_round(database_url, pool, alice.owner_id, number=1)
+    stored = store_index(database_url, settings.blob_store(), settings.work_dir, pool, rnd["round_id"], 1)
+    target = tmp_path / "pool.faiss"
+    code, _, err = cli("pools", "index", pool, "-o", str(target))
+    assert code == 0, err
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == stored.sha256
+    assert "sha256 verified" in err and f"round 1, {len(stored.survivors)} vectors of 16 dims" in err
+    code, _, err = cli("pools", "index", pool, "-o", str(target), "--round", "1")
+    assert code == 0 and "already complete" in err
+    code, _, err = cli("pools", "index", pool, "--round", "2", "-o", str(tmp_path / "x.faiss"))
+    assert code == 2 and "round 2" in err and not (tmp_path / "x.faiss").exists()
+    with pytest.raises(SystemExit) as exc:  # argparse refuses it before any request
+        cli("pools", "index", pool, "--round", "0")
+    assert exc.value.code == 2

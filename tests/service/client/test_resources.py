@@ -167,3 +167,53 @@ def test_unreachable_api_raises_after_retries():
     with Client(f"http://127.0.0.1:{port}", "ak_x", retries=1, backoff=0) as c, pytest.raises(ApiUnreachable) as exc:
         c.pools.get("pool_x")
     assert f"127.0.0.1:{port}" in str(exc.value)
+
+
+def test_pool_index_download(api, alice, database_url, settings, tmp_path):
+    """pools.download_index: the verified file, resumed; a damaged version is a 503 naming its
+    rebuild job (retried on its own by a client with retries), served again once rebuilt."""
+    import hashlib
+
+    from index_rows import corrupt_blob, store_index
+
+    from service.db.session import get_sessionmaker
+    from workers.rounds.index_rebuild import rebuild_index_version
+
+    pool = api.pools.create("p", "tiny-llava", "llava", config={"pool_index": True})
+    blobs = settings.blob_store()
+    stored = {}
+    for number in (1, 2):
+        rnd = make_round(database_url, pool.id, alice.owner_id, number=number)
+        stored[number] = store_index(database_url, blobs, settings.work_dir, pool.id, rnd["round_id"], number,
+                                     n=20 * number)
+    d = api.pools.download_index(pool.id, tmp_path / "i.faiss")
+    data = (tmp_path / "i.faiss").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == stored[2].sha256 and d.downloaded == d.size == len(data)
+    assert (d.round_number, d.rows, d.dim, d.kind, d.version_id) == (
+        2, len(stored[2].survivors), 16, "flat", stored[2].version_id)
+    # the default file name, an older round, and a resumed partial file
+    older = api.pools.download_index(pool.id, round_number=1)
+    try:
+        assert older.path == Path(f"{pool.id}-round1.faiss") and older.round_number == 1
+        assert hashlib.sha256(older.path.read_bytes()).hexdigest() == stored[1].sha256
+    finally:
+        older.path.unlink()
+    (tmp_path / "i.faiss").unlink()
+    (tmp_path / "i.faiss.part").write_bytes(data[:50])
+    d = api.pools.download_index(pool.id, tmp_path / "i.faiss")
+    assert d.resumed_at == 50 and (tmp_path / "i.faiss").read_bytes() == data
+
+    off = api.pools.create("q", "tiny-llava", "llava")
+    with pytest.raises(ApiError) as exc:
+        api.pools.download_index(off.id, tmp_path / "none.faiss")
+    assert exc.value.status == 404 and exc.value.code == "no_index" and not (tmp_path / "none.faiss").exists()
+
+    corrupt_blob(blobs, stored[2].sha256)
+    with Client(api.http.url, alice.key, retries=0) as impatient, pytest.raises(ApiError) as exc:
+        impatient.pools.download_index(pool.id, tmp_path / "j.faiss")
+    assert exc.value.status == 503 and exc.value.code == "index_rebuilding"
+    job_id = exc.value.problem.model_extra["job_id"]
+    assert api.jobs.get(job_id).kind == "index.rebuild"
+    rebuild_index_version(get_sessionmaker(database_url), blobs, settings.work_dir, stored[2].version_id)
+    d = api.pools.download_index(pool.id, tmp_path / "j.faiss")
+    assert hashlib.sha256((tmp_path / "j.faiss").read_bytes()).hexdigest() == stored[2].sha256

@@ -159,3 +159,25 @@ def test_bad_arguments_are_rejected(llava, images):
         EvalSet("x", "", _mixed(images)[:1])
     with pytest.raises(ValueError, match="batch_size"):
         evaluate(llava, [EvalSet("x", "color", _mixed(images)[:1])], batch_size=0)
+
+
+@pytest.mark.parametrize("model_name", ["llava", "causal"])
+def test_a_batch_padded_past_the_token_budget_runs_as_micro_batches_with_the_same_results(
+        model_name, request, images, monkeypatch):
+    from workers.engine import evaluation
+
+    loaded = request.getfixturevalue(model_name)
+    samples = _mixed(images) + [_sample(9, "Say it at length. " * 12, "a long answer " * 15)]
+    longest = max(len(encode_sample(loaded, s).input_ids) for s in samples)
+    whole = evaluate(loaded, [EvalSet("m", "mixed", samples)], max_new_tokens=4, batch_size=8, token_budget=None)
+    seen, token_groups = [], evaluation.token_groups
+
+    def spy(lengths, budget):
+        seen.append(token_groups(lengths, budget))
+        return seen[-1]
+
+    monkeypatch.setattr(evaluation, "token_groups", spy)
+    split = evaluate(loaded, [EvalSet("m", "mixed", samples)], max_new_tokens=4, batch_size=8, token_budget=longest)
+    assert len(seen[0]) > 1  # the losses' batch: 5 padded to the longest do not fit one sample's length
+    assert split["mixed"]["loss"] == pytest.approx(whole["mixed"]["loss"], abs=TOL)
+    assert split["mixed"]["accuracy"] == whole["mixed"]["accuracy"]

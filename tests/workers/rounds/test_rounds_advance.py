@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from core.files import file_sha256
 from service.db.models import (
-    Checkpoint, EvalResult, FeatureShard, IndexVersion, Job, Pool, PoolMember, Round, Score, Selection,
+    Checkpoint, EvalResult, FeatureShard, IndexVersion, Job, Pool, PoolMember, Round, RoundBlob, Score, Selection,
 )
 from service.lifecycle import request_cancel
 from tests.workers.rounds.rounds_helpers import POOL_CONFIG, RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
@@ -102,10 +102,28 @@ def test_two_rounds_end_to_end(round_env: RoundEnv) -> None:
                               if hasattr(m, "disable_adapters") and hasattr(m, "lora_A"))
         # the pool's index version covers exactly the surviving members
         (iv,) = s.scalars(select(IndexVersion).where(IndexVersion.pool_id == pool_id)).all()
-        assert (iv.round_id, iv.ntotal) == (round_id, res["pool_size"])
-        assert file_sha256(Path(iv.path)) == iv.sha256
+        assert (iv.round_id, iv.ntotal, iv.dim, iv.kind) == (round_id, res["pool_size"], 64, "flat")
+        assert iv.blob == iv.sha256 == file_sha256(env.blobs.materialize(iv.blob))
+        assert iv.size_bytes == env.blobs.size(iv.blob)
         active = sorted(m.sample_id for m in members if m.status == "active")
-        assert sorted(faiss_ids(iv.path)) == active
+        assert sorted(faiss_ids(str(env.blobs.materialize(iv.blob)))) == active
+        # every blob the round's stages stored is named by a typed reference, in its kind
+        refs = dict(s.execute(select(RoundBlob.kind, RoundBlob.blob).where(RoundBlob.round_id == round_id)).all())
+        assert set(refs) == {"candidates", "warmup_adapter", "decision", "cluster_view", "index", "adapter"}
+        assert (refs["candidates"], refs["warmup_adapter"], refs["adapter"], refs["index"]) == (
+            parent.result["candidates_blob"], s.get(Checkpoint, kinds["warmup"]).blob, ckpt.blob, iv.blob)
+        with env.blobs.open(refs["decision"]) as f:
+            assert len(json.load(f)["assign"]) == 22
+        assert all(env.blobs.verify(sha) for sha in refs.values())
+
+    # a damaged index version is rebuilt from the round's own shards into the very same bytes
+    from index_rows import corrupt_blob
+
+    from workers.rounds.index_rebuild import rebuild_index_version
+
+    corrupt_blob(env.blobs, iv.blob)
+    rebuilt = rebuild_index_version(env.factory, env.blobs, env.settings.work_dir, iv.id)
+    assert rebuilt["rebuilt"] and rebuilt["sha256"] == iv.sha256 and env.blobs.verify(iv.sha256)
 
     # the checkpoint is a PEFT adapter directory at the archive root, loadable on the preset base
     from peft import PeftModel
@@ -371,7 +389,7 @@ def test_pool_caps_in_a_round_keep_per_cluster_then_budget_multiple_and_new_only
     assert active_by_cluster(capped)[0].sum() == 9
     # no FAISS index unless the pool asks for one (`pool_index`, off by default)
     assert count(env, select(func.count()).select_from(IndexVersion)) == 0
-    assert not (env.settings.data_dir / "indexes").exists()
+    assert count(env, select(func.count()).select_from(RoundBlob).where(RoundBlob.kind == "index")) == 0
 
     # a round over its new samples only still keeps the whole pool under the cap: the pool is
     # full, so the new samples are all pruned and the old members stay

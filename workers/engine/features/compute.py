@@ -56,19 +56,29 @@ class FeatureEngine:
         }
 
     def text_only_nll(self, encoded: Sequence[EncodedSample]) -> Any:
-        """Mean response NLL without the image tokens (no grad), float32[n]."""
+        """Mean response NLL without the image tokens (no grad), float32[n]; a batch whose padded
+        size would pass `max_length` tokens runs as micro-batches (`token_groups`), as the
+        gradient pass does."""
         import torch
 
         loaded = self.loaded
         was_training = loaded.model.training
         loaded.model.eval()
+        groups = token_groups([len(e.input_ids) for e in encoded], self.cfg.max_length)
+        parts = []
         try:
-            batch = collate(encoded, loaded.tokenizer.pad_token_id, self.cfg.padding_side).to(loaded.device, loaded.dtype)
-            with torch.no_grad():
-                tokens = gather_response(self._backbone(batch), batch.labels)
-                return per_sample_mean(token_scores(self._lm_head(tokens.hidden), tokens.targets)["nll"], tokens)
+            for group in groups:
+                batch = collate([encoded[i] for i in group], loaded.tokenizer.pad_token_id,
+                                self.cfg.padding_side).to(loaded.device, loaded.dtype)
+                with torch.no_grad():
+                    tokens = gather_response(self._backbone(batch), batch.labels)
+                    parts.append(per_sample_mean(token_scores(self._lm_head(tokens.hidden), tokens.targets)["nll"], tokens))
         finally:
             loaded.model.train(was_training)
+        if len(parts) == 1:
+            return parts[0]
+        inverse = torch.from_numpy(np.argsort(np.concatenate(groups)))  # back to batch order
+        return torch.cat(parts)[inverse.to(parts[0].device)]
 
     def _grouped_gradient_pass(self, encoded: Sequence[EncodedSample]) -> dict[str, Any]:
         """`gradient_pass` on micro-batches of similar lengths when padding the batch would pass

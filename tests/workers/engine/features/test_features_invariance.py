@@ -85,3 +85,25 @@ def test_a_batch_padded_past_max_length_runs_as_micro_batches_with_the_same_resu
     assert len(groups) == 1 and len(groups[0]) > 1  # 5 × 64 padded tokens do not fit 64
     _assert_same(alone, grouped)
     np.testing.assert_allclose(alone.hidden.astype(np.float32), grouped.hidden.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_the_text_only_pass_of_a_padded_image_batch_runs_as_micro_batches(tiny_llava_nonzero, image_dir, monkeypatch):
+    from workers.engine.features import compute
+    from workers.engine.models import encode_sample
+    from workers.engine.models.batching import token_groups
+
+    samples = mixed_samples(image_dir)
+    longest = max(len(encode_sample(tiny_llava_nonzero, s).input_ids) for s in samples)
+    cfg = dict(proj_dim=64, max_length=longest, sort_by_length=False)
+    alone = compute_features(tiny_llava_nonzero, samples, FeatureConfig(batch_size=1, **cfg))
+    text_groups = []
+    text_only_nll = compute.FeatureEngine.text_only_nll
+
+    def spy(self, encoded):
+        text_groups.append(token_groups([len(e.input_ids) for e in encoded], self.cfg.max_length))
+        return text_only_nll(self, encoded)
+
+    monkeypatch.setattr(compute.FeatureEngine, "text_only_nll", spy)
+    grouped = compute_features(tiny_llava_nonzero, samples, FeatureConfig(batch_size=len(samples), **cfg))
+    assert len(text_groups) == 1 and len(text_groups[0]) > 1  # the image samples' text-only batch was split
+    _assert_same(alone, grouped)  # IG (from the text-only pass) included
