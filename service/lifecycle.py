@@ -4,9 +4,9 @@
 
 Who moves a job: the API (`request_cancel`), the worker's task base (`acquire_lease`, `finish_job`),
 the reaper (`reap_expired_job`, `give_up_unclaimed`) and a round's stage machine (`start_round_job`,
-`finish_round_job`). Each ends a job here, in the transaction that ends it, and `follow` brings
-the job's dataset (kind ingest) or round (kind round, round.<stage>) along, chosen by the job's
-kind right here. A worker's writes are fenced: they apply only while it holds the live lease
+`finish_round_job`). When a job ends failed or cancelled, `follow` brings its dataset (kind
+ingest) or round (kinds round and round.<stage>) along in the same transaction, dispatching on the
+kind explicitly. A worker's writes are fenced: they apply only while it holds the live lease
 (`update_if_held`), so a worker that lost its lease cannot overwrite its successor.
 """
 from __future__ import annotations
