@@ -1,6 +1,6 @@
 """The job runtime over the SQL leases of `workers.leases`: the context domain code sees, the
 heartbeat thread that renews the lease and reads the cancel flag, and the Celery Task base that
-takes the lease, runs the job and ends it."""
+takes the lease, runs the job and ends it (both transitions are `service.lifecycle`'s)."""
 from __future__ import annotations
 
 import logging
@@ -24,16 +24,8 @@ from service.disk import WAY_OUT, is_disk_full
 from service.db.models import Job
 from service.db.session import get_sessionmaker
 from service.jobs import add_event
-from workers.leases import (
-    JobCancelled,
-    LeaseLost,
-    acquire_lease,
-    finish_job,
-    lease_values,
-    new_lease_owner,
-    renew_lease,
-    update_if_held,
-)
+from service.lifecycle import acquire_lease, finish_job, update_if_held
+from workers.leases import JobCancelled, LeaseLost, lease_values, new_lease_owner, renew_lease
 from workers.live_progress import LiveProgress
 from workers.metrics import observe_job
 

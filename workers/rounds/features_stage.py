@@ -20,7 +20,7 @@ from core.text import json_safe
 from service.config import Settings
 from service.db.models import FeatureShard, Job, Score, utcnow
 from workers.engine.features import SCORE_NAMES, FeatureBatch, compute_features, write_shard
-from workers.leases import ACTIVE
+from core.statuses import ACTIVE
 from workers.rounds.advance import Outgoing, RoundRef, StageDone, claim_stage, enter_stage, kind_of
 from workers.rounds.models_cache import get_model
 from workers.rounds.plan import load_plan, shard_bounds

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.bulk import bulk_insert
-from service.db.models import Dataset, Job, Sample, utcnow
+from service.db.models import Dataset, Sample
 from service.ingest import IngestError, ValidatedDataset, limits_for, validate_upload
+from service.lifecycle import mark_dataset_failed, mark_dataset_ready
 from core.blobs import BlobStore
 from workers.celery_app import app
 from workers.jobs import JobContext, job_task
-from workers.leases import register_failure_hook
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,7 @@ def _write_samples(
         ctx.fence(session)  # a worker that lost its lease must not commit
         session.execute(delete(Sample).where(Sample.dataset_id == dataset_id))  # nothing, unless hand-edited
         bulk_insert(session, Sample, rows)
-        dataset.status, dataset.error = "ready", None
-        dataset.num_samples, dataset.num_images = validated.num_samples, validated.num_images
-        dataset.skill_counts = skill_counts
-        dataset.updated_at = utcnow()
+        mark_dataset_ready(dataset, validated.num_samples, validated.num_images, skill_counts)
     return True
 
 
@@ -150,17 +147,4 @@ def _already_ingested(session: Session, dataset: Dataset) -> dict[str, Any]:
 
 def _mark_failed(session_factory: sessionmaker[Session], dataset_id: str, error: dict[str, Any]) -> None:
     with session_factory() as session, session.begin():
-        dataset = session.get(Dataset, dataset_id)
-        if dataset is not None and dataset.status != "ready":
-            dataset.status, dataset.error, dataset.updated_at = "failed", error, utcnow()
-
-
-@register_failure_hook("ingest")
-def _dataset_failed_with_job(session: Session, job: Job) -> None:
-    """A failed or cancelled ingest job leaves its dataset failed (unless it became ready)."""
-    dataset_id = (job.params or {}).get("dataset_id")
-    dataset = session.get(Dataset, dataset_id) if dataset_id else None
-    if dataset is not None and dataset.status == "pending":
-        error = job.error or {"code": "ingest_failed", "message": "the ingest job did not finish"}
-        detail = f"ingest job {job.id} {job.status}: {error.get('message', '')}"
-        dataset.status, dataset.error, dataset.updated_at = "failed", {"code": error["code"], "detail": detail}, utcnow()
+        mark_dataset_failed(session, dataset_id, error)
