@@ -21,7 +21,8 @@ from core.text import json_safe
 from service.db.bulk import bulk_insert
 from service.db.models import Checkpoint, EvalResult, IndexVersion, Pool, PoolMember, Round
 from workers.rounds.advance import Outgoing, RoundRef, claim_stage, finish_round
-from workers.rounds.plan import CandidatePlan, load_plan
+from workers.rounds.plan import CandidatePlan
+from workers.rounds.plan_blob import load_plan
 from workers.rounds.runner import StageRun
 from workers.rounds.select_stage import ShardBlobError
 
