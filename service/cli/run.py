@@ -8,7 +8,6 @@ one owner's long round never holds back another owner's upload.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 from core.presets import PRETRAINED
 from core.worker_health import EXIT_CONFIG, read_heartbeat
 from service.broker import QUEUES, broker_ping
+from service.cli.worker_stack import require_worker_stack
 from service.config import Settings, get_settings
 
 log = logging.getLogger("adaptinf.serve")
@@ -37,27 +37,6 @@ def _use_data_dir(data_dir: Path | None) -> Settings:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings
-
-
-# What a worker imports that the API does not: the `worker` extra of pyproject.toml.
-WORKER_MODULES = ("torch", "transformers", "peft", "accelerate", "safetensors", "faiss")
-
-
-def missing_worker_stack() -> str | None:
-    """None when the workers' ML stack is installed, else a message naming what is missing and
-    the install command (the API and the client install without it)."""
-    missing = [m for m in WORKER_MODULES if importlib.util.find_spec(m) is None]
-    if not missing:
-        return None
-    return (f"adaptinf: running rounds needs the worker extra, and {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not installed: pip install 'adaptinf[worker]'")
-
-
-def _require_worker_stack() -> None:
-    problem = missing_worker_stack()
-    if problem:
-        print(problem, file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_CONFIG)
 
 
 def _queues(text: str) -> list[str]:
@@ -84,7 +63,7 @@ def worker_argv(queues: list[str], concurrency: int, pool: str | None = None, lo
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _require_worker_stack()
+    require_worker_stack()
     if args.heartbeat_file is not None:
         os.environ["ADAPTINF_WORKER_HEARTBEAT_FILE"] = str(args.heartbeat_file.resolve())
     settings = _use_data_dir(args.data_dir)
@@ -209,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.cli.admin import upgrade_database
 
-    _require_worker_stack()
+    require_worker_stack()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _use_data_dir(args.data_dir)
     upgrade_database(settings.resolved_database_url)
@@ -265,7 +244,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 def cmd_models_build(args: argparse.Namespace) -> int:
     # A child process, as for `reap`: building a model is the workers' code.
-    _require_worker_stack()
+    require_worker_stack()
     settings = _use_data_dir(args.data_dir)
     command = [sys.executable, "-m", "workers.engine.models.build", args.name, "--cache", str(settings.preset_dir)]
     code = subprocess.run(command, check=False).returncode
