@@ -54,10 +54,6 @@ class ParsedSample:
     skill: str | None = None
     placed_image_tokens: int = 0
 
-    def message_dicts(self) -> list[dict[str, str]]:
-        """The messages as JSON-able [{role, content}] (the samples.messages column)."""
-        return [{"role": m.role, "content": m.content} for m in self.messages]
-
     def describe(self) -> str:
         """How error details name this sample."""
         return Where(self.key, self.line, self.record.get("id") is not None).label()
@@ -134,10 +130,6 @@ def iter_samples(path: str | os.PathLike[str], limits: IngestLimits = IngestLimi
                 "too_many_samples", f"line {line}: the dataset has more than {limits.max_samples} samples", line=line
             )
         yield parse_record(value, index, line, limits, check_chars=escaped)
-
-
-def parse_dataset(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> list[ParsedSample]:
-    return list(iter_samples(path, limits))
 
 
 def parse_record(

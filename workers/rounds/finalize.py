@@ -23,7 +23,8 @@ from service.db.bulk import bulk_insert
 from service.db.models import Checkpoint, EvalResult, IndexVersion, Pool, PoolMember, Round
 from service.lifecycle import finish_round_job
 from workers.rounds.advance import Outgoing, RoundRef, claim_stage
-from workers.rounds.plan import CandidatePlan, load_plan
+from workers.rounds.plan import CandidatePlan
+from workers.rounds.plan_blob import load_plan
 from workers.rounds.runner import StageRun
 from workers.rounds.select_stage import ShardBlobError
 
