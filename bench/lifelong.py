@@ -112,8 +112,11 @@ def run_seed(seed: int, quick: bool, methods: list[str], tmp: str) -> dict[str, 
     # one single-threaded worker per seed: this tiny model runs faster on one thread (measured:
     # 200 evaluations take 1.1 s on one thread, 1.9 s on two), and seeds run side by side
     # every method's round is queued at once, and every pool's model stays cached
+    # a pool's `training.epochs` is the step count (every epoch has at least one step, so
+    # `max_steps` is what stops training), which passes the default cap of 100 epochs
     env = {"ADAPTINF_DEVICE": "cpu", "ADAPTINF_TORCH_THREADS": "1",
-           "ADAPTINF_MODEL_CACHE_SIZE": str(len(methods) + 1), "ADAPTINF_MAX_ACTIVE_ROUNDS_PER_OWNER": str(len(methods))}
+           "ADAPTINF_MODEL_CACHE_SIZE": str(len(methods) + 1), "ADAPTINF_MAX_ACTIVE_ROUNDS_PER_OWNER": str(len(methods)),
+           "ADAPTINF_MAX_EPOCHS": str(max(100, st.steps))}
     log: list[str] = []
     with EmbeddedService(root / "service", env=env) as svc:
         try:
