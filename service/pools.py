@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.statuses import SUCCEEDED
+from core.statuses import DATASET_PENDING, DATASET_READY, SUCCEEDED
 from service.db.locks import sqlite_write_lock
 from service.db.models import Dataset, Pool, PoolEvalSet, PoolMember, Round, Sample
 from service.domain_errors import Conflict, InvalidReference
@@ -28,8 +28,8 @@ def usable_dataset(session: Session, dataset_id: str, owner_id: str, field: str)
     ds = session.get(Dataset, dataset_id)
     if ds is None or ds.owner_id != owner_id:
         raise InvalidReference(f"{field}: no dataset with id {dataset_id!r}", code="unknown_dataset", field=field)
-    if ds.status != "ready":
-        hint = f"wait for its ingest job {ds.job_id}" if ds.status == "pending" else "upload it again"
+    if ds.status != DATASET_READY:
+        hint = f"wait for its ingest job {ds.job_id}" if ds.status == DATASET_PENDING else "upload it again"
         raise InvalidReference(
             f"{field}: dataset {dataset_id!r} is {ds.status}, not ready; {hint}", code="dataset_not_ready", field=field
         )

@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.statuses import CANCELLED, FAILED, QUEUED, SUCCEEDED
 from service.broker import QUEUES, task_name
 from service.config import Settings, get_settings
 from service.disk import WAY_OUT, is_disk_full
@@ -268,9 +269,9 @@ class JobTask(Task):
         try:
             ctx.check_cancelled()
             result = fn(ctx)
-            outcome: tuple[str, dict | None, dict | None] = ("succeeded", result, None)
+            outcome: tuple[str, dict | None, dict | None] = (SUCCEEDED, result, None)
         except JobCancelled:
-            outcome = ("cancelled", None, {"code": "cancelled", "message": "cancelled on request"})
+            outcome = (CANCELLED, None, {"code": "cancelled", "message": "cancelled on request"})
         except LeaseLost:
             log.warning("job %s: lease lost while running; leaving it to its new owner", job_id)
             return {"job_id": job_id, "ran": False}
@@ -280,11 +281,11 @@ class JobTask(Task):
             raise self._retry(exc) from exc
         except Exception as exc:  # noqa: BLE001 - any other error is the job's failure, recorded in SQL
             log.exception("job %s (%s) failed", job_id, self.kind)
-            outcome = ("failed", None, error_of(exc))
+            outcome = (FAILED, None, error_of(exc))
         finally:
             heartbeat.stop()
         status, result, error = outcome
-        if status == "succeeded":
+        if status == SUCCEEDED:
             # Bookkeeping after `fn` committed (a round stage has even sent the next jobs): a database
             # blip here costs the stage log one entry, never a retry of the job.
             try:
@@ -300,7 +301,7 @@ class JobTask(Task):
     def _release(self, factory: sessionmaker[Session], job_id: str, owner: str) -> None:
         try:
             with factory() as session:
-                finish_job(session, job_id, owner, "queued")
+                finish_job(session, job_id, owner, QUEUED)
         except Exception:  # noqa: BLE001 - if SQL is down the lease simply expires and the reaper requeues
             log.exception("job %s: could not release the lease after a transient error", job_id)
 
