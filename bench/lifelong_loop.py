@@ -1,39 +1,49 @@
-"""The lifelong benchmark's in-process round loop over the engine (features → selection → train → prune).
+"""The lifelong benchmark's rounds, run by the service itself (`bench/lifelong.py`).
 
-The service runs the same stages as Celery jobs with SQL state; this loop keeps everything in
-memory so the lifelong benchmark (`bench/lifelong.py`) can compare methods on one machine.
+Each method is a pool of an embedded `adaptinf serve` (its API, its Celery worker, the real round
+stages: prepare, warm-up, feature shards, select, train and evaluate, finalize), driven over HTTP
+with the Python client as a user drives it. Nothing of the pipeline is re-implemented here.
 
-Every method takes exactly `steps` optimizer steps per round, so methods differ only in what
-they train on:
-- `adapt-inf`, `random`, `score:<expert>`, `semdedup`: a `select_samples` method picks `budget`
-  samples from the pool ∪ the round's new data; with `prune` set, the pool is then pruned
-  permanently (§2.8);
-- `sequential`: no pool; the round's new data only, every dataset of the round shuffled together;
-- `multitask`: every sample seen so far (the reference that relative gain divides by).
+Every method takes exactly `steps` optimizer steps per round: the pool's training has
+`max_steps = steps` and `epochs = steps` (an epoch is at least one step, so `max_steps` binds).
+Methods are service rounds:
+- `adapt-inf`, `random`, `semdedup`, `score:<expert>`: that round method, selecting `budget`
+  samples from the pool ∪ the round's new data; the pruning methods prune the pool permanently
+  (§2.8) after selection;
+- `sequential`: `method: full, candidates: new`: the round's new data only;
+- `multitask`: `method: full`: every sample in the pool (nothing is pruned): the reference that
+  relative gain divides by.
 
-The warm-up adapter is not trained here: the bench trains it once per seed and every method's
-model starts from it.
+The warm-up adapter is the service's: each pool's first round trains it on a seeded
+`warmup_fraction` of that round's candidates with the pool's training settings. Every pool of a
+seed has the same candidates, seed and settings, so every method starts from the same warm-up;
+`warmup_sha256` lets the benchmark check that they did.
 """
 from __future__ import annotations
 
-import hashlib
+import copy
+import json
 import math
-import time
+import tarfile
 from collections import Counter
-from dataclasses import dataclass, field, replace
-from typing import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
-import numpy as np
+from bench.lifelong_data import BenchItem, LifelongBench, llava_records
+from bench.service_calls import list_all, stage_spans
+from service.client import Client
 
-from core.samples import EngineSample
-from workers.engine.features import FeatureConfig, compute_features
-from workers.engine.models import LoadedModel
-from workers.engine.pruning import PruneConfig, prune_pool
-from workers.engine.selection import Clustering, SelectionConfig, parse_method, select_samples
-from workers.engine.training import TrainConfig, TrainStats, train_lora
-
+METHODS: dict[str, dict[str, Any]] = {
+    "adapt-inf": {"method": "adapt-inf", "prune": True},
+    "random": {"method": "random", "prune": False},
+    "semdedup": {"method": "semdedup", "prune": True},
+    "score:ppl": {"method": "score:ppl", "prune": True},
+    "sequential": {"method": "full", "candidates": "new", "prune": False},
+    "multitask": {"method": "full", "prune": False},
+}
 SEQUENTIAL, MULTITASK = "sequential", "multitask"
-FEATURE_METHODS = ("adapt-inf", "score", "semdedup")  # kinds that cannot select without features
+BASE_MODEL = ("tiny-llava", "llava")
 
 
 @dataclass(frozen=True)
@@ -41,48 +51,47 @@ class LifelongConfig:
     """One method's settings for a whole lifelong run.
 
     Args:
-        method: a `select_samples` method, "sequential" or "multitask".
+        method: a key of METHODS.
         budget: samples selected per round by pool methods (a count, or a fraction of the candidates).
-        steps: optimizer steps per round, for every method.
-        train: the optimiser settings; its `epochs` and `max_steps` are set from `steps` per round.
-        prune: permanent pruning after selection; None keeps every pool member forever.
+        steps: optimizer steps per round, for every method (the warm-up's too).
+        pool: the pool config (`POST /v1/pools`'s `config`); its training's `epochs` and
+            `max_steps` are set from `steps`.
+        seed: the rounds' seed (selection, the warm-up's subset).
     """
 
     method: str
     budget: int | float
     steps: int
-    train: TrainConfig = field(default_factory=TrainConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    prune: PruneConfig | None = None
+    pool: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in (SEQUENTIAL, MULTITASK):
-            parse_method(self.method)  # raises with the accepted names
-        if isinstance(self.budget, bool) or not self.budget > 0:
+        if self.method not in METHODS:
+            raise ValueError(f"LifelongConfig.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not self.budget > 0:
             raise ValueError(f"LifelongConfig.budget must be a positive count or fraction, got {self.budget!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"LifelongConfig.steps must be a positive int, got {self.steps!r}")
-        if self.prune is not None and self.method in (SEQUENTIAL, MULTITASK):
-            raise ValueError(f"LifelongConfig.prune needs a pool; method {self.method!r} has none")
 
-    @property
-    def uses_pool(self) -> bool:
-        return self.method not in (SEQUENTIAL, MULTITASK)
+    def pool_config(self) -> dict[str, Any]:
+        cfg = copy.deepcopy(self.pool)
+        cfg["training"] = {**cfg.get("training", {}), "epochs": self.steps, "max_steps": self.steps}
+        return cfg
 
-    @property
-    def needs_features(self) -> bool:
-        return self.uses_pool and (parse_method(self.method)[0] in FEATURE_METHODS or self.prune is not None)
+    def round_body(self, dataset_ids: list[str]) -> dict[str, Any]:
+        """`POST /v1/pools/{id}/rounds`'s body; `full` rounds train on every candidate (budget unused)."""
+        full = METHODS[self.method]["method"] == "full"
+        return {"dataset_ids": dataset_ids, "budget": 1.0 if full else self.budget, "seed": self.seed,
+                **METHODS[self.method]}
 
 
 @dataclass
 class RoundRecord:
-    """What one round did; `seconds` per stage (features, select, train, prune)."""
+    """What one round did; `seconds` per stage (prepare, warmup, features, select, train, finalize)."""
 
     round: int
-    new: int
-    duplicates: int
+    new: int  # samples the round's datasets brought, duplicates included
+    duplicates: int  # of them, exact duplicates of pool members or of each other, or pruned earlier
     candidates: int
     trained_on: int  # distinct samples the round's training drew from
     pruned: int
@@ -93,105 +102,103 @@ class RoundRecord:
     seconds: dict[str, float]
 
 
-def content_key(sample: EngineSample) -> str:
-    """sha256 of the conversation and image bytes: equal keys are exact duplicates."""
-    h = hashlib.sha256()
-    for m in sample.messages:
-        h.update(f"{m.role}\x00{m.content}\x01".encode())
-    for path in sample.images:
-        h.update(path.read_bytes())
-    return h.hexdigest()
+def upload_items(api: Client, name: str, skill: str, items: Sequence[BenchItem], root: Path, workdir: Path) -> tuple[str, str]:
+    """POST one dataset (LLaVA JSON, and a tar of its images under their paths relative to
+    `root`); returns (dataset id, ingest job id)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    file = workdir / f"{name}.json"
+    file.write_text(json.dumps(llava_records(list(items), root)))
+    archive = None
+    images = [p for it in items for p in it.sample.images]
+    if images:
+        archive = workdir / f"{name}.tar"
+        with tarfile.open(archive, "w") as tar:
+            for path in images:
+                tar.add(path, arcname=path.relative_to(root).as_posix())
+    ds = api.datasets.upload(file, archive, name=name, skill=skill)
+    return ds.id, ds.job_id
 
 
-def fixed_steps(cfg: TrainConfig, n: int, steps: int, seed: int) -> TrainConfig:
-    """`cfg` for exactly `steps` steps over `n` samples (as many epochs as that takes), seeded."""
-    per_epoch = math.ceil(n / cfg.batch_size)
-    return replace(cfg, epochs=math.ceil(steps / per_epoch), max_steps=steps, seed=seed)
+def wait_ingested(api: Client, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        job = api.jobs.wait(job_id, timeout=3600)
+        if job.status != "succeeded":
+            raise RuntimeError(f"ingest job {job_id} {job.status}: {job.error}")
 
 
-class LifelongRun:
-    """Drives one model through the rounds of one method; the adapter continues across rounds."""
+def upload_bench(api: Client, bench: LifelongBench, root: Path, workdir: Path) -> tuple[list[list[str]], list[dict]]:
+    """Upload every eval set and training dataset of `bench` (rendered under `root`), wait for
+    their ingest; returns (dataset ids per round, the pools' `eval_sets`)."""
+    evals = {skill: upload_items(api, f"eval-{skill}", skill, items, root, workdir)
+             for skill, items in bench.eval_sets.items()}
+    rounds = [[upload_items(api, d.name, d.skill, d.items, root, workdir) for d in datasets] for datasets in bench.rounds]
+    wait_ingested(api, [job for _, job in evals.values()] + [job for r in rounds for _, job in r])
+    return ([[ds for ds, _ in r] for r in rounds],
+            [{"dataset_id": ds, "skill": skill} for skill, (ds, _) in evals.items()])
 
-    def __init__(self, loaded: LoadedModel, cfg: LifelongConfig) -> None:
-        self.loaded, self.cfg = loaded, cfg
-        self.pool: list[EngineSample] = []  # the pool (pool methods) or everything seen (multitask)
-        self._keys: set[str] = set()
+
+class ServiceRun:
+    """One method's pool in the service; the adapter continues across its rounds."""
+
+    def __init__(self, api: Client, name: str, cfg: LifelongConfig, eval_sets: list[dict]) -> None:
+        self.api, self.cfg = api, cfg
+        model, model_type = BASE_MODEL
+        self.pool_id = api.pools.create(name, model, model_type, config=cfg.pool_config(), eval_sets=eval_sets).id
         self.records: list[RoundRecord] = []
+        self._pending: tuple[str, str] | None = None
 
-    def _fresh(self, new: Sequence[EngineSample]) -> list[EngineSample]:
-        """§2.1: samples whose content is already in the pool are recorded, not added twice."""
-        out = []
-        for s in new:
-            key = content_key(s)
-            if key not in self._keys:
-                self._keys.add(key)
-                out.append(s)
-        return out
+    def start_round(self, dataset_ids: list[str]) -> None:
+        """Send the round (several pools' rounds may run at once: the worker interleaves them)."""
+        body = self.cfg.round_body(dataset_ids)
+        rnd = self.api.rounds.create(self.pool_id, body.pop("dataset_ids"), body.pop("budget"), **body)
+        self._pending = (rnd.id, rnd.job_id)
 
-    def _train(self, samples: Sequence[EngineSample], t: int) -> TrainStats:
-        # a different but reproducible data order per round
-        cfg = fixed_steps(self.cfg.train, len(samples), self.cfg.steps, self.cfg.seed * 1000 + t)
-        return train_lora(self.loaded, samples, cfg)
-
-    def run_round(self, datasets: Sequence[Sequence[EngineSample]]) -> RoundRecord:
-        """One round with the datasets that arrived, in arrival order."""
-        t, cfg, secs = len(self.records), self.cfg, {}
-        new = [s for d in datasets for s in d]
-        if not cfg.uses_pool:
-            fresh = self._fresh(new)
-            if cfg.method == MULTITASK:
-                self.pool += fresh
-            chosen = list(self.pool) if cfg.method == MULTITASK else list(new)
-            start = time.perf_counter()
-            stats = self._train(chosen, t)
-            secs["train"] = time.perf_counter() - start
-            rec = RoundRecord(t, len(new), len(new) - len(fresh), len(chosen), len(chosen), 0, len(self.pool), {},
-                              stats.steps, stats.mean_loss, secs)
-            self.records.append(rec)
-            return rec
-
-        fresh = self._fresh(new)
-        candidates = self.pool + fresh
-        by_id = {s.id: s for s in candidates}
-        ids = np.array([s.id for s in candidates], dtype=np.int64)
-        features, scores, clustering = None, {}, None
-        if cfg.needs_features:
-            start = time.perf_counter()
-            fb = compute_features(self.loaded, candidates, cfg.features)
-            secs["features"] = time.perf_counter() - start
-            features, scores = fb.features, fb.scores
-        else:
-            # random/full need no features: one cluster holding the whole pool
-            features = np.ones((len(candidates), 1), dtype=np.float32)
-            clustering = Clustering(np.zeros(len(candidates), dtype=np.int64), np.ones((1, 1), dtype=np.float32))
-
-        start = time.perf_counter()
-        sel_cfg = replace(cfg.selection, prune=cfg.prune) if cfg.prune is not None else cfg.selection
-        sel = select_samples(ids, features, scores, cfg.method, cfg.budget, self._sel_cfg(sel_cfg, len(candidates)),
-                             seed=cfg.seed * 1000 + t, clustering=clustering)
-        secs["select"] = time.perf_counter() - start
-        chosen = [by_id[p.sample_id] for p in sel.selected]
-
-        start = time.perf_counter()
-        stats = self._train(chosen, t)
-        secs["train"] = time.perf_counter() - start
-
-        pruned_ids: set[int] = set()
-        if cfg.prune is not None:
-            start = time.perf_counter()
-            pruned_ids = {p.sample_id for p in prune_pool(ids, features, sel.clustering, cfg.prune)}
-            secs["prune"] = time.perf_counter() - start
-        self.pool = [s for s in candidates if s.id not in pruned_ids]
+    def finish_round(self, timeout: float = 4 * 3600) -> RoundRecord:
+        """Wait for the round sent last and record it."""
+        round_id, job_id = self._pending
+        job = self.api.jobs.wait(job_id, timeout=timeout)
+        if job.status != "succeeded":
+            raise RuntimeError(f"{self.cfg.method} round {len(self.records) + 1}: job {job_id} {job.status}: {job.error}")
+        res = self.api.request("GET", f"/v1/rounds/{round_id}").json()["result"]
+        spans = stage_spans(list_all(self.api, "/v1/jobs", parent_id=job_id))
+        experts = Counter()
+        for c in res["clusters"]:
+            if c.get("expert"):
+                experts[c["expert"]] += int(c["selected"])
+        train = res.get("train") or {}
         rec = RoundRecord(
-            t, len(new), len(new) - len(fresh), len(candidates), len(chosen), len(pruned_ids), len(self.pool),
-            dict(Counter(p.expert for p in sel.selected if p.expert)), stats.steps, stats.mean_loss, secs,
+            round=len(self.records), new=res["new_samples"] + res["duplicates"] + res["previously_pruned"],
+            duplicates=res["duplicates"] + res["previously_pruned"], candidates=res["candidates"],
+            trained_on=res["selected"], pruned=res["pruned"], pool_after=res["pool_size"], experts=dict(experts),
+            steps=int(train.get("steps") or 0), train_loss=float(train.get("mean_loss") or math.nan),
+            seconds={k: round(b - a, 3) for k, (a, b) in spans.items()},
         )
         self.records.append(rec)
+        self._pending = None
         return rec
 
-    @staticmethod
-    def _sel_cfg(cfg: SelectionConfig, n: int) -> SelectionConfig:
-        # k-means needs at least as many rows as clusters; tiny pools get fewer clusters.
-        if isinstance(cfg.n_clusters, int) and cfg.n_clusters > n:
-            return replace(cfg, n_clusters=max(1, n))
-        return cfg
+    def run_round(self, dataset_ids: list[str]) -> RoundRecord:
+        self.start_round(dataset_ids)
+        return self.finish_round()
+
+    def accuracy(self, skills: list[str]) -> tuple[list[list[float]], list[float]]:
+        """(every round's accuracy per skill, the base model's), columns in `skills` order; NaN
+        where a skill has no score."""
+        m = self.api.request("GET", f"/v1/pools/{self.pool_id}/metrics").json()
+        col = {s: i for i, s in enumerate(m["skills"])}
+
+        def pick(row: dict[str, Any] | list) -> list[float]:
+            get = (lambda s: row.get(s)) if isinstance(row, dict) else (lambda s: row[col[s]] if s in col else None)
+            return [math.nan if get(s) is None else float(get(s)) for s in skills]
+
+        return [pick(r) for r in m["accuracy"]], pick((m.get("base") or {}).get("accuracy") or {})
+
+    def pool_size(self) -> int:
+        return int(self.api.request("GET", f"/v1/pools/{self.pool_id}").json()["size"])
+
+    def warmup_sha256(self) -> str | None:
+        """The sha256 of the pool's warm-up adapter (None: no warm-up checkpoint)."""
+        rows = list_all(self.api, "/v1/checkpoints", pool_id=self.pool_id)
+        warm = [c for c in rows if c.get("kind") == "warmup"]
+        return warm[0]["sha256"] if warm else None
+

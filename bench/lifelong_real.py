@@ -105,8 +105,10 @@ class RealSettings:
 
 def start_service(data_dir: Path, preset_cache: Path, device: str) -> EmbeddedService:
     """`adaptinf serve` with the presets' cache, the device, and a model cache holding every pool's model."""
+    # every method's round is queued at once (the default allows an owner 4 active rounds)
     return EmbeddedService(data_dir, env={"ADAPTINF_PRESET_CACHE": str(preset_cache), "ADAPTINF_DEVICE": device,
-                                          "ADAPTINF_MODEL_CACHE_SIZE": str(len(METHODS) + 1)})
+                                          "ADAPTINF_MODEL_CACHE_SIZE": str(len(METHODS) + 1),
+                                          "ADAPTINF_MAX_ACTIVE_ROUNDS_PER_OWNER": str(len(METHODS))})
 
 
 def upload(api: Api, directory: Path, entry: dict[str, Any]) -> tuple[str, str]:

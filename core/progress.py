@@ -139,11 +139,6 @@ def end_running(stages: list[dict[str, Any]] | None, now: datetime) -> tuple[lis
     return out, ended
 
 
-def drop_stage(stages: list[dict[str, Any]] | None, name: str) -> list[dict[str, Any]]:
-    """The log without pending stage `name` (the plan changed)."""
-    return [dict(s) for s in stages or [] if not (s["name"] == name and s["status"] == PENDING)]
-
-
 # ---------------------------------------------------------------- overall progress
 
 

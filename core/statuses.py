@@ -7,3 +7,6 @@ STATUSES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (RUNNING, CANCELLING)  # a worker holds (or held) a lease on it
 UNFINISHED = (QUEUED,) + ACTIVE
+
+# A dataset: pending until its ingest job writes every sample (ready) or ends otherwise (failed).
+DATASET_PENDING, DATASET_READY, DATASET_FAILED = "pending", "ready", "failed"

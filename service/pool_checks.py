@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.statuses import UNFINISHED
 from service.db.models import Dataset, Pool, PoolEvalSet, PoolMember, Round, Sample
-from service.rounds import InvalidReference
+from service.domain_errors import InvalidReference
 
 PoolWarning = dict[str, Any]
 

@@ -18,7 +18,7 @@ from core.statuses import FAILED, UNFINISHED
 from service.db.locks import lock_row
 from service.db.models import IndexVersion, Job, Pool, Round
 from service.jobs import create_job
-from service.rounds import DomainError
+from service.domain_errors import DomainError
 
 REBUILD_KIND = "index.rebuild"
 REBUILD_QUEUE = "select"  # the pool's single writer queue (DESIGN §3: index writes)

@@ -1,6 +1,6 @@
 """Taking things out of a pool: one dataset (training data or evaluation set), or the whole pool.
 
-No web framework here; the API maps `DomainError`s to problems as for the rest of `service.rounds`.
+No web framework here; the API maps `DomainError`s to problems as for pools and rounds.
 
 Removing a dataset from a pool takes every trace of it out of the pool, in one transaction, so
 that afterwards nothing of the pool refers to its samples and the dataset itself can be deleted:
@@ -27,7 +27,7 @@ from core.statuses import UNFINISHED
 from service.db.models import (
     Checkpoint, Dataset, EvalResult, Job, Pool, PoolEvalSet, PoolMember, Round, Sample, Score, Selection,
 )
-from service.rounds import Conflict, DomainError
+from service.domain_errors import Conflict, DomainError
 
 
 class NotInPool(DomainError):

@@ -1,15 +1,34 @@
-"""Response shapes of the HTTP API (they document the OpenAPI schema; domain code builds dicts)."""
+"""Response shapes of the HTTP API: they document the OpenAPI schema, the routes build them from ORM
+rows (`Model.model_validate(row)`, `from_attributes`), and the client parses the same JSON back into
+them. A value derived from several columns (a job's progress, a checkpoint's metrics) is derived by
+the model's own row validator, so the fields stay plain and JSON parses as before."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator,
+)
 
+from core.checkpoint_metrics import read_checkpoint_metrics
+from core.progress import overall
 from core.registry import EXPERTS, METHODS
 from core.skills import clean_skill
+from core.statuses import SUCCEEDED, TERMINAL
 
 T = TypeVar("T")
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC, so say so."""
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+_FromRow = ConfigDict(from_attributes=True)
 
 # A skill name in a request body, stripped; the 100-character rule and its message are
 # clean_skill's, max_length only guards against abuse.
@@ -85,8 +104,57 @@ class JobError(BaseModel):
     message: str
 
 
-class JobOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+class RowWith:
+    """An ORM row plus values computed elsewhere (aggregates, warnings), read as one object by a
+    `from_attributes` model: `PoolOut.model_validate(RowWith(pool, size=3, ...))`."""
+
+    def __init__(self, row: Any, **values: Any) -> None:
+        self._row = row
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:  # only for names not given as values
+        return getattr(self._row, name)
+
+
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+
+
+def _stage_fraction(job: Any) -> float | None:
+    """How much of the current stage is done: the worker's own fraction (finer than done/total,
+    e.g. samples while shards are counted), else done/total."""
+    if job.progress_fraction is not None:
+        return job.progress_fraction
+    return job.progress_done / job.progress_total if job.progress_total else None
+
+
+def _overall_of(job: Any) -> dict[str, Any] | None:
+    """Progress across the job's planned stages with an ETA (an estimate: core.progress.overall)."""
+    now = datetime.now(timezone.utc)
+    if job.status in TERMINAL:  # the ETA of an ended job is 0 or meaningless; its fractions stay
+        out = overall(job.stages, job.kind, _stage_fraction(job), None, now)
+        return out and {**out, "eta_seconds": 0.0 if job.status == SUCCEEDED else None}
+    # a stage that reports its own fraction (select) reports in phases: its ETA is the phase's
+    return overall(job.stages, job.kind, _stage_fraction(job), job.progress_eta, now,
+                   phased=job.progress_fraction is not None)
+
+
+class _ReadsJobRow(BaseModel):
+    """Validated from a Job row: `progress` and `overall` are derived from its progress columns."""
+
+    model_config = _FromRow
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _from_row(cls, value: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        if isinstance(value, (dict, BaseModel)):  # JSON (the client), or a model already
+            return handler(value)
+        progress = {"done": value.progress_done, "total": value.progress_total, "unit": value.progress_unit,
+                    "rate": value.progress_rate, "eta_seconds": value.progress_eta}
+        return handler(RowWith(value, progress=progress, overall=_overall_of(value)))
+
+
+class JobOut(_ReadsJobRow):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
         "id": "job_0a1b2c3d4e5f6a7b8c9d0e1f", "object": "job", "kind": "round", "queue": "select", "parent_id": None,
         "status": "running", "stage": "features", "progress": {"done": 3, "total": 8}, "attempts": 1,
         "max_attempts": 3, "cancel_requested": False, "params": {"round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f"},
@@ -109,19 +177,20 @@ class JobOut(BaseModel):
     params: dict[str, Any] = Field(description="what the job works on, by kind (e.g. round_id, dataset_id)")
     result: dict[str, Any] | None = Field(description="what the job produced, by kind; null until it succeeds")
     error: JobError | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
 
 class JobEventOut(BaseModel):
+    model_config = _FromRow
     id: int
     object: Literal["job.event"] = "job.event"
     job_id: str
     level: str
     message: str
     data: dict[str, Any] | None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DatasetError(BaseModel):
@@ -131,7 +200,7 @@ class DatasetError(BaseModel):
 
 
 class DatasetOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
         "id": "ds_4f1c2e9a7b3d5f60a1b2c3d4", "object": "dataset", "name": "vqa-counting", "status": "ready",
         "num_samples": 1000, "num_images": 1000, "file_name": "train.jsonl", "archive_name": "images.zip",
         "skill": "counting", "skills": {"counting": 1000}, "error": None, "created_at": "2026-11-30T09:02:11Z",
@@ -145,9 +214,10 @@ class DatasetOut(BaseModel):
     file_name: str
     archive_name: str | None
     skill: str | None = Field(description="the skill declared for every sample (a record's own `skill` wins)")
-    skills: dict[str, int] | None = Field(description="samples per skill, once ingested; samples without a skill are not counted")
+    skills: dict[str, int] | None = Field(validation_alias=AliasChoices("skills", "skill_counts"), description="samples per skill, once "
+                                          "ingested; samples without a skill are not counted")
     error: DatasetError | None = Field(description="why ingest failed (status failed)")
-    created_at: datetime
+    created_at: UtcDatetime
     job_id: str | None
 
 
@@ -161,6 +231,7 @@ class DatasetCreatedOut(DatasetOut):
 
 
 class SampleOut(BaseModel):
+    model_config = _FromRow
     id: int
     object: Literal["dataset.sample"] = "dataset.sample"
     key: str
@@ -360,7 +431,8 @@ POOL_EXAMPLE = {
 
 
 class PoolOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [POOL_EXAMPLE]})
+    # read from RowWith(pool, **pool_counts(...)): the row and its member counts
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [POOL_EXAMPLE]})
     id: str
     object: Literal["pool"] = "pool"
     name: str
@@ -376,10 +448,10 @@ class PoolOut(BaseModel):
     rounds_completed: int
     current_checkpoint_id: str | None
     eval_sets: list[EvalSetOut]
-    created_at: datetime
+    created_at: UtcDatetime
 
 
-class RoundJob(BaseModel):
+class RoundJob(_ReadsJobRow):
     status: str
     stage: str | None
     progress: Progress
@@ -388,7 +460,7 @@ class RoundJob(BaseModel):
 
 
 class RoundOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
         "id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "object": "round", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
         "number": 1, "status": "running",
         "params": {"dataset_ids": ["ds_4f1c2e9a7b3d5f60a1b2c3d4"], "budget": 0.25, "method": "adapt-inf",
@@ -407,8 +479,8 @@ class RoundOut(BaseModel):
     result: RoundResultOut | None
     job_id: str | None
     job: RoundJob | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 class TrainMetricsOut(BaseModel):
@@ -445,7 +517,7 @@ class CheckpointEvalOut(BaseModel):
 
 
 class CheckpointOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
         "id": "ckpt_5a6b7c8d9e0f1a2b3c4d5e6f", "object": "checkpoint", "pool_id": "pool_9c0d1e2f3a4b5c6d7e8f9a0b",
         "round_id": "round_1a2b3c4d5e6f7a8b9c0d1e2f", "round_number": 1, "kind": "round", "format": "peft-lora-tar-gz",
         "sha256": "3f5e0c1d9b7a2e4f6a8c0e2d4b6f8a0c1e3d5b7f9a1c3e5d7b9f1a3c5e7d9b1f", "size_bytes": 2359811,
@@ -468,4 +540,18 @@ class CheckpointOut(BaseModel):
     metrics: CheckpointMetricsOut | None = Field(description="how it trained, and how it scored per skill")
     eval: list[CheckpointEvalOut] = Field(description="its scores on each of the pool's evaluation sets")
     content_url: str
-    created_at: datetime
+    created_at: UtcDatetime
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _from_row(cls, value: Any, handler: ModelWrapValidatorHandler[CheckpointOut]) -> CheckpointOut:
+        """A Checkpoint row (its round and evaluation results loaded with it) → the API's view."""
+        if isinstance(value, (dict, BaseModel)):
+            return handler(value)
+        evals = [{"dataset_id": e.dataset_id, "skill": e.skill, **(e.metrics or {})} for e in value.evals]
+        return handler(RowWith(
+            value, object="checkpoint", sha256=value.blob, eval=evals,
+            round_number=value.round.number if value.round is not None else None,
+            format="peft-lora-tar-gz",  # adapter_config.json + adapter_model.safetensors at the root
+            metrics=read_checkpoint_metrics(value.metrics, ((e["skill"], e) for e in evals)),
+            content_url=f"/v1/checkpoints/{value.id}/content"))

@@ -151,3 +151,13 @@ def test_the_worker_healthcheck_runs_and_fails_without_a_worker(tmp_path):
 def test_the_services_commands_answer_help(argv):
     done = subprocess.run([str(ADAPTINF), *argv], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("usage: adaptinf")
+
+
+def test_the_api_image_leaves_the_ml_stack_out_and_the_workers_image_has_it():
+    for name in ("migrate", "keys", "api"):
+        assert SERVICES[name]["build"]["args"]["EXTRAS"] == "", name
+    for name in WORKERS:
+        assert "worker" in SERVICES[name]["build"]["args"]["EXTRAS"].split(","), name
+        assert SERVICES[name]["image"] != SERVICES["api"]["image"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG EXTRAS=worker" in dockerfile and '".${EXTRAS:+[$EXTRAS]}"' in dockerfile

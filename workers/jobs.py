@@ -1,6 +1,6 @@
 """The job runtime over the SQL leases of `workers.leases`: the context domain code sees, the
 heartbeat thread that renews the lease and reads the cancel flag, and the Celery Task base that
-takes the lease, runs the job and ends it."""
+takes the lease, runs the job and ends it (both transitions are `service.lifecycle`'s)."""
 from __future__ import annotations
 
 import logging
@@ -18,22 +18,15 @@ from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.statuses import CANCELLED, FAILED, QUEUED, SUCCEEDED
 from service.broker import QUEUES, task_name
 from service.config import Settings, get_settings
 from service.disk import WAY_OUT, is_disk_full
 from service.db.models import Job
 from service.db.session import get_sessionmaker
 from service.jobs import add_event
-from workers.leases import (
-    JobCancelled,
-    LeaseLost,
-    acquire_lease,
-    finish_job,
-    lease_values,
-    new_lease_owner,
-    renew_lease,
-    update_if_held,
-)
+from service.lifecycle import acquire_lease, finish_job, update_if_held
+from workers.leases import JobCancelled, LeaseLost, lease_values, new_lease_owner, renew_lease
 from workers.live_progress import LiveProgress
 from workers.metrics import observe_job
 
@@ -276,9 +269,9 @@ class JobTask(Task):
         try:
             ctx.check_cancelled()
             result = fn(ctx)
-            outcome: tuple[str, dict | None, dict | None] = ("succeeded", result, None)
+            outcome: tuple[str, dict | None, dict | None] = (SUCCEEDED, result, None)
         except JobCancelled:
-            outcome = ("cancelled", None, {"code": "cancelled", "message": "cancelled on request"})
+            outcome = (CANCELLED, None, {"code": "cancelled", "message": "cancelled on request"})
         except LeaseLost:
             log.warning("job %s: lease lost while running; leaving it to its new owner", job_id)
             return {"job_id": job_id, "ran": False}
@@ -288,11 +281,11 @@ class JobTask(Task):
             raise self._retry(exc) from exc
         except Exception as exc:  # noqa: BLE001 - any other error is the job's failure, recorded in SQL
             log.exception("job %s (%s) failed", job_id, self.kind)
-            outcome = ("failed", None, error_of(exc))
+            outcome = (FAILED, None, error_of(exc))
         finally:
             heartbeat.stop()
         status, result, error = outcome
-        if status == "succeeded":
+        if status == SUCCEEDED:
             # Bookkeeping after `fn` committed (a round stage has even sent the next jobs): a database
             # blip here costs the stage log one entry, never a retry of the job.
             try:
@@ -308,7 +301,7 @@ class JobTask(Task):
     def _release(self, factory: sessionmaker[Session], job_id: str, owner: str) -> None:
         try:
             with factory() as session:
-                finish_job(session, job_id, owner, "queued")
+                finish_job(session, job_id, owner, QUEUED)
         except Exception:  # noqa: BLE001 - if SQL is down the lease simply expires and the reaper requeues
             log.exception("job %s: could not release the lease after a transient error", job_id)
 

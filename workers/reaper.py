@@ -1,4 +1,5 @@
-"""The reaper: re-enqueues jobs whose worker died and jobs whose message was lost.
+"""The reaper: re-enqueues jobs whose worker died and jobs whose message was lost (the state
+changes, and the dataset or round that follows, are `service.lifecycle`'s).
 
 Safe to run in every worker at once: each change is a conditional UPDATE on the state the reaper
 read, so of several reapers exactly one acts on a job, and only that one re-sends it.
@@ -13,12 +14,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
+from core.statuses import ACTIVE, QUEUED
 from service.broker import enqueue_job
 from service.config import Settings
 from service.db.session import get_sessionmaker
 from service.db.models import Job
 from service.jobs import add_event
-from workers.leases import ACTIVE, run_failure_hook, utcnow
+from service.lifecycle import give_up_unclaimed, reap_expired_job
+from workers.leases import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,46 +36,17 @@ def lost_message_grace(settings: Settings) -> float:
 
 
 # Plain rows, not ORM objects: a rollback would expire objects and re-read the *current* state,
-# and the conditional updates below must compare against the state this pass acted on.
+# and the conditional updates of the lifecycle must compare against the state this pass acted on.
 _COLUMNS = (Job.id, Job.kind, Job.queue, Job.status, Job.attempts, Job.max_attempts, Job.lease_owner, Job.cancel_requested)
 
 
-def _claim(session: Session, job: Row, now: datetime, **values: object) -> bool:
-    """Apply `values` if the job is still as read: same status and attempts, and for an active
-    job the same owner with its lease still expired (a late heartbeat wins over the reaper)."""
-    conditions = [Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts]
-    if job.status in ACTIVE:
-        conditions += [Job.lease_owner == job.lease_owner, Job.lease_expires_at < now]
-    stmt = update(Job).where(*conditions).values(**values).execution_options(synchronize_session=False)
-    return session.execute(stmt).rowcount == 1
-
-
 def _reap_one_expired(session: Session, settings: Settings, job: Row, now: datetime) -> bool:
-    released = {"lease_owner": None, "lease_expires_at": None}
-    if job.status == "cancelling" or job.cancel_requested:
-        error = {"code": "cancelled", "message": "cancelled on request (its worker was lost)"}
-        if not _claim(session, job, now, status="cancelled", finished_at=now, error=error, **released):
-            return False
-        add_event(session, job.id, "cancelled: worker lost while cancelling", data={"owner": job.lease_owner})
-        run_failure_hook(session, job.id)
-    elif job.attempts < job.max_attempts:
-        if not _claim(session, job, now, status="queued", heartbeat_at=now, **released):
-            return False
-        message = f"worker lost (lease expired); re-queued after attempt {job.attempts} of {job.max_attempts}"
-        add_event(session, job.id, message, level="warning", data={"owner": job.lease_owner})
-        session.commit()
-        enqueue_job(settings, job.id, job.kind, job.queue)  # after the commit, so the worker sees queued
-    else:
-        message = (
-            f"worker lost {job.attempts} times (lease of {settings.lease_seconds:g}s not renewed); "
-            f"giving up after max_attempts={job.max_attempts}"
-        )
-        error = {"code": "lease_expired", "message": message}
-        if not _claim(session, job, now, status="failed", finished_at=now, error=error, **released):
-            return False
-        add_event(session, job.id, message, level="error", data={"owner": job.lease_owner})
-        run_failure_hook(session, job.id)
+    status = reap_expired_job(session, job, now, settings.lease_seconds)
+    if status is None:
+        return False
     session.commit()
+    if status == QUEUED:
+        enqueue_job(settings, job.id, job.kind, job.queue)  # after the commit, so the worker sees queued
     return True
 
 
@@ -108,11 +82,8 @@ def reap_expired(session: Session, settings: Settings, now: datetime | None = No
 
 def _resend_one_stale(session: Session, settings: Settings, job: Row, now: datetime, still_stale: object) -> bool:
     if job.attempts >= job.max_attempts:
-        message = f"gave up after {job.attempts} attempts (max_attempts={job.max_attempts})"
-        if not _claim(session, job, now, status="failed", finished_at=now, error={"code": "max_attempts", "message": message}):
+        if not give_up_unclaimed(session, job, now):
             return False
-        add_event(session, job.id, message, level="error")
-        run_failure_hook(session, job.id)
         session.commit()
         return True
     stmt = update(Job).where(Job.id == job.id, Job.status == "queued", still_stale).values(heartbeat_at=now)
@@ -151,7 +122,6 @@ class ReaperThread(threading.Thread):
 
 def main() -> int:
     """`python -m workers.reaper`: one pass with the environment's settings (what `adaptinf reap` runs)."""
-    import workers.celery_app  # noqa: F401 - registers the tasks' failure hooks
     from service.config import get_settings
     from service.db.session import session_scope
 

@@ -8,12 +8,23 @@ import posixpath
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.orm import Session
 
+from core.blobs import BlobStore
 from service.api.errors import ApiProblem, ingest_problems
+from service.api.idempotency import IdempotentCreate
+from service.api.quotas import enforce_quota
+from service.broker import enqueue_job
 from service.config import Settings
-from service.schemas import SkillName
+from service.db.models import Dataset
+from service.jobs import create_job, note_unsent
+from service.owner_quotas import check_new_ingest
+from service.schemas import DatasetCreatedOut, RowWith, SkillName
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -88,3 +99,32 @@ def reference_name(body: DatasetReference, manifest: dict[str, Any]) -> str:
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True).encode()
+
+
+def create_by_reference(session: Session, owner_id: str, settings: Settings, blobs: BlobStore,
+                        body: DatasetReference, idempotency_key: str | None) -> Response:
+    """Cheap checks, then the dataset + ingest job, as an upload's. The dataset's file blob is a
+    small manifest naming the source ({uri, images_uri, format}); the job's params say so."""
+    idem = IdempotentCreate(session, owner_id, idempotency_key, "POST /v1/datasets", body.model_dump())
+    if (replay := idem.replay()) is not None:
+        return replay
+    manifest = check_reference(body, settings)
+    enforce_quota(check_new_ingest, session, owner_id, settings)
+    ref = blobs.put_bytes(manifest_bytes(manifest))
+    dataset = Dataset(owner_id=owner_id, name=reference_name(body, manifest), status="pending",
+                      file_blob=ref.sha256, file_name=manifest["uri"][:300], archive_blob=None,
+                      archive_name=(manifest["images_uri"] or "")[:300] or None, skill=body.skill)
+    session.add(dataset)
+    session.flush()
+    job = create_job(session, owner_id, "ingest", "ingest", {"dataset_id": dataset.id, "reference": True},
+                     max_attempts=settings.max_attempts)
+    dataset.job_id = job.id
+    session.flush()
+    out = jsonable_encoder(DatasetCreatedOut.model_validate(RowWith(dataset, warnings=[])))
+    idem.remember(202, out)
+    if (replay := idem.commit()) is not None:
+        return replay  # a concurrent request with the same Idempotency-Key committed first
+    # After the commit, never before: a worker must find the rows the message points at.
+    if not enqueue_job(settings, job.id, "ingest", "ingest"):
+        note_unsent(session, job.id)
+    return JSONResponse(out, status_code=202, headers={"Location": f"/v1/datasets/{dataset.id}"})

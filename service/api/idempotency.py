@@ -3,7 +3,7 @@
 Same key + same request → the stored response, same status. Same key + a different request →
 422. Keys are scoped per owner. The record is written in the same transaction as the resource it
 describes, so either both exist or neither; a concurrent duplicate loses on the primary key and
-then replays the winner's response.
+then replays the winner's response. A creating route uses `IdempotentCreate` for all of it.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.api.errors import ApiProblem
@@ -68,3 +69,32 @@ def remember_response(
             body=jsonable_encoder(body),
         )
     )
+
+
+class IdempotentCreate:
+    """One creating request under an optional Idempotency-Key: `replay()` first, `remember()` the
+    response with the new rows, then `commit()`."""
+
+    def __init__(self, session: Session, owner_id: str, key: str | None, route: str, payload: Any) -> None:
+        self.session, self.owner_id, self.key, self.route = session, owner_id, key, route
+        self.fingerprint = request_fingerprint(route, payload)
+
+    def replay(self) -> JSONResponse | None:
+        """The stored response of this key, None when the key is new (or absent); 422 when reused."""
+        return replay_or_none(self.session, self.owner_id, self.key, self.route, self.fingerprint)
+
+    def remember(self, status_code: int, body: Any) -> None:
+        remember_response(self.session, self.owner_id, self.key, self.route, self.fingerprint, status_code, body)
+
+    def commit(self) -> JSONResponse | None:
+        """Commit the resource with its record; None once committed. When a concurrent twin with the
+        same key committed first, the commit fails on the record's key: roll back and return the
+        twin's response. Any other IntegrityError is raised, after the rollback."""
+        try:
+            self.session.commit()
+        except IntegrityError:
+            self.session.rollback()
+            if (replay := self.replay()) is None:
+                raise
+            return replay
+        return None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,23 +12,30 @@ from sqlalchemy import select
 
 from service.config import Settings, get_settings
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+# alembic.ini's settings, for a Config built without it (its other keys configure logging,
+# which `adaptinf migrate` leaves to the caller). `%%` is ConfigParser's escaped `%`.
+_FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s"
 
 
-def _find_alembic_ini() -> Path:
-    # A source checkout or an editable install has the repo next to the package; a plain
-    # `pip install .` (the Dockerfile) does not, and runs from the directory holding alembic.ini.
-    for candidate in (_REPO_ROOT / "alembic.ini", Path.cwd() / "alembic.ini"):
-        if candidate.is_file() and (candidate.parent / "migrations" / "env.py").is_file():
-            return candidate
-    raise FileNotFoundError(f"alembic.ini and migrations/ not found next to {_REPO_ROOT} nor in {Path.cwd()}")
+def migrations_dir() -> Path:
+    """The folder of the `migrations` package, wherever it is installed (a checkout, an editable
+    install or a wheel): Alembic's script location."""
+    spec = importlib.util.find_spec("migrations")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in map(Path, folders):
+        if (folder / "env.py").is_file() and (folder / "versions").is_dir():
+            return folder
+    raise FileNotFoundError(f"the Alembic migrations (package 'migrations' with env.py and versions/) are not "
+                            f"installed; found {folders or 'nothing'}")
 
 
 def alembic_config(database_url: str | None = None) -> Config:
-    """An Alembic Config whose script location does not depend on the current directory."""
-    ini = _find_alembic_ini()
-    cfg = Config(str(ini))
-    cfg.set_main_option("script_location", str(ini.parent / "migrations"))
+    """An Alembic Config built from the installed migrations: no alembic.ini, no dependence on
+    the current directory."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("file_template", _FILE_TEMPLATE)
     if database_url:
         # ConfigParser interpolation: a literal % in a password must be doubled.
         cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.statuses import STATUSES
 from service.cli import commands as c
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -220,7 +221,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     jobs = group("jobs", "List, follow and cancel jobs.")
     p = jobs("list", c.jobs_list, "List your jobs.")
-    p.add_argument("--status", choices=("queued", "running", "cancelling", "succeeded", "failed", "cancelled"))
+    p.add_argument("--status", choices=STATUSES)
     p.add_argument("--kind", help="ingest, round, ...")
     p.add_argument("--parent", help="only the children of this job")
     jobs("show", c.jobs_show, "Show a job.", "job_id")

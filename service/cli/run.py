@@ -21,6 +21,7 @@ from pathlib import Path
 from core.presets import PRETRAINED
 from core.worker_health import EXIT_CONFIG, read_heartbeat
 from service.broker import QUEUES, broker_ping
+from service.cli.worker_stack import require_worker_stack
 from service.config import Settings, get_settings
 
 log = logging.getLogger("adaptinf.serve")
@@ -62,6 +63,7 @@ def worker_argv(queues: list[str], concurrency: int, pool: str | None = None, lo
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    require_worker_stack()
     if args.heartbeat_file is not None:
         os.environ["ADAPTINF_WORKER_HEARTBEAT_FILE"] = str(args.heartbeat_file.resolve())
     settings = _use_data_dir(args.data_dir)
@@ -186,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.cli.admin import upgrade_database
 
+    require_worker_stack()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _use_data_dir(args.data_dir)
     upgrade_database(settings.resolved_database_url)
@@ -242,6 +245,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 def cmd_models_build(args: argparse.Namespace) -> int:
     # A child process, as for `reap`: building a model is the workers' code.
+    require_worker_stack()
     settings = _use_data_dir(args.data_dir)
     command = [sys.executable, "-m", "workers.engine.models.build", args.name, "--cache", str(settings.preset_dir)]
     code = subprocess.run(command, check=False).returncode

@@ -160,6 +160,8 @@ class Round(Base):
     job_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # read-only: the API shows the round with its job (no foreign key: a job row may be swept first)
+    job: Mapped[Job | None] = relationship(primaryjoin="foreign(Round.job_id) == Job.id", viewonly=True)
 
 
 class Selection(Base):
@@ -241,6 +243,9 @@ class Checkpoint(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     metrics: Mapped[dict[str, Any] | None]  # training loss, steps ...
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # read-only, for the API's view of a checkpoint
+    round: Mapped[Round | None] = relationship(viewonly=True)
+    evals: Mapped[list[EvalResult]] = relationship(viewonly=True, order_by="(EvalResult.skill, EvalResult.dataset_id)")
 
 
 class EvalResult(Base):

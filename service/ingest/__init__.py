@@ -2,9 +2,9 @@
 
 Entry point: `validate_upload`. Errors: `IngestError` (`.code`, `.detail`, `.status`, `.to_dict()`).
 """
-from .archives import ArchiveMember, ExtractedMember, detect_archive, extract_archive, iter_extract, list_archive
+from .archives import ArchiveMember, ExtractedMember, detect_archive, iter_extract, list_archive
 from .errors import ERROR_STATUS, ArchiveError, DatasetError, ImageError, IngestError
-from .formats import ParsedSample, content_hash, detect_format, iter_samples, parse_dataset
+from .formats import ParsedSample, content_hash, detect_format, iter_samples
 from .images import ALLOWED_FORMATS, ImageInfo, check_image
 from .limits import IngestLimits, limits_for
 from .validate import ImageMode, ValidatedDataset, ValidatedImage, validate_upload
@@ -29,10 +29,8 @@ __all__ = [
     "content_hash",
     "detect_archive",
     "detect_format",
-    "extract_archive",
     "iter_extract",
     "iter_samples",
     "list_archive",
-    "parse_dataset",
     "validate_upload",
 ]

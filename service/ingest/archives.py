@@ -108,16 +108,6 @@ def iter_extract(
         yield ExtractedMember(member.name, target, size, digest)
 
 
-def extract_archive(
-    path: str | os.PathLike[str],
-    dest_dir: str | os.PathLike[str],
-    limits: IngestLimits = IngestLimits(),
-    only: Collection[str] | None = None,
-) -> dict[str, Path]:
-    """Extract into `dest_dir`; member name -> extracted file. The caller deletes `dest_dir`."""
-    return {m.name: m.path for m in iter_extract(path, dest_dir, limits, only)}
-
-
 @contextmanager
 def _reading(member: ArchiveMember) -> Iterator[None]:
     """Turn archive read failures into corrupt_archive; disk write failures (a server fault) pass."""

@@ -25,7 +25,7 @@ from .readers.jsonl import DatasetFormat, _iter_raw, detect_format, iter_records
 from .records import Where, normalise_record, record_skill
 
 __all__ = ["DatasetFormat", "ParsedSample", "content_hash", "detect_format", "iter_records", "iter_samples",
-           "parse_dataset", "parse_record", "samples_of", "too_many_samples"]
+           "parse_record", "samples_of", "too_many_samples"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,6 @@ class ParsedSample:
         """The keys validation resolves this sample's images by, in IMAGE_TOKEN order."""
         return list(self.image_keys) if self.image_keys else self.image_names
 
-    def message_dicts(self) -> list[dict[str, str]]:
-        """The messages as JSON-able [{role, content}] (the samples.messages column)."""
-        return [{"role": m.role, "content": m.content} for m in self.messages]
-
     def describe(self) -> str:
         """How error details name this sample."""
         return Where(self.key, self.loc, self.record.get("id") is not None).label()
@@ -88,10 +84,6 @@ def samples_of(raw: Iterable[tuple[int, Location, Any, bool]], limits: IngestLim
 def too_many_samples(loc: Location, limits: IngestLimits) -> DatasetError:
     return DatasetError("too_many_samples", f"{loc.label()}: the dataset has more than {limits.max_samples} samples",
                         **loc.fields())
-
-
-def parse_dataset(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> list[ParsedSample]:
-    return list(iter_samples(path, limits))
 
 
 def parse_record(

@@ -1,5 +1,5 @@
-"""`python bench/lifelong.py --quick` end to end: the JSON line's shape, its statistics consistent
-with its per-seed values, and the PNG."""
+"""`python bench/lifelong.py --quick` end to end (through embedded services): the JSON line's shape,
+its statistics consistent with its per-seed values, and the PNG."""
 import json
 import subprocess
 import sys
@@ -48,9 +48,12 @@ def test_statistics_follow_from_the_per_seed_values(quick_run):
             assert summary["paired"][f"adapt-inf-vs-{other}"][metric] == want
     # relative gain is measured against multitask: 100 for multitask itself wherever defined
     assert all(r["relative_gain"] in (None, 100.0) for r in per["multitask"])
-    # sequential keeps no pool; random and multitask never prune; the pruning methods do
+    # random, sequential and multitask never prune (sequential's new samples join its pool, it
+    # just trains on them alone); the pruning methods do
     pools = {m: summary["pool_final"][m]["mean"] for m in METHODS}
-    assert pools["sequential"] == 0 and pools["random"] == pools["multitask"] > pools["adapt-inf"]
+    assert pools["sequential"] == pools["random"] == pools["multitask"] > pools["adapt-inf"]
+    # the service trains each pool's warm-up: the same adapter for every method of a seed
+    assert summary["warmup_shared"] is True
 
 
 def test_plot_is_a_png(quick_run):

@@ -1,50 +1,16 @@
-"""The lifelong benchmark's in-process round loop (bench/lifelong_loop.py) on `tiny-llava`:
-exact duplicates are not added twice, the pool is what survives pruning, every method takes
-exactly the configured steps, sequential trains on the round's data only, multitask on all."""
-import dataclasses
-
+"""The lifelong benchmark's rounds (bench/lifelong_loop.py) through an embedded `adaptinf serve` on
+`tiny-llava`: exact duplicates are not added twice, the pool is what survives pruning, every
+method takes exactly the configured steps, sequential trains on the round's data only, multitask
+on all, and every method starts from the same warm-up adapter."""
 import pytest
 
 from bench.lifelong_data import BenchConfig, build_lifelong_bench
-from bench.lifelong_loop import LifelongConfig, LifelongRun, content_key, fixed_steps
-from core.samples import IMAGE_TOKEN, EngineSample, Message
-from workers.engine.features import FeatureConfig
-from workers.engine.models import LoraSpec, ModelSpec, load_model
-from workers.engine.pruning import PruneConfig
-from workers.engine.selection import SelectionConfig
-from workers.engine.training import TrainConfig
+from bench.lifelong_loop import METHODS, LifelongConfig, ServiceRun, upload_bench, upload_items, wait_ingested
+from bench.service_procs import EmbeddedService
 
-pytestmark = pytest.mark.slow
-
-TRAIN = TrainConfig(lr=3e-3, batch_size=4, seed=0)
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    return build_lifelong_bench(BenchConfig(seed=5, scenes_per_dataset=4, max_copies=2, eval_per_skill=2),
-                                tmp_path_factory.mktemp("bench"))
-
-
-def loaded():
-    return load_model(ModelSpec("tiny-llava", model_type="llava", device="cpu"), lora=LoraSpec(r=4, alpha=8, seed=0))
-
-
-def test_fixed_steps_covers_the_steps_whatever_the_data_size():
-    for n, steps in ((3, 10), (100, 3), (8, 2)):
-        cfg = fixed_steps(TRAIN, n, steps, seed=7)
-        assert cfg.max_steps == steps and cfg.seed == 7
-        assert cfg.epochs * -(-n // TRAIN.batch_size) >= steps  # enough epochs that max_steps binds
-
-
-def test_content_key_sees_text_and_image_bytes(tmp_path):
-    a, b = tmp_path / "a.png", tmp_path / "b.png"
-    a.write_bytes(b"one")
-    b.write_bytes(b"two")
-    msgs = (Message("user", f"{IMAGE_TOKEN}\nq"), Message("assistant", "x"))
-    assert content_key(EngineSample(1, msgs, (a,))) == content_key(EngineSample(2, msgs, (a,)))
-    assert content_key(EngineSample(1, msgs, (a,))) != content_key(EngineSample(1, msgs, (b,)))
-    other = (Message("user", f"{IMAGE_TOKEN}\nq"), Message("assistant", "y"))
-    assert content_key(EngineSample(1, msgs, (a,))) != content_key(EngineSample(1, other, (a,)))
+POOL = {"lora": {"r": 4, "alpha": 8}, "features": {"proj_dim": 64, "batch_size": 8},
+        "selection": {"n_clusters": 2, "n_strata": 5}, "training": {"lr": 3e-3, "batch_size": 4},
+        "warmup_fraction": 0.2}
 
 
 def test_config_names_what_is_wrong():
@@ -52,54 +18,70 @@ def test_config_names_what_is_wrong():
         LifelongConfig(method="random", budget=0, steps=2)
     with pytest.raises(ValueError, match="steps"):
         LifelongConfig(method="random", budget=4, steps=0)
-    with pytest.raises(ValueError, match="prune"):
-        LifelongConfig(method="sequential", budget=4, steps=2, prune=PruneConfig())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="method must be one of"):
         LifelongConfig(method="nope", budget=4, steps=2)
 
 
-def test_adapt_inf_rounds_dedup_select_train_and_prune(bench):
-    cfg = LifelongConfig(
-        method="adapt-inf", budget=8, steps=3, train=TRAIN,
-        features=FeatureConfig(proj_dim=64, seed=0, batch_size=8),
-        selection=SelectionConfig(n_clusters=2, n_strata=5, threads=1), prune=PruneConfig(eps=0.05),
-    )
-    run = LifelongRun(loaded(), cfg)
-    first = [d.samples for d in bench.rounds[0]]
-    rec0 = run.run_round(first)
-    assert rec0.new == sum(map(len, first)) and rec0.candidates == rec0.new - rec0.duplicates
-    assert sum(rec0.experts.values()) == 8 == rec0.trained_on
-    assert rec0.pool_after == rec0.candidates - rec0.pruned == len(run.pool)
-    assert {"features", "select", "train", "prune"} <= set(rec0.seconds)
-
-    # Round 1 brings a new dataset and, again, round 0's first one (renumbered): its samples are
-    # exact duplicates of pool members or of samples round 0 pruned, and are not added again.
-    again = [dataclasses.replace(s, id=s.id + 10**6) for s in first[0]]
-    new = bench.rounds[1][0].samples
-    rec1 = run.run_round([new, again])
-    assert rec1.new == len(new) + len(again) and rec1.duplicates >= len(again)
-    assert rec1.candidates == rec0.pool_after + rec1.new - rec1.duplicates
-    assert rec1.trained_on == 8 and sum(rec1.experts.values()) == 8
-    assert rec1.pool_after == rec1.candidates - rec1.pruned == len(run.pool)
-    assert not {s.id for s in run.pool} & {s.id for s in again}
+def test_every_method_trains_exactly_its_steps_and_full_methods_take_every_candidate():
+    for method, body in METHODS.items():
+        cfg = LifelongConfig(method, budget=8, steps=5, pool=POOL, seed=3)
+        training = cfg.pool_config()["training"]
+        # an epoch is at least one step, so `steps` epochs always reach max_steps
+        assert training == {**POOL["training"], "epochs": 5, "max_steps": 5}
+        sent = cfg.round_body(["ds_a"])
+        assert sent["dataset_ids"] == ["ds_a"] and sent["seed"] == 3 and sent["prune"] == body["prune"]
+        assert sent["budget"] == (1.0 if body["method"] == "full" else 8)
+    assert "epochs" not in POOL["training"]  # the caller's dict is left alone
+    assert LifelongConfig("sequential", 1, 1).round_body(["d"])["candidates"] == "new"
 
 
-def test_sequential_trains_on_the_rounds_data_only_and_multitask_on_everything(bench):
-    seq = LifelongRun(loaded(), LifelongConfig(method="sequential", budget=1, steps=2, train=TRAIN))
-    multi = LifelongRun(loaded(), LifelongConfig(method="multitask", budget=1, steps=2, train=TRAIN))
-    seen = 0
-    for t in range(2):
-        datasets = [d.samples for d in bench.rounds[t]]
-        rs, rm = seq.run_round(datasets), multi.run_round(datasets)
-        seen += rm.new - rm.duplicates
-        assert rs.trained_on == sum(map(len, datasets)) and rs.pool_after == 0 and seq.pool == []
-        assert rm.trained_on == seen == len(multi.pool)  # all distinct samples so far
-    assert seen > rs.trained_on
+@pytest.mark.slow
+def test_rounds_through_the_service(tmp_path):
+    bench = build_lifelong_bench(BenchConfig(seed=5, scenes_per_dataset=4, max_copies=2, eval_per_skill=2),
+                                 tmp_path / "data")
+    env = {"ADAPTINF_DEVICE": "cpu", "ADAPTINF_TORCH_THREADS": "1"}
+    with EmbeddedService(tmp_path / "service", env=env) as svc:
+        api = svc.api
+        rounds, eval_sets = upload_bench(api, bench, tmp_path / "data", tmp_path / "uploads")
+        runs = {m: ServiceRun(api, m, LifelongConfig(m, budget=8, steps=3, pool=POOL), eval_sets)
+                for m in ("adapt-inf", "sequential", "multitask")}
+        first = [len(d.items) for d in bench.rounds[0]]
+        for run in runs.values():
+            run.start_round(rounds[0])
+        rec0 = {m: run.finish_round() for m, run in runs.items()}
+        a0 = rec0["adapt-inf"]
+        assert a0.new == sum(first) and a0.candidates == a0.new - a0.duplicates
+        assert sum(a0.experts.values()) == 8 == a0.trained_on
+        assert a0.pool_after == a0.candidates - a0.pruned == runs["adapt-inf"].pool_size()
+        assert {"warmup", "features", "select", "train"} <= set(a0.seconds)
 
+        # Round 1 brings a new dataset and, again, round 0's first one (uploaded anew): a sample
+        # whose content is an active pool member is an exact duplicate and not added again (one
+        # whose original round 0 pruned comes back as new: pruning is of samples, not contents).
+        again, job = upload_items(api, "again", bench.rounds[0][0].skill, bench.rounds[0][0].items,
+                                  tmp_path / "data", tmp_path / "uploads")
+        wait_ingested(api, [job])
+        second = rounds[1] + [again]
+        for run in runs.values():
+            run.start_round(second)
+        rec1 = {m: run.finish_round() for m, run in runs.items()}
+        a1 = rec1["adapt-inf"]
+        n_again, n_new = first[0], sum(len(d.items) for d in bench.rounds[1])
+        assert a1.new == n_new + n_again and a1.duplicates >= n_again - a0.pruned
+        assert a1.candidates == a0.pool_after + a1.new - a1.duplicates
+        assert a1.trained_on == 8 and sum(a1.experts.values()) == 8
+        assert a1.pool_after == a1.candidates - a1.pruned == runs["adapt-inf"].pool_size()
+        assert "warmup" not in a1.seconds  # the adapter continues
 
-@pytest.mark.parametrize("method", ["random", "sequential", "multitask"])
-def test_every_method_takes_exactly_the_configured_steps(bench, method):
-    # 5 steps of 4 samples: several epochs over round 0's ~10 samples, and a budget of 2 is one step
-    for budget, steps in ((100, 5), (2, 3)):
-        run = LifelongRun(loaded(), LifelongConfig(method=method, budget=budget, steps=steps, train=TRAIN))
-        assert run.run_round([d.samples for d in bench.rounds[0]]).steps == steps
+        seq, multi = rec1["sequential"], rec1["multitask"]
+        # nothing pruned: every copy is a duplicate (and the text-only copies inside a dataset too)
+        assert multi.duplicates == seq.duplicates >= max(n_again, a1.duplicates)
+        assert seq.trained_on == seq.new - seq.duplicates  # this round's distinct new samples only
+        assert multi.trained_on == multi.pool_after == rec0["multitask"].pool_after + multi.new - multi.duplicates
+        assert all(r.steps == 3 for recs in (rec0, rec1) for r in recs.values())
+        assert len({run.warmup_sha256() for run in runs.values()}) == 1  # one warm-up for every method
+
+        skills = bench.config.skills
+        acc, base = runs["adapt-inf"].accuracy(skills)
+        assert len(acc) == 2 and all(len(row) == len(skills) for row in acc) and len(base) == len(skills)
+        assert all(0.0 <= v <= 1.0 for row in acc for v in row)

@@ -1,5 +1,5 @@
 """Leases, heartbeat and reaper against real PostgreSQL and SQLite databases (workers/leases.py,
-workers/jobs.py, workers/reaper.py). Enqueues go to a real filesystem broker folder, counted as
+workers/jobs.py, workers/reaper.py, over service/lifecycle.py). Enqueues go to a real filesystem broker folder, counted as
 message files."""
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from jobs_dbs import database_from, migrated_template
 from sqlalchemy import select
 
 from service.config import Settings
-from service.db.models import Job, JobEvent, Owner
+from service.db.models import Dataset, Job, JobEvent, Owner
 from service.db.session import get_sessionmaker
-from service.jobs import request_cancel
+from service.lifecycle import acquire_lease, finish_job, request_cancel
 from workers.jobs import Heartbeat, JobContext
-from workers.leases import FAILURE_HOOKS, JobCancelled, LeaseLost, acquire_lease, finish_job, utcnow
+from workers.leases import JobCancelled, LeaseLost, utcnow
 from workers.reaper import lost_message_grace, reap_expired
 
 LEASE = 30.0
@@ -114,24 +114,29 @@ def test_expired_lease_is_requeued_resent_and_counts_attempts(factory, settings:
     assert job_row(factory, job_id).attempts == 2
 
 
-def test_max_attempts_fails_with_a_clear_error_and_runs_the_failure_hook(factory, settings: Settings) -> None:
-    seen: list[tuple[str, str]] = []
-    FAILURE_HOOKS["test-kind"] = lambda session, job: seen.append((job.id, job.status))
-    try:
-        job_id = make_job(factory, kind="test-kind", max_attempts=2)
-        t = utcnow()
-        with factory() as s:
-            for attempt in (1, 2):
-                assert acquire_lease(s, job_id, f"w{attempt}", LEASE, now=t) is not None
-                t += timedelta(seconds=LEASE + 1)
-                assert reap_expired(s, settings, now=t) == [job_id]
-    finally:
-        del FAILURE_HOOKS["test-kind"]
+def test_max_attempts_fails_with_a_clear_error_and_fails_its_dataset(factory, settings: Settings) -> None:
+    job_id = make_job(factory, kind="ingest", max_attempts=2)
+    with factory() as s:
+        job = s.get(Job, job_id)
+        dataset = Dataset(owner_id=job.owner_id, name="d", file_blob="0" * 64, file_name="d.json", job_id=job_id)
+        s.add(dataset)
+        s.flush()
+        job.params = {"dataset_id": dataset.id}
+        s.commit()
+        dataset_id = dataset.id
+    t = utcnow()
+    with factory() as s:
+        for attempt in (1, 2):
+            assert acquire_lease(s, job_id, f"w{attempt}", LEASE, now=t) is not None
+            t += timedelta(seconds=LEASE + 1)
+            assert reap_expired(s, settings, now=t) == [job_id]
     job = job_row(factory, job_id)
     assert job.status == "failed" and job.attempts == 2
     assert job.error["code"] == "lease_expired"
     assert "worker lost 2 times" in job.error["message"] and "max_attempts=2" in job.error["message"]
-    assert seen == [(job_id, "failed")]
+    with factory() as s:
+        dataset = s.get(Dataset, dataset_id)
+        assert (dataset.status, dataset.error["code"]) == ("failed", "lease_expired")
     assert sent_messages(settings) == 1  # re-sent after the first loss only
 
 

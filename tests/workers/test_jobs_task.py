@@ -15,10 +15,9 @@ from service.broker import make_celery
 from service.config import Settings
 from service.db.models import Job, JobEvent, Owner
 from service.db.session import get_sessionmaker
-from service.jobs import request_cancel
+from service.lifecycle import request_cancel
 from workers import jobs
 from workers.jobs import JobContext, job_task
-from workers.leases import FAILURE_HOOKS
 
 
 class DomainError(Exception):
@@ -86,10 +85,7 @@ def test_success_records_result_and_a_second_delivery_is_ignored(settings: Setti
     assert events[0].startswith("started (attempt 1") and events[-1] == "succeeded"
 
 
-def test_domain_errors_fail_the_job_with_their_code_and_run_the_hook(settings: Settings, app) -> None:
-    hooked: list[str] = []
-    FAILURE_HOOKS["t-bad"] = lambda session, job: hooked.append(job.error["code"])
-
+def test_domain_errors_fail_the_job_with_their_code(settings: Settings, app) -> None:
     @job_task(app, kind="t-bad", queue="select")
     def bad(ctx: JobContext) -> None:
         raise DomainError("line 3: no assistant turn")
@@ -98,14 +94,10 @@ def test_domain_errors_fail_the_job_with_their_code_and_run_the_hook(settings: S
     def bug(ctx: JobContext) -> None:
         raise KeyError("oops")
 
-    try:
-        bad_id, bug_id = new_job(settings, "t-bad"), new_job(settings, "t-bug")
-        assert bad(bad_id)["status"] == "failed" and bug(bug_id)["status"] == "failed"
-    finally:
-        del FAILURE_HOOKS["t-bad"]
+    bad_id, bug_id = new_job(settings, "t-bad"), new_job(settings, "t-bug")
+    assert bad(bad_id)["status"] == "failed" and bug(bug_id)["status"] == "failed"
     assert load(settings, bad_id)[0].error == {"code": "bad_input", "message": "line 3: no assistant turn"}
     assert load(settings, bug_id)[0].error == {"code": "internal_error", "message": "KeyError: 'oops'"}
-    assert hooked == ["bad_input"]
 
 
 def test_cancel_requested_while_running_ends_cancelled(settings: Settings, app) -> None:

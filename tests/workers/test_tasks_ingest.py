@@ -77,9 +77,9 @@ def test_ingest_writes_all_samples_and_a_rerun_writes_nothing(settings: Settings
     assert second.result["num_samples"] == 10
     assert not list(settings.work_dir.glob("ingest-*"))
     # its own stages, all done, in the job's overall progress; the last stage counted samples
-    from service.jobs import job_to_dict
+    from service.schemas import JobOut
 
-    shown = job_to_dict(first)
+    shown = JobOut.model_validate(first).model_dump(mode="json")
     assert [(st["name"], st["status"]) for st in shown["overall"]["stages"]] == [
         ("parse", "done"), ("images", "done"), ("write", "done")]
     assert shown["overall"]["fraction"] == 1.0 and shown["overall"]["eta_seconds"] == 0.0

@@ -12,24 +12,26 @@ the machine's state. A stage commits its output and enters the next stage in ONE
 and only after the commit sends the new jobs to the broker. A duplicate delivery or a retry of
 a stage that already committed finds the parent at a later stage (`StageDone`) and does
 nothing, so no stage is created twice or skipped; a crash between commit and send leaves the
-new jobs queued in SQL, where the reaper re-sends them.
+new jobs queued in SQL, where the reaper re-sends them. Starting and ending the round (and what a
+failed or cancelled stage job does to it) are `service.lifecycle`'s.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from core.progress import end_running, plan_stages, start_stage
+from core.progress import plan_stages, start_stage
 from core.statuses import TERMINAL
 from service.broker import enqueue_job
 from service.config import Settings
 from service.db.models import Job, Pool, PoolEvalSet, Round, utcnow
-from service.jobs import add_event, create_job
+from service.jobs import add_event, create_job, stage_events
+from service.lifecycle import ROUND_STAGE_PREFIX, lock_job, start_round_job
 from workers.jobs import JobContext
-from workers.leases import ACTIVE, JobCancelled
+from workers.leases import JobCancelled
 
 STAGES = ("prepare", "warmup", "features", "select", "train", "finalize")
 QUEUES = {"prepare": "select", "warmup": "train", "features": "gpu", "select": "select", "train": "train",
@@ -37,7 +39,7 @@ QUEUES = {"prepare": "select", "warmup": "train", "features": "gpu", "select": "
 
 
 def kind_of(stage: str) -> str:
-    return f"round.{stage}"
+    return ROUND_STAGE_PREFIX + stage
 
 
 class StageDone(Exception):
@@ -70,14 +72,6 @@ class RoundRef:
     current_checkpoint_id: str | None
 
 
-def lock_parent(session: Session, parent_id: str) -> Job | None:
-    """Lock the parent job row for the rest of the transaction and return it, fresh."""
-    session.execute(
-        update(Job).where(Job.id == parent_id).values(stage=Job.stage).execution_options(synchronize_session=False)
-    )
-    return session.get(Job, parent_id, populate_existing=True)
-
-
 def check_live(parent: Job | None, stage: str) -> Job:
     """Raise JobCancelled if the round was cancelled or already ended, StageDone if it moved on."""
     if parent is None or parent.status in TERMINAL:
@@ -92,10 +86,10 @@ def check_live(parent: Job | None, stage: str) -> Job:
 def claim_stage(session: Session, ctx: JobContext, parent_id: str, stage: str) -> Job:
     """Open a stage's commit: fence the child's lease, lock the parent, check it is at `stage`.
 
-    Lock order child → parent, as in `finish_job` + failure hooks and in the reaper.
+    Lock order child → parent, as in `service.lifecycle` when a stage job ends.
     """
     ctx.fence(session)
-    return check_live(lock_parent(session, parent_id), stage)
+    return check_live(lock_job(session, parent_id), stage)
 
 
 def next_stage(stage: str, state: dict[str, Any], params: dict[str, Any]) -> str | None:
@@ -113,17 +107,6 @@ def round_stage_names(warmup: bool, train: bool, evaluate: bool) -> list[str]:
     train stage's evaluation, shown apart; a planned stage the round skips drops out."""
     return (["prepare"] + (["warmup"] if warmup else []) + ["features", "select"]
             + (["train"] + (["eval"] if evaluate else []) if train else []) + ["finalize"])
-
-
-def stage_events(session: Session, job_id: str, ended: dict[str, Any] | None, started: str | None,
-                 **data: Any) -> None:
-    """The stage.end event of the stage that ended (with its seconds) and the stage.start one."""
-    if ended is not None:
-        seconds = ended.get("seconds")
-        add_event(session, job_id, f"stage {ended['name']} done" + (f" in {seconds:.1f}s" if seconds is not None else ""),
-                  data={"type": "stage.end", "stage": ended["name"], "seconds": seconds})
-    if started is not None:
-        add_event(session, job_id, f"stage {started}", data={"type": "stage.start", "stage": started, **data})
 
 
 def set_live_progress(job: Job, done: int = 0, total: int = 0, unit: str | None = None,
@@ -163,95 +146,20 @@ def send(settings: Settings, outgoing: list[Outgoing]) -> None:
         enqueue_job(settings, o.job_id, o.kind, o.queue)
 
 
-def finish_round(session: Session, parent: Job, status: str, result: dict[str, Any] | None = None,
-                 error: dict[str, Any] | None = None) -> None:
-    """End the parent job and its round as `status`; queued siblings are cancelled, running
-    ones are asked to stop (they also see the parent ended at their next check)."""
-    now = utcnow()
-    parent.status, parent.finished_at, parent.error = status, now, error
-    parent.lease_owner, parent.lease_expires_at = None, None
-    if result is not None:
-        parent.result = result
-    rnd = session.get(Round, parent.params["round_id"])
-    if rnd is not None and rnd.status not in TERMINAL:
-        rnd.status, rnd.finished_at = status, now
-        if result is not None:
-            rnd.result = result
-    if status == "succeeded":
-        parent.stages, ended = end_running(parent.stages, now)
-        stage_events(session, parent.id, ended, None)
-    else:
-        _stop_children(session, parent.id, now, status)
-    level = "error" if status == "failed" else "info"
-    add_event(session, parent.id, f"round {status}", level=level, data={"error": error} if error else None)
-
-
-def _stop_children(session: Session, parent_id: str, now, status: str) -> None:  # noqa: ANN001
-    stop = {"code": "cancelled", "message": f"round ended {status}"}
-    session.execute(
-        update(Job).where(Job.parent_id == parent_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=now, error=stop)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Job).where(Job.parent_id == parent_id, Job.status.in_(ACTIVE))
-        .values(cancel_requested=True).execution_options(synchronize_session=False)
-    )
-
-
-def end_round_with_child(session: Session, child: Job) -> None:
-    """Failure hook of every stage kind: a failed child fails the round, a cancelled one cancels it.
-
-    Runs inside the transaction that ends the child (its task, or the reaper after max_attempts).
-    """
-    if child.parent_id is None:
-        return
-    parent = lock_parent(session, child.parent_id)
-    if parent is None or parent.status in TERMINAL:
-        return
-    if child.kind != kind_of(parent.stage or ""):
-        # a stale duplicate of a stage the round has left: its end says nothing about the round
-        add_event(session, parent.id, f"{child.kind} job {child.id} ended {child.status} after its stage; ignored",
-                  level="warning")
-        return
-    if child.status == "cancelled" or parent.cancel_requested:
-        finish_round(session, parent, "cancelled", error={"code": "cancelled", "message": f"cancelled during {child.kind}"})
-        return
-    err = child.error or {"code": "internal_error", "message": "stage failed"}
-    message = f"{child.kind} failed after {child.attempts} attempt(s): {err.get('message', '')}"
-    finish_round(session, parent, "failed", error={"code": err.get("code", "internal_error"), "message": message,
-                                                   "job_id": child.id})
-
-
-def mirror_round(session: Session, parent: Job) -> None:
-    """Give the round its parent job's terminal status (a parent cancelled while queued)."""
-    rnd = session.get(Round, parent.params["round_id"])
-    if rnd is not None and parent.status in TERMINAL and rnd.status not in TERMINAL:
-        rnd.status, rnd.finished_at = parent.status, parent.finished_at or utcnow()
-
-
 def start_round(session: Session, settings: Settings, parent_id: str) -> list[Outgoing]:
     """The parent task: queued → running at stage prepare, with the prepare job. Commits.
 
     A duplicate delivery (already running or ended) creates nothing.
     """
-    now = utcnow()
-    started = session.execute(
-        update(Job)
-        .where(Job.id == parent_id, Job.kind == "round", Job.status == "queued", Job.cancel_requested.is_(False))
-        .values(status="running", stage="prepare", started_at=now, progress_done=0, progress_total=0)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
-    parent = session.get(Job, parent_id, populate_existing=True)
-    if parent is None:
+    try:
+        parent = start_round_job(session, parent_id, "prepare")
+    except LookupError:
         session.rollback()
-        raise LookupError(f"round job {parent_id} does not exist")
-    if not started:
-        mirror_round(session, parent)
+        raise
+    if parent is None:
         session.commit()
         return []
     rnd = session.get(Round, parent.params["round_id"])
-    rnd.status = "running"
     pool = session.get(Pool, rnd.pool_id)
     ref = RoundRef(parent.id, rnd.id, pool.id, rnd.number, parent.owner_id, dict(rnd.params), {}, pool.base_model,
                    pool.model_type, dict(pool.config or {}), pool.current_checkpoint_id)

@@ -7,7 +7,6 @@ weights always give the same sha256.
 """
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tarfile
@@ -86,8 +85,3 @@ def unpack_adapter(blobs: BlobStore, sha256: str, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
-
-def adapter_archive_names(data: bytes) -> list[str]:
-    """Member names of an adapter archive (tests and diagnostics)."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        return tar.getnames()

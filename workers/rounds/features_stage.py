@@ -20,10 +20,10 @@ from core.text import json_safe
 from service.config import Settings
 from service.db.models import FeatureShard, Job, Score, utcnow
 from workers.engine.features import SCORE_NAMES, FeatureBatch, compute_features, write_shard
-from workers.leases import ACTIVE
+from core.statuses import ACTIVE
 from workers.rounds.advance import Outgoing, RoundRef, StageDone, claim_stage, enter_stage, kind_of
 from workers.rounds.models_cache import get_model
-from workers.rounds.plan import load_plan, shard_bounds
+from workers.rounds.plan_blob import load_shard_ids
 from workers.rounds.runner import StageRun
 from workers.rounds.samples import load_engine_samples
 
@@ -99,10 +99,13 @@ def run_shard(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
             raise LookupError(f"round {ref.round_id} has no feature shard {k}")
         if shard.status == "done":
             raise StageDone(f"shard {k} is already done")
+        planned = (shard.first_sample_id, shard.last_sample_id)
     run.watch.check(force=True)
-    plan = load_plan(run.blobs, ref.state["candidates_blob"])
-    start, end = shard_bounds(len(plan.candidates), run.cfg.shard_size)[k]
-    ids = plan.candidates[start:end]
+    # only this shard's slice of the frozen plan (checked against its digest), not the whole plan
+    ids = load_shard_ids(run.blobs, ref.state["candidates_blob"], k, run.cfg.shard_size)
+    if None not in planned and (ids[0], ids[-1]) != planned:
+        raise ShardMismatch(f"shard {k}: the frozen plan holds samples {ids[0]}..{ids[-1]}, the round planned "
+                            f"{planned[0]}..{planned[1]}")
     ctx.stage("features", total=len(ids), unit="samples")
     with factory() as session:
         samples = load_engine_samples(session, ids, run.blobs)

@@ -17,11 +17,14 @@ from sqlalchemy.orm import Session
 
 from core.checkpoint_metrics import checkpoint_metrics
 from core.skill_scores import pool_by_skill
+from core.statuses import SUCCEEDED
 from core.text import json_safe
 from service.db.bulk import bulk_insert
 from service.db.models import Checkpoint, EvalResult, IndexVersion, Pool, PoolMember, Round
-from workers.rounds.advance import Outgoing, RoundRef, claim_stage, finish_round
-from workers.rounds.plan import CandidatePlan, load_plan
+from service.lifecycle import finish_round_job
+from workers.rounds.advance import Outgoing, RoundRef, claim_stage
+from workers.rounds.plan import CandidatePlan
+from workers.rounds.plan_blob import load_plan
 from workers.rounds.runner import StageRun
 from workers.rounds.select_stage import ShardBlobError
 
@@ -134,6 +137,6 @@ def run_finalize(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
                                    .where(PoolMember.pool_id == ref.pool_id, PoolMember.status == "active"))
         result = round_result(ref, ref.params, int(pool_size), checkpoint_id)
         parent.progress_done, parent.progress_total = 1, 1
-        finish_round(session, parent, "succeeded", result={**result, "candidates_blob": ref.state["candidates_blob"]})
+        finish_round_job(session, parent, SUCCEEDED, result={**result, "candidates_blob": ref.state["candidates_blob"]})
         session.get(Round, ref.round_id).result = result
     return [], {"pool_size": result["pool_size"], "checkpoint_id": checkpoint_id}

@@ -1,4 +1,5 @@
-"""Prepare's domain half: the round's frozen candidate set and its feature-shard plan.
+"""Prepare's domain half: the round's candidate set and its feature-shard plan (frozen as a
+blob by workers/rounds/plan_blob.py).
 
 Candidates = active pool members ∪ the round's new samples (DESIGN §2 step 1). A new sample whose
 content hash is already active in the pool, or repeats an earlier new sample (lower id), is an
@@ -7,21 +8,13 @@ re-added either: pruning is permanent.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import PoolMember, Sample
-from core.blobs import BlobStore
-
-
-class CandidateBlobCorrupt(Exception):
-    """The frozen candidate list is missing or no longer matches its sha256."""
-
-    code = "blob_corrupt"
 
 
 @dataclass(frozen=True)
@@ -33,14 +26,6 @@ class CandidatePlan:
     new: list[int]
     duplicates: list[list[int]] = field(default_factory=list)
     previously_pruned: list[int] = field(default_factory=list)
-
-    def to_bytes(self) -> bytes:
-        # Canonical JSON: a retried prepare freezes the same bytes, hence the same blob sha.
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
-
-    @staticmethod
-    def from_bytes(data: bytes) -> "CandidatePlan":
-        return CandidatePlan(**json.loads(data))
 
 
 def plan_candidates(session: Session, pool_id: str, dataset_ids: list[str], new_only: bool = False) -> CandidatePlan:
@@ -72,19 +57,6 @@ def plan_candidates(session: Session, pool_id: str, dataset_ids: list[str], new_
             seen[content_hash] = sample_id
             new.append(sample_id)
     return CandidatePlan(sorted(new if new_only else active + new), active, new, duplicates, pruned)
-
-
-def freeze_plan(plan: CandidatePlan, blobs: BlobStore) -> str:
-    """Store the plan as a blob (atomic, content-addressed); returns its sha256."""
-    return blobs.put_bytes(plan.to_bytes()).sha256
-
-
-def load_plan(blobs: BlobStore, sha256: str) -> CandidatePlan:
-    """Read a frozen plan back, checking its sha256."""
-    if not blobs.verify(sha256):
-        raise CandidateBlobCorrupt(f"candidate list blob {sha256} is missing or corrupt")
-    with blobs.open(sha256) as f:
-        return CandidatePlan.from_bytes(f.read())
 
 
 def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:

@@ -20,7 +20,8 @@ from service.integrity import BlobDamaged, ensure_checkpoint_blob
 from service.round_blobs import record_round_blobs
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
 from workers.rounds.features_stage import enter_features
-from workers.rounds.plan import freeze_plan, plan_candidates, shard_rows
+from workers.rounds.plan import plan_candidates, shard_rows
+from workers.rounds.plan_blob import freeze_plan
 from workers.rounds.runner import StageRun
 
 
@@ -107,7 +108,7 @@ def run_prepare(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     if not plan.candidates:
         why = "the datasets add no new sample" if new_only else "the pool is empty and the datasets add nothing new"
         raise EmptyRound(f"round {ref.number}: no candidates ({why})")
-    sha = freeze_plan(plan, run.blobs)
+    sha = freeze_plan(plan, run.blobs, run.cfg.shard_size)
     shards = shard_rows(ref.round_id, plan, run.cfg.shard_size)
     updates = {
         "candidates_blob": sha,

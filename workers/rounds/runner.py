@@ -16,16 +16,15 @@ from sqlalchemy.orm import Session
 
 from core.progress import is_logged_step, start_stage, utcnow
 from core.text import json_safe
-from core.statuses import TERMINAL
+from core.statuses import ACTIVE, TERMINAL
 from service.config import Settings
 from service.db.models import Job, Pool, Round
-from service.jobs import add_event
+from service.jobs import add_event, stage_events
+from service.lifecycle import lock_job
 from core.blobs import BlobStore
 from workers.jobs import JobContext
-from workers.leases import ACTIVE, JobCancelled
-from workers.rounds.advance import (
-    Outgoing, RoundRef, StageDone, check_live, lock_parent, send, set_live_progress, stage_events,
-)
+from workers.leases import JobCancelled
+from workers.rounds.advance import Outgoing, RoundRef, StageDone, check_live, send, set_live_progress
 from workers.rounds.config import RoundEngineConfig, engine_config, model_spec
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ class ParentWatch:
         """Show `name` as the round's running stage in its overall progress and events (train's
         evaluation, "eval"); the stage machine's own `stage` column stays as it is."""
         with self.ctx.session_factory() as session, session.begin():
-            parent = lock_parent(session, self.parent_id)
+            parent = lock_job(session, self.parent_id)
             if parent is None or parent.status not in ACTIVE:
                 return
             parent.stages, ended = start_stage(parent.stages, name, utcnow())

@@ -35,7 +35,7 @@ from workers.engine.selection import select_samples
 from workers.engine.selection.cluster_map import build_cluster_view
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
 from service.round_blobs import record_round_blobs
-from workers.rounds.plan import load_plan
+from workers.rounds.plan_blob import load_plan
 from workers.rounds.runner import StageRun
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from workers.rounds.advance import Outgoing, claim_stage, enter_stage
 from workers.rounds.checkpoints import store_adapter
 from workers.rounds.features_stage import enter_features
 from workers.rounds.models_cache import put_model, take_model
-from workers.rounds.plan import load_plan
+from workers.rounds.plan_blob import load_plan
 from workers.rounds.runner import StageRun
 from workers.rounds.samples import load_dataset_samples, load_engine_samples
 

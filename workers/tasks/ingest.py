@@ -22,14 +22,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db.bulk import bulk_insert
-from service.db.models import Dataset, Job, Sample, utcnow
+from service.db.models import Dataset, Sample
 from service.ingest import IngestError, IngestLimits, ValidatedDataset, limits_for, validate_upload
 from service.ingest.formats import content_hash
 from service.ingest.sources import fetch_source, parse_prefixes, resolve_allowed, source_stamp
+from service.lifecycle import mark_dataset_failed, mark_dataset_ready
 from core.blobs import BlobStore
 from workers.celery_app import app
 from workers.jobs import JobContext, job_task
-from workers.leases import register_failure_hook
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _spool_rows(dataset_id: str, validated: ValidatedDataset, skill: str | None,
                 "key": s.key,
                 "content_hash": content_hash(s, [img.sha256 for img in images]),
                 "record": s.record,
-                "messages": s.message_dicts(),
+                "messages": [{"role": m.role, "content": m.content} for m in s.messages],
                 "image_refs": [img.sha256 for img in images],
                 "image_names": list(s.image_names),
                 "skill": sample_skill,
@@ -193,10 +193,7 @@ def _write_samples(
         session.execute(delete(Sample).where(Sample.dataset_id == dataset_id))  # nothing, unless hand-edited
         for batch in _spooled(rows):
             bulk_insert(session, Sample, batch)
-        dataset.status, dataset.error = "ready", None
-        dataset.num_samples, dataset.num_images = validated.num_samples, validated.num_images
-        dataset.skill_counts = skill_counts
-        dataset.updated_at = utcnow()
+        mark_dataset_ready(dataset, validated.num_samples, validated.num_images, skill_counts)
     return True
 
 
@@ -210,17 +207,4 @@ def _already_ingested(session: Session, dataset: Dataset) -> dict[str, Any]:
 
 def _mark_failed(session_factory: sessionmaker[Session], dataset_id: str, error: dict[str, Any]) -> None:
     with session_factory() as session, session.begin():
-        dataset = session.get(Dataset, dataset_id)
-        if dataset is not None and dataset.status != "ready":
-            dataset.status, dataset.error, dataset.updated_at = "failed", error, utcnow()
-
-
-@register_failure_hook("ingest")
-def _dataset_failed_with_job(session: Session, job: Job) -> None:
-    """A failed or cancelled ingest job leaves its dataset failed (unless it became ready)."""
-    dataset_id = (job.params or {}).get("dataset_id")
-    dataset = session.get(Dataset, dataset_id) if dataset_id else None
-    if dataset is not None and dataset.status == "pending":
-        error = job.error or {"code": "ingest_failed", "message": "the ingest job did not finish"}
-        detail = f"ingest job {job.id} {job.status}: {error.get('message', '')}"
-        dataset.status, dataset.error, dataset.updated_at = "failed", {"code": error["code"], "detail": detail}, utcnow()
+        mark_dataset_failed(session, dataset_id, error)

@@ -3,7 +3,7 @@
 The parent task only moves its job from queued to running at stage prepare and sends the
 prepare job; it holds no lease (the reaper leaves a running job without a lease alone). Every
 stage is a child job with its own lease and attempts (JobTask); `workers.rounds.advance` chains
-them. A failed or cancelled child ends the round through the failure hook registered here.
+them. A failed or cancelled child ends the round through `service.lifecycle`.
 """
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ from celery import Task
 
 from service.broker import task_name
 from service.config import get_settings
-from service.db.models import Job
 from service.db.session import get_sessionmaker
 from workers.celery_app import app
 from workers.jobs import TRANSIENT_ERRORS, JobContext, job_task
-from workers.leases import register_failure_hook
-from workers.rounds.advance import QUEUES, STAGES, end_round_with_child, kind_of, mirror_round, send, start_round
+from workers.rounds.advance import QUEUES, kind_of, send, start_round
 from workers.rounds.features_stage import run_shard
 from workers.rounds.finalize import run_finalize
 from workers.rounds.prepare_stage import run_prepare
@@ -82,12 +80,3 @@ def round_finalize(ctx: JobContext) -> dict[str, Any]:
 
 STAGE_TASKS = {kind_of("prepare"): round_prepare, kind_of("warmup"): round_warmup, kind_of("features"): round_features,
                kind_of("select"): round_select, kind_of("train"): round_train, kind_of("finalize"): round_finalize}
-
-for _stage in STAGES:
-    register_failure_hook(kind_of(_stage))(end_round_with_child)
-
-
-@register_failure_hook("round")
-def _round_job_ended(session, job: Job) -> None:  # noqa: ANN001
-    """The parent job itself ended failed/cancelled (reaper, operator): the round follows."""
-    mirror_round(session, job)

@@ -1,64 +1,25 @@
 """Checkpoints: list, read, and download the PEFT adapter (tar.gz) with Range and ETag."""
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.checkpoint_metrics import read_checkpoint_metrics
 from service.api.blob_response import BlobResponse, etag_for, etag_matches
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
 from service.api.openapi import problem_responses
 from service.api.pagination import PageDep, paginate
 from service.api.routes.pools import owned_pool
-from service.db.models import Checkpoint, EvalResult, Pool, Round
+from service.db.models import Checkpoint, Pool
+from service.checkpoints import get_checkpoint, with_round_and_evals
 from service.integrity import BlobDamaged, ensure_checkpoint_blob
-from service.jobs import iso_utc
-from service.rounds import get_checkpoint
 from service.schemas import CheckpointOut, ListOut
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 MEDIA_TYPE = "application/gzip"
-
-
-def checkpoint_to_dict(ckpt: Checkpoint, round_number: int | None, evals: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": ckpt.id,
-        "object": "checkpoint",
-        "pool_id": ckpt.pool_id,
-        "round_id": ckpt.round_id,
-        "round_number": round_number,
-        "kind": ckpt.kind,
-        "format": "peft-lora-tar-gz",  # adapter_config.json + adapter_model.safetensors at the root
-        "sha256": ckpt.blob,
-        "size_bytes": ckpt.size_bytes,
-        "metrics": read_checkpoint_metrics(ckpt.metrics, ((e["skill"], e) for e in evals)),
-        "eval": evals,
-        "content_url": f"/v1/checkpoints/{ckpt.id}/content",
-        "created_at": iso_utc(ckpt.created_at),
-    }
-
-
-def _serialise(session: Session, ckpts: Iterable[Checkpoint]) -> list[dict[str, Any]]:
-    """Checkpoints with their round numbers and evaluation results, in two queries."""
-    ckpts = list(ckpts)
-    round_ids = [c.round_id for c in ckpts if c.round_id]
-    numbers = dict(session.execute(select(Round.id, Round.number).where(Round.id.in_(round_ids))).all()) if round_ids else {}
-    evals: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    if ckpts:
-        stmt = (
-            select(EvalResult)
-            .where(EvalResult.checkpoint_id.in_([c.id for c in ckpts]))
-            .order_by(EvalResult.skill, EvalResult.dataset_id)
-        )
-        for ev in session.scalars(stmt):
-            evals[ev.checkpoint_id].append({"dataset_id": ev.dataset_id, "skill": ev.skill, **(ev.metrics or {})})
-    return [checkpoint_to_dict(c, numbers.get(c.round_id), evals[c.id]) for c in ckpts]
 
 
 def _owned_checkpoint(session: Session, checkpoint_id: str, owner_id: str) -> Checkpoint:
@@ -78,19 +39,20 @@ def list_checkpoints(
     pool_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
     """Your checkpoints (of one pool with `pool_id`), oldest first."""
-    stmt = select(Checkpoint).join(Pool, Pool.id == Checkpoint.pool_id).where(Pool.owner_id == owner.id)
+    stmt = with_round_and_evals(select(Checkpoint).join(Pool, Pool.id == Checkpoint.pool_id)).where(
+        Pool.owner_id == owner.id)
     if pool_id is not None:
         owned_pool(session, pool_id, owner.id)
         stmt = stmt.where(Checkpoint.pool_id == pool_id)
     result = paginate(session, stmt, key=(Checkpoint.created_at, Checkpoint.id), id_column=Checkpoint.id, page=page)
-    return {"object": "list", "data": _serialise(session, result.items), "has_more": result.has_more}
+    return result.to_dict(CheckpointOut.model_validate)
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointOut, response_model_exclude_unset=True,
             responses=problem_responses(404))
-def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def read_checkpoint(checkpoint_id: str, session: SessionDep, owner: OwnerDep) -> CheckpointOut:
     """A checkpoint: pool, round, kind, size, sha256, training metrics, evaluation results."""
-    return _serialise(session, [_owned_checkpoint(session, checkpoint_id, owner.id)])[0]
+    return CheckpointOut.model_validate(_owned_checkpoint(session, checkpoint_id, owner.id))
 
 
 _CONTENT_PROBLEMS = problem_responses(404, 416, 500, 507, notes={

@@ -8,32 +8,32 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.skills import skill_problem
 from core.text import text_problem
-from core.statuses import TERMINAL, UNFINISHED
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem, disk_full_is_507, ingest_problems
 from service.api.openapi import problem_responses
-from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
+from service.api.idempotency import IdempotencyKeyDep, IdempotentCreate
 from service.api.pagination import PageDep, paginate
 from service.api.quotas import enforce_quota
-from service.api.dataset_references import (DatasetReference, check_reference, manifest_bytes, parse_reference,
-                                            reference_name)
+from service.api.dataset_references import DatasetReference, create_by_reference, parse_reference
 from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
-from service.db.models import Dataset, Job, Pool, Round, Sample, utcnow
-from service.jobs import add_event, create_job, iso_utc, note_unsent
+from service.db.models import Dataset, Sample
+from service.jobs import add_event, create_job, note_unsent
 from service.owner_quotas import check_new_ingest
-from service.pool_removal import pools_using
-from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, SampleOut, SkillName
+from service import datasets as dataset_service
+from service.datasets import DatasetInUse
+from service.domain_errors import Conflict
+from service.schemas import DatasetCreatedOut, DatasetOut, ListOut, RowWith, SampleOut, SkillName
 from core.blobs import BlobStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -64,36 +64,6 @@ _UPLOAD_BODY = {
         "application/json": {"schema": DatasetReference.model_json_schema()},
     },
 }
-
-
-def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
-    return {
-        "id": ds.id,
-        "object": "dataset",
-        "name": ds.name,
-        "status": ds.status,
-        "num_samples": ds.num_samples,
-        "num_images": ds.num_images,
-        "file_name": ds.file_name,
-        "archive_name": ds.archive_name,
-        "skill": ds.skill,
-        "skills": ds.skill_counts,
-        "error": ds.error,
-        "created_at": iso_utc(ds.created_at),
-        "job_id": ds.job_id,
-    }
-
-
-def sample_to_dict(s: Sample) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "object": "dataset.sample",
-        "key": s.key,
-        "record": s.record,
-        "messages": s.messages,
-        "image_names": s.image_names,
-        "skill": s.skill,
-    }
 
 
 def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: ANN202
@@ -165,8 +135,8 @@ def _create(
         raise ApiProblem(422, "file names must be at most 300 characters", code="invalid_form")
     skill = _form_skill(form)
 
-    fingerprint = request_fingerprint(
-        _CREATE_ROUTE,
+    idem = IdempotentCreate(
+        session, owner_id, idempotency_key, _CREATE_ROUTE,
         {
             "name": name,
             "skill": skill,
@@ -174,7 +144,7 @@ def _create(
             "images": [archive.filename, archive.sha256, archive.size] if archive else None,
         },
     )
-    if (replay := replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+    if (replay := idem.replay()) is not None:
         return replay
 
     with disk_full_is_507("the upload being checked"):
@@ -210,18 +180,11 @@ def _create(
     for w in warnings:  # also in the ingest job's events, where `adaptinf jobs watch` shows them
         add_event(session, job.id, w["message"], level="warning", data={"code": w["code"]})
     session.flush()
-    body = dataset_to_dict(dataset) | {"warnings": warnings}
-    remember_response(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, body)
-    try:
-        with disk_full_is_507("the dataset's records, into the database"):
-            session.commit()
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key committed first: answer as it did.
-        session.rollback()
-        replay = replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)
-        if replay is None:
-            raise
-        return replay
+    body = jsonable_encoder(DatasetCreatedOut.model_validate(RowWith(dataset, warnings=warnings)))
+    idem.remember(202, body)
+    with disk_full_is_507("the dataset's records, into the database"):
+        if (replay := idem.commit()) is not None:
+            return replay  # a concurrent request with the same Idempotency-Key committed first
 
     # After the commit, never before: a worker must find the rows the message points at.
     if not enqueue_job(settings, job.id, "ingest", "ingest"):
@@ -260,7 +223,7 @@ async def create_dataset(
     """Upload a dataset (multipart) or name one by reference (JSON); checked now, ingested by a worker (202)."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
         body = parse_reference(await request.body())
-        return await run_in_threadpool(_create_by_reference, session, owner.id, settings, blobs, body,
+        return await run_in_threadpool(create_by_reference, session, owner.id, settings, blobs, body,
                                        idempotency_key)
     workdir = settings.work_dir / "uploads" / secrets.token_hex(8)
     try:
@@ -280,51 +243,18 @@ async def create_dataset(
         await run_in_threadpool(shutil.rmtree, workdir, True)
 
 
-def _create_by_reference(session: Session, owner_id: str, settings: Settings, blobs: BlobStore,
-                         body: DatasetReference, idempotency_key: str | None) -> Response:
-    """Cheap checks, then the dataset (its manifest blob naming the source) + ingest job, as an upload's."""
-    fingerprint = request_fingerprint(_CREATE_ROUTE, body.model_dump())
-    if (replay := replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
-        return replay
-    manifest = check_reference(body, settings)
-    enforce_quota(check_new_ingest, session, owner_id, settings)
-    ref = blobs.put_bytes(manifest_bytes(manifest))
-    dataset = Dataset(owner_id=owner_id, name=reference_name(body, manifest), status="pending",
-                      file_blob=ref.sha256, file_name=manifest["uri"][:300], archive_blob=None,
-                      archive_name=(manifest["images_uri"] or "")[:300] or None, skill=body.skill)
-    session.add(dataset)
-    session.flush()
-    job = create_job(session, owner_id, "ingest", "ingest", {"dataset_id": dataset.id, "reference": True},
-                     max_attempts=settings.max_attempts)
-    dataset.job_id = job.id
-    session.flush()
-    out = dataset_to_dict(dataset) | {"warnings": []}
-    remember_response(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, out)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        replay = replay_or_none(session, owner_id, idempotency_key, _CREATE_ROUTE, fingerprint)
-        if replay is None:
-            raise
-        return replay
-    if not enqueue_job(settings, job.id, "ingest", "ingest"):
-        note_unsent(session, job.id)
-    return JSONResponse(out, status_code=202, headers={"Location": f"/v1/datasets/{dataset.id}"})
-
-
 @router.get("", response_model=ListOut[DatasetOut])
 def list_datasets(session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
     """List your datasets, oldest first."""
     stmt = select(Dataset).where(Dataset.owner_id == owner.id)
     result = paginate(session, stmt, key=(Dataset.created_at, Dataset.id), id_column=Dataset.id, page=page)
-    return result.to_dict(dataset_to_dict)
+    return result.to_dict(DatasetOut.model_validate)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(404))
-def read_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def read_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> DatasetOut:
     """A dataset's status, counts and error."""
-    return dataset_to_dict(get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset"))
+    return DatasetOut.model_validate(get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset"))
 
 
 @router.get("/{dataset_id}/samples", response_model=ListOut[SampleOut], responses=problem_responses(404))
@@ -333,7 +263,7 @@ def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: Pa
     get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
     stmt = select(Sample).where(Sample.dataset_id == dataset_id)
     result = paginate(session, stmt, key=(Sample.id,), id_column=Sample.id, page=page, id_type=int)
-    return result.to_dict(sample_to_dict)
+    return result.to_dict(SampleOut.model_validate)
 
 
 class DatasetPatch(BaseModel):
@@ -343,35 +273,15 @@ class DatasetPatch(BaseModel):
 
 @router.patch("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(
     404, 409, notes={409: "The dataset is not ready yet."}))
-def update_dataset(dataset_id: str, body: DatasetPatch, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def update_dataset(dataset_id: str, body: DatasetPatch, session: SessionDep, owner: OwnerDep) -> DatasetOut:
     """Declare (or clear) a ready dataset's skill: samples whose record names none take it."""
     dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset", for_update=True)
-    if dataset.status != "ready":
-        raise ApiProblem(409, f"dataset {dataset_id} is {dataset.status}; its skill can be set once it is ready",
-                         code="dataset_not_ready")
-    # a record's own `skill` wins: only samples whose record has none (or null) follow the dataset
-    session.execute(
-        update(Sample).where(Sample.dataset_id == dataset_id, Sample.record["skill"].as_string().is_(None))
-        .values(skill=body.skill).execution_options(synchronize_session=False)
-    )
-    counts = session.execute(
-        select(Sample.skill, func.count()).where(Sample.dataset_id == dataset_id, Sample.skill.is_not(None))
-        .group_by(Sample.skill)
-    ).all()
-    dataset.skill, dataset.skill_counts = body.skill, {k: int(n) for k, n in sorted(counts)}
-    dataset.updated_at = utcnow()
+    try:
+        dataset_service.set_skill(session, dataset, body.skill)
+    except Conflict as exc:
+        raise ApiProblem(409, exc.detail, code=exc.code) from None
     session.commit()
-    return dataset_to_dict(dataset)
-
-
-def _unfinished_round_naming(session: Session, owner_id: str, dataset_id: str) -> Round | None:
-    """A queued or running round that will read this dataset (its ids live in the round's JSON params)."""
-    rounds = session.scalars(
-        select(Round)
-        .join(Pool, Pool.id == Round.pool_id)
-        .where(Pool.owner_id == owner_id, Round.status.in_(UNFINISHED))
-    )
-    return next((r for r in rounds if dataset_id in (r.params or {}).get("dataset_ids", ())), None)
+    return DatasetOut.model_validate(dataset)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(
@@ -379,23 +289,11 @@ def _unfinished_round_naming(session: Session, owner_id: str, dataset_id: str) -
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Delete a dataset and its samples; refused (409) while a pool uses it or it is being ingested."""
     dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
-    if pool_ids := pools_using(session, dataset_id):
-        routes = ", ".join(f"DELETE /v1/pools/{p}/datasets/{dataset_id}" for p in pool_ids)
-        raise ApiProblem(409, f"dataset {dataset_id} is used by pool{'s' if len(pool_ids) > 1 else ''} "
-                         f"{', '.join(pool_ids)}; remove it from each first: {routes}", code="in_use", pool_ids=pool_ids)
-    if (rnd := _unfinished_round_naming(session, owner.id, dataset_id)) is not None:
-        raise ApiProblem(409, f"dataset {dataset_id} is named by round {rnd.id} of pool {rnd.pool_id}, which is "
-                         f"{rnd.status}; wait for it or cancel its job {rnd.job_id}, then remove the dataset from the "
-                         f"pool if it still uses it (DELETE /v1/pools/{rnd.pool_id}/datasets/{dataset_id})",
-                         code="in_use", pool_ids=[rnd.pool_id])
-    job = session.get(Job, dataset.job_id) if dataset.job_id else None
-    if job is not None and job.status not in TERMINAL:
-        raise ApiProblem(
-            409, f"dataset {dataset_id} is being ingested by job {job.id} ({job.status}); cancel it or wait",
-            code="ingest_in_progress",
-        )
-    # Blobs are content-addressed and may be shared with other datasets: they are left for a GC.
-    session.execute(delete(Sample).where(Sample.dataset_id == dataset_id))
-    session.delete(dataset)
+    try:
+        dataset_service.delete_dataset(session, dataset)
+    except DatasetInUse as exc:
+        raise ApiProblem(409, exc.detail, code=exc.code, pool_ids=exc.pool_ids) from None
+    except Conflict as exc:
+        raise ApiProblem(409, exc.detail, code=exc.code) from None
     session.commit()
     return Response(status_code=204)

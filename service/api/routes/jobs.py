@@ -11,7 +11,7 @@ from service.api.errors import ApiProblem
 from service.api.openapi import problem_responses
 from service.api.pagination import PageDep, paginate
 from service.db.models import Job, JobEvent
-from service.jobs import JobStateError, event_to_dict, job_to_dict, request_cancel
+from service.lifecycle import JobStateError, request_cancel
 from service.schemas import JobEventOut, JobOut, ListOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -37,13 +37,13 @@ def list_jobs(
     if parent_id is not None:
         stmt = stmt.where(Job.parent_id == parent_id)
     result = paginate(session, stmt, key=(Job.created_at, Job.id), id_column=Job.id, page=page)
-    return result.to_dict(job_to_dict)
+    return result.to_dict(JobOut.model_validate)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(404))
-def read_job(job_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def read_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     """A job's status, stage, progress, attempts, error and result."""
-    return job_to_dict(get_owned_or_404(session, Job, job_id, owner.id, "job"))
+    return JobOut.model_validate(get_owned_or_404(session, Job, job_id, owner.id, "job"))
 
 
 @router.get("/{job_id}/events", response_model=ListOut[JobEventOut], responses=problem_responses(404))
@@ -52,12 +52,12 @@ def list_job_events(job_id: str, session: SessionDep, owner: OwnerDep, page: Pag
     get_owned_or_404(session, Job, job_id, owner.id, "job")
     stmt = select(JobEvent).where(JobEvent.job_id == job_id)
     result = paginate(session, stmt, key=(JobEvent.id,), id_column=JobEvent.id, page=page, id_type=int)
-    return result.to_dict(event_to_dict)
+    return result.to_dict(JobEventOut.model_validate)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=problem_responses(
     404, 409, notes={409: "The job has already finished."}))
-def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     """Cancel a job: a queued one at once, a running one as soon as its worker notices (cancelling)."""
     job = get_owned_or_404(session, Job, job_id, owner.id, "job", for_update=True)
     try:
@@ -65,4 +65,4 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, A
     except JobStateError as exc:
         raise ApiProblem(409, str(exc), code="job_not_cancellable", job_status=job.status) from None
     session.commit()
-    return job_to_dict(job)
+    return JobOut.model_validate(job)

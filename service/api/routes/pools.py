@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from service.api.deps import OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, not_found
 from service.api.openapi import problem_responses
-from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
+from service.api.idempotency import IdempotencyKeyDep, IdempotentCreate
 from service.api.pagination import PageDep, paginate
 from service.base_models import resolve_base_model
 from service.db.models import Pool
@@ -21,18 +22,10 @@ from service.pool_config import PoolConfig
 from service.pool_checks import check_eval_set
 from service.pool_limits import over_limits
 from service.pool_removal import NotInPool, delete_pool, remove_dataset
-from service.rounds import (
-    Conflict,
-    DomainError,
-    add_eval_set,
-    create_pool,
-    get_pool,
-    latest_clusters,
-    pool_stats,
-    pool_to_dict,
-)
+from service.domain_errors import Conflict, DomainError
+from service.pools import add_eval_set, create_pool, get_pool, latest_clusters, pool_counts
 from service.pool_metrics import pool_metrics
-from service.schemas import ApiWarning, ClustersOut, ListOut, PoolMetricsOut, PoolOut, SkillName, created_example
+from service.schemas import ApiWarning, ClustersOut, ListOut, PoolMetricsOut, PoolOut, RowWith, SkillName, created_example
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 _CREATE_ROUTE = "POST /v1/pools"
@@ -98,8 +91,8 @@ def owned_pool(session: Session, pool_id: str, owner_id: str, *, for_update: boo
     return pool
 
 
-def pool_dict(session: Session, pool: Pool) -> dict[str, Any]:
-    return pool_to_dict(pool, pool_stats(session, [pool.id])[pool.id])
+def pool_out(session: Session, pool: Pool, model: type[PoolOut] = PoolOut, **extra: Any) -> PoolOut:
+    return model.model_validate(RowWith(pool, **pool_counts(session, [pool.id])[pool.id], **extra))
 
 
 @router.post("", status_code=201, response_model=PoolCreatedOut, summary="Create a pool", responses=problem_responses(
@@ -110,8 +103,9 @@ def create_pool_route(
 ) -> JSONResponse:
     """Create a lifelong pool: base model, model type, config (defaults filled), evaluation sets."""
     config = body.config or PoolConfig()
-    fingerprint = request_fingerprint(_CREATE_ROUTE, body.model_dump(mode="json") | {"config": config.to_json()})
-    if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+    idem = IdempotentCreate(session, owner.id, idempotency_key, _CREATE_ROUTE,
+                            body.model_dump(mode="json") | {"config": config.to_json()})
+    if (replay := idem.replay()) is not None:
         return replay
     if errors := over_limits(config.to_json(), settings):
         raise ApiProblem(422, f"{errors[0]['field']}: {errors[0]['message']}", code="limit_exceeded",
@@ -129,15 +123,10 @@ def create_pool_route(
                     for w in check_eval_set(session, pool, e.dataset_id, f"body.eval_sets[{i}].dataset_id")]
     except DomainError as exc:
         raise problem_from(exc) from None
-    out = pool_dict(session, pool) | {"warnings": warnings}
-    remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 201, out)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # a concurrent twin with the same Idempotency-Key won
-        if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is None:
-            raise
-        return replay
+    out = jsonable_encoder(pool_out(session, pool, PoolCreatedOut, warnings=warnings))
+    idem.remember(201, out)
+    if (replay := idem.commit()) is not None:
+        return replay  # a concurrent twin with the same Idempotency-Key won
     return JSONResponse(out, status_code=201, headers={"Location": f"/v1/pools/{pool.id}"})
 
 
@@ -146,14 +135,14 @@ def list_pools(session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str,
     """List your pools, oldest first."""
     stmt = select(Pool).where(Pool.owner_id == owner.id)
     result = paginate(session, stmt, key=(Pool.created_at, Pool.id), id_column=Pool.id, page=page)
-    stats = pool_stats(session, [p.id for p in result.items])
-    return result.to_dict(lambda p: pool_to_dict(p, stats[p.id]))
+    counts = pool_counts(session, [p.id for p in result.items])
+    return result.to_dict(lambda p: PoolOut.model_validate(RowWith(p, **counts[p.id])))
 
 
 @router.get("/{pool_id}", response_model=PoolOut, responses=problem_responses(404))
-def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def read_pool(pool_id: str, session: SessionDep, owner: OwnerDep) -> PoolOut:
     """A pool: config, size, active/pruned per dataset, rounds completed, current checkpoint."""
-    return pool_dict(session, owned_pool(session, pool_id, owner.id))
+    return pool_out(session, owned_pool(session, pool_id, owner.id))
 
 
 @router.post("/{pool_id}/eval-sets", status_code=201, response_model=PoolCreatedOut, responses=problem_responses(
@@ -172,7 +161,7 @@ def add_eval_set_route(pool_id: str, body: EvalSetIn, session: SessionDep, owner
         session.rollback()
         raise ApiProblem(409, f"dataset {body.dataset_id!r} is already an evaluation set of pool {pool_id}",
                          code="eval_set_exists") from None
-    return JSONResponse(pool_dict(session, pool) | {"warnings": warnings}, status_code=201)
+    return JSONResponse(jsonable_encoder(pool_out(session, pool, PoolCreatedOut, warnings=warnings)), status_code=201)
 
 
 # exclude_unset: a member an earlier release did not store stays absent rather than shown as its default

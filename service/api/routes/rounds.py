@@ -5,16 +5,17 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
 from service.api.errors import ApiProblem, disk_full_is_507, not_found
 from service.api.openapi import problem_responses
-from service.api.idempotency import IdempotencyKeyDep, remember_response, replay_or_none, request_fingerprint
+from service.api.idempotency import IdempotencyKeyDep, IdempotentCreate
 from service.api.pagination import PageDep, paginate
 from service.api.quotas import enforce_quota
 from service.api.routes.pools import owned_pool, problem_from
@@ -26,8 +27,9 @@ from service.pool_checks import check_round_datasets
 from service.pool_config import RoundParams, parse_pool_config
 from service.owner_quotas import check_new_round
 from service.pool_limits import over_limits
-from service.rounds import DomainError, create_round, get_round, jobs_by_id, round_to_dict, selection_ready
-from service.schemas import ApiWarning, ListOut, RoundOut, created_example
+from service.domain_errors import DomainError
+from service.rounds import create_round, get_round, selection_ready
+from service.schemas import ApiWarning, ListOut, RoundOut, RowWith, created_example
 from service.integrity import BlobDamaged
 
 router = APIRouter(tags=["rounds"])
@@ -61,8 +63,9 @@ def create_round_route(
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JSONResponse:
     """Start a round on new datasets (202): select, train, prune; one round at a time per pool."""
-    fingerprint = request_fingerprint(_CREATE_ROUTE, {"pool_id": pool_id, **body.model_dump(mode="json")})
-    if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+    idem = IdempotentCreate(session, owner.id, idempotency_key, _CREATE_ROUTE,
+                            {"pool_id": pool_id, **body.model_dump(mode="json")})
+    if (replay := idem.replay()) is not None:
         return replay
     # The pool row lock (PostgreSQL) makes the "no other round running" check and the insert atomic.
     pool = owned_pool(session, pool_id, owner.id, for_update=True)
@@ -82,15 +85,16 @@ def create_round_route(
             rnd, job = create_round(session, pool, body, max_attempts=settings.max_attempts)
             for w in warnings:  # also in the job's events, where `adaptinf jobs watch` shows them
                 add_event(session, job.id, w["message"], level="warning", data={"code": w["code"]})
-            out = round_to_dict(rnd, job) | {"warnings": warnings}
-            remember_response(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint, 202, out)
-            session.commit()
+            out = jsonable_encoder(RoundCreatedOut.model_validate(RowWith(rnd, job=job, warnings=warnings)))
+            idem.remember(202, out)
+            if (replay := idem.commit()) is not None:
+                return replay  # a concurrent request with the same key committed first
     except DomainError as exc:
         raise problem_from(exc) from None
     except IntegrityError:
         # A concurrent request took this round number (SQLite has no row lock) or this key.
         session.rollback()
-        if (replay := replay_or_none(session, owner.id, idempotency_key, _CREATE_ROUTE, fingerprint)) is not None:
+        if (replay := idem.replay()) is not None:
             return replay
         raise ApiProblem(
             409, f"another round of pool {pool_id} was started at the same time; one round at a time per pool",
@@ -106,10 +110,9 @@ def create_round_route(
 def list_rounds(pool_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
     """A pool's rounds in round order."""
     owned_pool(session, pool_id, owner.id)
-    stmt = select(Round).where(Round.pool_id == pool_id)
+    stmt = select(Round).where(Round.pool_id == pool_id).options(selectinload(Round.job))
     result = paginate(session, stmt, key=(Round.number, Round.id), id_column=Round.id, page=page)
-    jobs = jobs_by_id(session, (r.job_id for r in result.items))
-    return result.to_dict(lambda r: round_to_dict(r, jobs.get(r.job_id)))
+    return result.to_dict(RoundOut.model_validate)
 
 
 def _owned_round(session: Session, round_id: str, owner_id: str) -> Round:
@@ -120,10 +123,9 @@ def _owned_round(session: Session, round_id: str, owner_id: str) -> Round:
 
 
 @router.get("/v1/rounds/{round_id}", response_model=RoundOut, responses=problem_responses(404))
-def read_round(round_id: str, session: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def read_round(round_id: str, session: SessionDep, owner: OwnerDep) -> RoundOut:
     """A round: status, params, result with per-cluster stats, and its job's stage and progress."""
-    rnd = _owned_round(session, round_id, owner.id)
-    return round_to_dict(rnd, jobs_by_id(session, [rnd.job_id]).get(rnd.job_id))
+    return RoundOut.model_validate(_owned_round(session, round_id, owner.id))
 
 
 def _damaged_image(exc: BlobDamaged) -> ApiProblem:

@@ -10,9 +10,13 @@ from hypothesis import strategies as st
 
 from core.samples import Message
 from service.ingest.errors import IngestError
-from service.ingest.formats import content_hash, detect_format, iter_records, parse_dataset
+from service.ingest.formats import ParsedSample, content_hash, detect_format, iter_records, iter_samples
 from service.ingest.limits import IngestLimits
 from tests.datagen import build_records, llava_record, openai_record, write_records
+
+
+def _parse(path: Path, limits: IngestLimits = IngestLimits()) -> list[ParsedSample]:
+    return list(iter_samples(path, limits))
 
 
 def _write(tmp_path: Path, text: str | bytes, name: str = "data") -> Path:
@@ -23,7 +27,7 @@ def _write(tmp_path: Path, text: str | bytes, name: str = "data") -> Path:
 
 def _error(tmp_path: Path, text: str | bytes, limits: IngestLimits = IngestLimits()) -> IngestError:
     with pytest.raises(IngestError) as info:
-        parse_dataset(_write(tmp_path, text), limits)
+        _parse(_write(tmp_path, text), limits)
     return info.value
 
 
@@ -34,7 +38,7 @@ def _conv(*turns: tuple[str, str]) -> list[dict[str, str]]:
 def test_llava_json_array_is_normalised_with_lines(tmp_path):
     records, _ = build_records(3, multi_image=True)
     path = write_records(tmp_path / "d.json", records, "json")
-    samples = parse_dataset(path)
+    samples = _parse(path)
     assert [s.key for s in samples] == ["s0000", "s0001", "s0002"]
     assert samples[0].messages == [
         Message("user", "<image>\nWhat is shown in this picture?"),
@@ -52,7 +56,7 @@ def test_jsonl_skips_blank_lines_and_counts_lines(tmp_path):
     a = llava_record("a", "q?", "yes")
     b = llava_record(7, "q2?", "no", ["x.jpg"])
     path = _write(tmp_path, "\ufeff" + json.dumps(a) + "\n\n  \n" + json.dumps(b) + "\n")
-    samples = parse_dataset(path)
+    samples = _parse(path)
     assert [(s.key, s.line, s.index) for s in samples] == [("a", 1, 1), ("7", 4, 2)]
     assert samples[1].messages[0] == Message("user", "<image>\nq2?")
 
@@ -73,7 +77,7 @@ def test_openai_messages_with_image_parts(tmp_path):
             {"role": "assistant", "content": [{"type": "text", "text": "Same cat."}]},
         ],
     }
-    (s,) = parse_dataset(_write(tmp_path, json.dumps(rec)))
+    (s,) = _parse(_write(tmp_path, json.dumps(rec)))
     assert s.image_names == ["a.jpg", "b.png"]
     assert s.messages == [
         Message("system", "Be brief."),
@@ -91,7 +95,7 @@ def test_openai_top_level_images_use_tokens_and_roles_aliases(tmp_path):
             {"role": "assistant", "content": "ok"},
         ],
     }
-    (s,) = parse_dataset(_write(tmp_path, json.dumps(rec)))
+    (s,) = _parse(_write(tmp_path, json.dumps(rec)))
     assert s.key == "1"  # no id: keyed by 1-based position
     assert s.messages[0].role == "system"
     assert s.messages[1] == Message("user", "<image>\nlook")  # missing token prepended
@@ -101,12 +105,12 @@ def test_openai_top_level_images_use_tokens_and_roles_aliases(tmp_path):
 def test_llava_and_openai_spellings_hash_alike(tmp_path):
     a = llava_record("x", "What?", "That.", ["i.jpg"])
     b = openai_record("y", "What?", "That.", ["other/name.jpg"])
-    sa, sb = parse_dataset(_write(tmp_path, json.dumps(a) + "\n" + json.dumps(b) + "\n"))
+    sa, sb = _parse(_write(tmp_path, json.dumps(a) + "\n" + json.dumps(b) + "\n"))
     assert sa.messages == sb.messages
     assert content_hash(sa, ["f" * 64]) == content_hash(sb, ["f" * 64])
     assert content_hash(sa, ["f" * 64]) != content_hash(sb, ["e" * 64])  # image bytes count
     c = llava_record("z", "What?", "That!", ["i.jpg"])
-    (sc,) = parse_dataset(_write(tmp_path, json.dumps(c), "c"))
+    (sc,) = _parse(_write(tmp_path, json.dumps(c), "c"))
     assert content_hash(sc, ["f" * 64]) != content_hash(sa, ["f" * 64])  # text counts
     with pytest.raises(ValueError):
         content_hash(sa, [])
@@ -114,7 +118,7 @@ def test_llava_and_openai_spellings_hash_alike(tmp_path):
 
 def test_multi_image_tokens_are_prepended_when_missing(tmp_path):
     rec = {"id": 1, "image": ["a.jpg", "b.jpg", "c.jpg"], "conversations": _conv(("human", "<image> vs"), ("gpt", "x"))}
-    (s,) = parse_dataset(_write(tmp_path, json.dumps([rec])))
+    (s,) = _parse(_write(tmp_path, json.dumps([rec])))
     assert s.messages[0].content == "<image>\n<image>\n<image> vs"
     assert s.image_names == ["a.jpg", "b.jpg", "c.jpg"]
     assert s.placed_image_tokens == 2
@@ -122,7 +126,7 @@ def test_multi_image_tokens_are_prepended_when_missing(tmp_path):
 
 def test_text_only_and_user_assistant_spellings(tmp_path):
     rec = {"id": "t", "conversations": _conv(("system", "s"), ("User", "hi"), ("assistant", "hello"))}
-    (s,) = parse_dataset(_write(tmp_path, json.dumps([rec])))
+    (s,) = _parse(_write(tmp_path, json.dumps([rec])))
     assert [m.role for m in s.messages] == ["system", "user", "assistant"]
     assert s.image_names == []
 
@@ -260,7 +264,7 @@ def test_json_array_reader_matches_json_loads(tmp_path_factory, records, indent)
 
 def test_nul_and_lone_surrogates_rejected_but_escaped_pairs_accepted(tmp_path):
     ok = '{"id": "e", "conversations": [{"from": "human", "value": "\\ud83d\\ude00 \\\\u0000"}, {"from": "gpt", "value": "a"}]}'
-    (s,) = parse_dataset(_write(tmp_path, ok))
+    (s,) = _parse(_write(tmp_path, ok))
     assert s.messages[0].content == "\U0001f600 \\u0000"  # an emoji pair and a literal backslash-u
     lone = ok.replace("\\ud83d\\ude00", "\\ud83d")
     err = _error(tmp_path, lone + "\n")
@@ -345,14 +349,14 @@ def test_one_sample_over_the_record_limit_is_refused_in_both_formats(tmp_path):
         err = _error(tmp_path, text, limits)
         assert (err.code, err.status) == ("record_too_large", 413) and "sample #2" in err.detail
         assert line is None or err.line == line
-    assert len(parse_dataset(_write(tmp_path, json.dumps([small, big])), IngestLimits())) == 2
+    assert len(_parse(_write(tmp_path, json.dumps([small, big])), IngestLimits())) == 2
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_record_limit_is_exact(tmp_path, fmt):
     rec = json.dumps(llava_record("a", "q", "answer"))
     text = (lambda r: f"[{r}]") if fmt == "json" else (lambda r: f"\ufeff{r}\r\n{r}\n")
-    assert parse_dataset(_write(tmp_path, text(rec)), IngestLimits(max_record_bytes=len(rec)))
+    assert _parse(_write(tmp_path, text(rec)), IngestLimits(max_record_bytes=len(rec)))
     err = _error(tmp_path, text(rec), IngestLimits(max_record_bytes=len(rec) - 1))
     assert err.code == "record_too_large" and err.line == 1
 

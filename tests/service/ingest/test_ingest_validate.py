@@ -271,10 +271,3 @@ def test_ingest_imports_no_heavy_dependencies():
     root = Path(__file__).resolve().parents[3]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
     assert out.strip() == "[]"
-
-
-def test_message_dicts_match_messages(tmp_path):
-    dataset, arch = write_llava_dataset(tmp_path / "in", 2)
-    sample = validate_upload(dataset, arch, tmp_path / "w", image_mode="list").samples[1]
-    assert sample.message_dicts() == [{"role": m.role, "content": m.content} for m in sample.messages]
-    assert sample.message_dicts()[0]["content"].startswith("<image>\n")

@@ -120,7 +120,7 @@ def add_dataset(env: RoundEnv, name: str, indices: list[int], *, text_every: int
 
 def add_pool(env: RoundEnv, config: dict | None = None, eval_sets: tuple[tuple[str, str], ...] = ()) -> str:
     from service.pool_config import parse_pool_config
-    from service.rounds import create_pool
+    from service.pools import create_pool
 
     with env.factory() as session:
         pool = create_pool(session, env.owner_id, name="p", base_model="tiny-llava", model_type="llava",

@@ -15,9 +15,9 @@ from core.files import file_sha256
 from service.db.models import (
     Checkpoint, EvalResult, FeatureShard, IndexVersion, Job, Pool, PoolMember, Round, RoundBlob, Score, Selection,
 )
-from service.jobs import request_cancel
+from service.lifecycle import request_cancel
 from tests.workers.rounds.rounds_helpers import POOL_CONFIG, RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
-from workers.rounds.plan import load_plan
+from workers.rounds.plan_blob import load_plan
 
 
 def pool_snapshot(env: RoundEnv, pool_id: str) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.blobs import LocalBlobStore
-from workers.rounds.checkpoints import CheckpointBlobError, adapter_archive_names, pack_adapter, unpack_adapter
+from workers.rounds.checkpoints import CheckpointBlobError, pack_adapter, unpack_adapter
 
 
 def _adapter(d: Path, payload: bytes = b"weights") -> Path:
@@ -25,7 +25,9 @@ def test_pack_is_reproducible_and_unpacks(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     two = blobs.put_file(pack_adapter(_adapter(tmp_path / "b"), tmp_path / "b.tar.gz"))
     assert one.sha256 == two.sha256  # no time or path in the archive
-    assert sorted(adapter_archive_names(blobs.path(one.sha256).read_bytes())) == [
+    with blobs.open(one.sha256) as f, tarfile.open(fileobj=f, mode="r:gz") as tar:
+        names = tar.getnames()
+    assert sorted(names) == [
         "adapter_config.json", "adapter_model.safetensors"]
     out = unpack_adapter(blobs, one.sha256, tmp_path / "out")
     assert (out / "adapter_model.safetensors").read_bytes() == b"weights"

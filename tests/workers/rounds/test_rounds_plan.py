@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from service.db.models import PoolMember, Sample
 from tests.workers.rounds.rounds_helpers import RoundEnv, add_dataset, add_pool, round_env  # noqa: F401
-from workers.rounds.plan import CandidatePlan, freeze_plan, load_plan, plan_candidates, shard_bounds, shard_rows
+from workers.rounds.plan import CandidatePlan, plan_candidates, shard_bounds, shard_rows
+from workers.rounds.plan_blob import freeze_plan, load_plan
 
 
 def test_shard_bounds_cover_every_position_once() -> None:
@@ -44,8 +45,8 @@ def test_candidates_dedup_and_keep_pruned_out(round_env: RoundEnv) -> None:
     assert (sequential.members, sequential.new, sequential.duplicates) == (plan.members, plan.new, plan.duplicates)
 
     blobs = env.settings.blob_store()
-    sha = freeze_plan(plan, blobs)
-    assert freeze_plan(plan_candidates_again(env, pool_id, [a, b]), blobs) == sha  # canonical bytes
+    sha = freeze_plan(plan, blobs, 4)
+    assert freeze_plan(plan_candidates_again(env, pool_id, [a, b]), blobs, 4) == sha  # canonical bytes
     assert load_plan(blobs, sha) == plan
     rows = shard_rows("r", plan, 4)
     assert [(r["shard"], r["first_sample_id"], r["last_sample_id"]) for r in rows] == [

@@ -9,14 +9,13 @@ import pytest
 from sqlalchemy import select
 
 from service.db.models import Checkpoint, Job, JobEvent
-from service.jobs import job_to_dict
 from service.schemas import JobOut
 from tests.workers.rounds.rounds_helpers import POOL_CONFIG, RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
 
 
 def _job(env: RoundEnv, job_id: str) -> dict:
     with env.factory() as s:
-        out = job_to_dict(s.get(Job, job_id))
+        out = JobOut.model_validate(s.get(Job, job_id)).model_dump(mode="json")
     JobOut.model_validate(out)  # the API's response model accepts it
     return out
 
@@ -99,11 +98,10 @@ def test_a_round_reports_progress_rates_overall_steps_and_checkpoint_metrics(
 
         ckpts = {c.kind: c for c in s.scalars(select(Checkpoint).where(Checkpoint.pool_id == pool_id))}
     # the checkpoints carry training and evaluation metrics, through the API's response model
-    from service.api.routes.checkpoints import _serialise
     from service.schemas import CheckpointOut
 
     with env.factory() as s:
-        out = {c["kind"]: CheckpointOut.model_validate(c).model_dump() for c in _serialise(s, ckpts.values())}
+        out = {c.kind: CheckpointOut.model_validate(s.get(Checkpoint, c.id)).model_dump() for c in ckpts.values()}
     train = out["round"]["metrics"]["train"]
     assert train["steps"] == 4 and math.isfinite(train["final_loss"]) and train["seconds"] > 0
     assert train["mean_loss"] == pytest.approx(sum(d["loss"] for d in steps[2:]) / 4, rel=1e-6)

@@ -6,7 +6,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from service.db.models import Job, Round
-from service.jobs import request_cancel
+from service.lifecycle import request_cancel
 from tests.workers.rounds.rounds_helpers import RoundEnv, add_dataset, add_pool, round_env, start_round  # noqa: F401
 
 

@@ -2,9 +2,9 @@
 from workers.engine.features.compute import FeatureEngine, compute_features
 from workers.engine.features.config import SCORE_NAMES, FeatureBatch, FeatureConfig
 from workers.engine.features.projection import SparseJLProjector
-from workers.engine.features.shards import ShardInfo, read_shard, read_shard_meta, stream_features, write_shard
+from workers.engine.features.shards import read_shard, read_shard_meta, write_shard
 
 __all__ = [
-    "SCORE_NAMES", "FeatureBatch", "FeatureConfig", "FeatureEngine", "ShardInfo", "SparseJLProjector",
-    "compute_features", "read_shard", "read_shard_meta", "stream_features", "write_shard",
+    "SCORE_NAMES", "FeatureBatch", "FeatureConfig", "FeatureEngine", "SparseJLProjector",
+    "compute_features", "read_shard", "read_shard_meta", "write_shard",
 ]
