@@ -1,5 +1,7 @@
 """Task ``adaptinf.ingest`` (queue ingest): validate a stored upload (or a dataset by reference)
 and write its samples. The API only ran cheap checks: this is where each image is decoded, once.
+A dataset by reference (job params {"reference": true}) has as its file blob a manifest
+{uri, images_uri, format}; the source is read where it names, after the prefix check again.
 
 All or nothing: images go to the content-addressed blob store first (idempotent by sha256), then
 every Sample row and the dataset's ``ready`` status are committed in one transaction. A crashed
