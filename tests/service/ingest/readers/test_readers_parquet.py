@@ -121,3 +121,22 @@ def test_a_row_over_the_record_limit_is_413_with_its_place(tmp_path):
                         IngestLimits(max_record_bytes=1000)).value
     assert (err.code, err.status, err.row_group, err.row) == ("record_too_large", 413, 0, 2)
     assert validate_upload(path, None, tmp_path / "w2", IngestLimits(max_record_bytes=2000)).num_samples == 4
+
+
+def test_an_images_column_holds_several_embedded_images_and_archive_paths(tmp_path):
+    """`images`: a list per row, each cell a {bytes, path} struct, or (bytes null) a path into the archive."""
+    records, _ = build_records(3, with_images=False)
+    rows = [{**rec, "images": [{"bytes": image_bytes(i, 0), "path": None}, {"bytes": None, "path": f"x/{i}.png"}]}
+            for i, rec in enumerate(records)]
+    for row in rows:
+        row["conversations"][0]["value"] = "<image>\n<image>\n" + row["conversations"][0]["value"]
+    path = _write(tmp_path / "d.parquet", rows)
+    archive = write_zip(tmp_path, {f"x/{i}.png": image_bytes(i, 1) for i in range(3)})
+    got = validate_upload(path, archive, tmp_path / "w")
+    assert got.num_images == 6
+    for i, sample in enumerate(got.samples):
+        shas = [img.sha256 for img in got.images_of(sample)]
+        assert shas == [hashlib.sha256(image_bytes(i, k)).hexdigest() for k in (0, 1)]
+        assert sample.record["images"] == [shas[0], f"x/{i}.png"]
+    err = pytest.raises(IngestError, validate_upload, path, None, tmp_path / "w2").value
+    assert (err.code, err.member, err.row_group, err.row) == ("missing_image", "x/0.png", 0, 0)
