@@ -55,6 +55,11 @@ def sniff_format(path: str | os.PathLike[str]) -> SourceFormat | None:
 def hf_root_in_archive(archive: str | os.PathLike[str], limits: IngestLimits) -> str:
     """The folder (member prefix, "" for the top) of the one state.json in an archive of a
     `save_to_disk` directory; checks the archive's safety and limits on the way."""
+    return _hf_members(archive, limits)[0]
+
+
+def _hf_members(archive: str | os.PathLike[str], limits: IngestLimits) -> tuple[str, list[str]]:
+    """(the dataset folder's member prefix, the members inside it)."""
     try:
         detect_archive(archive)
     except ArchiveError:
@@ -70,7 +75,8 @@ def hf_root_in_archive(archive: str | os.PathLike[str], limits: IngestLimits) ->
     if not any(n.startswith(root) and n.endswith(".arrow") for n in members):
         raise DatasetError("corrupt_dataset", f"the dataset folder {root or '(top)'!r} in the archive holds no "
                            ".arrow file")
-    return root.rstrip("/")
+    root = root.rstrip("/")
+    return root, [n for n in members if not root or n.startswith(root + "/")]
 
 
 def open_reader(source: str | os.PathLike[str], limits: IngestLimits, workdir: str | os.PathLike[str],
@@ -84,10 +90,9 @@ def open_reader(source: str | os.PathLike[str], limits: IngestLimits, workdir: s
     if fmt == "hf":
         if source.is_dir():
             return HFDatasetReader(source, limits, spool)
-        root = hf_root_in_archive(source, limits)
+        root, wanted = _hf_members(source, limits)
         dest = workdir / "hf"
-        wanted = {m.name for m in list_archive(source, limits) if not root or m.name.startswith(root + "/")}
-        for _ in iter_extract(source, dest, limits, only=wanted):
+        for _ in iter_extract(source, dest, limits, only=set(wanted)):
             pass
         return HFDatasetReader(dest / root if root else dest, limits, spool)
     return JsonReader(source, limits, spool)
