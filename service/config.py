@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="Largest accepted upload, per file.")
     max_record_bytes: int = Field(16 * 1024**2, gt=0, description="Largest sample (its JSON text) in a dataset "
                                   "file; the upload readers hold one sample at a time, so this bounds their memory.")
+    ingest_allowed_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated s3:// and file:// prefixes under which a dataset may be "
+        "ingested by reference (POST /v1/datasets with a JSON body naming a `uri`); empty: none. file:// paths "
+        "are resolved (symlinks, '..') before the check, and prefixes match whole path segments.")
     min_free_disk_mb: int = Field(
         256, ge=0, description="Free space (MiB) the data directory's disk must keep: below it /readyz answers "
         "503, so an orchestrator stops sending work before uploads and rounds fail with 507. 0 turns the check off.")
@@ -126,6 +130,17 @@ class Settings(BaseSettings):
         v = v.strip().rstrip("/")
         if v and not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
             raise ValueError(f"ADAPTINF_S3_ENDPOINT_URL must be empty (AWS S3) or an http(s):// URL, got {v!r}")
+        return v
+
+    @field_validator("ingest_allowed_prefixes", mode="before")
+    @classmethod
+    def _split_prefixes(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        if isinstance(v, list):
+            from service.ingest.sources import parse_prefixes  # raises naming the setting and the bad prefix
+
+            parse_prefixes(v)
         return v
 
     @field_validator("allowed_base_models", mode="before")

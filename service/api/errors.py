@@ -110,6 +110,19 @@ def disk_full_is_507(what: str) -> Iterator[None]:
         raise insufficient_storage(what) from None
 
 
+@contextmanager
+def ingest_problems() -> Iterator[None]:
+    """Inside, an ingest rejection becomes its problem+json, with where it is (line, row group and
+    row, shard, sample id, field, member) as extension members."""
+    from service.ingest.errors import LOCATION_KEYS, IngestError  # the ingest package loads with its routes
+
+    try:
+        yield
+    except IngestError as exc:
+        where = {k: v for k in LOCATION_KEYS if (v := getattr(exc, k, None)) is not None}
+        raise ApiProblem(exc.status, exc.detail, code=exc.code, **where) from None
+
+
 def _loc_to_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """('body', 'items', 0, 'name') -> 'body.items[0].name'."""
     path = ""

@@ -191,7 +191,8 @@ async def receive_multipart(
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise ApiProblem(
-            415, "send the upload as multipart/form-data", code="unsupported_media_type"
+            415, "send the upload as multipart/form-data (or, for a dataset by reference, a JSON body)",
+            code="unsupported_media_type",
         )
     length = request.headers.get("content-length")
     ceiling = len(file_fields) * max_file_bytes + FORM_OVERHEAD_BYTES

@@ -162,9 +162,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return command
 
     ds = group("datasets", "Upload, list, show and delete datasets.")
-    p = ds("upload", c.datasets_upload, "Upload a dataset file (+ images archive).")
-    p.add_argument("file", help="LLaVA JSON array or JSONL")
+    p = ds("upload", c.datasets_upload, "Upload a dataset file (+ images archive), or name one with --uri.")
+    p.add_argument("file", nargs="?", help="JSON array, JSONL, Parquet, or a .zip/.tar(.gz) of a Hugging Face "
+                   "save_to_disk folder")
     p.add_argument("--images", help=".zip, .tar or .tar.gz of the images")
+    p.add_argument("--uri", help="instead of FILE: s3://bucket/key or file:///path the server reads itself "
+                   "(under its ADAPTINF_INGEST_ALLOWED_PREFIXES)")
+    p.add_argument("--images-uri", help="with --uri: the images archive's s3:// or file:// URI")
+    p.add_argument("--format", choices=["json", "jsonl", "parquet", "hf"], help="with --uri: the format "
+                   "(default: sniffed; a folder is a Hugging Face dataset)")
     p.add_argument("--name", help="dataset name (default: the file name)")
     p.add_argument("--skill", help="the skill every sample teaches or measures (a record's own 'skill' wins)")
     _waitable(p)

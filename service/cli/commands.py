@@ -68,9 +68,22 @@ def _done(args: argparse.Namespace, result: dict[str, Any], message: str) -> int
 
 
 def datasets_upload(client: Client, args: argparse.Namespace) -> int:
-    ds = client.datasets.upload(args.file, args.images, name=args.name, skill=args.skill)
-    return _started(client, args, ds, f"dataset {ds.id} uploaded; ingest job {ds.job_id}", client.datasets.get,
-                    output.show_dataset)
+    if (args.file is None) == (args.uri is None):
+        note("error: adaptinf datasets upload: give a FILE to upload or --uri s3://... / file://... (one)")
+        return 2
+    if args.uri is not None:
+        if args.images:
+            note("error: adaptinf datasets upload: with --uri, name the images archive with --images-uri")
+            return 2
+        ds = client.datasets.from_uri(args.uri, args.images_uri, name=args.name, format=args.format, skill=args.skill)
+        said = f"dataset {ds.id} from {args.uri}; ingest job {ds.job_id}"
+    else:
+        if args.images_uri or args.format:
+            note("error: adaptinf datasets upload: --images-uri and --format go with --uri")
+            return 2
+        ds = client.datasets.upload(args.file, args.images, name=args.name, skill=args.skill)
+        said = f"dataset {ds.id} uploaded; ingest job {ds.job_id}"
+    return _started(client, args, ds, said, client.datasets.get, output.show_dataset)
 
 
 def datasets_list(client: Client, args: argparse.Namespace) -> int:

@@ -46,6 +46,13 @@ class Datasets(_Resource):
                                           idempotency_key=idempotency_key or new_idempotency_key())
         return Dataset.model_validate(response.json())
 
+    def from_uri(self, uri: str, images_uri: str | None = None, *, name: str | None = None,
+                 format: str | None = None, skill: str | None = None) -> Dataset:  # noqa: A002 - the API's name
+        """Ingest a dataset by reference (s3:// or file:// under a prefix the server allows)."""
+        body = {k: v for k, v in (("uri", uri), ("images_uri", images_uri), ("name", name), ("format", format),
+                                  ("skill", skill)) if v is not None}
+        return self._http.send_json("POST", "/v1/datasets", body, Dataset, idempotent=True)
+
     def list(self) -> Iterator[Dataset]:
         return self._http.paged("/v1/datasets", Dataset)
 

@@ -87,7 +87,8 @@ class Dataset(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|ready|failed
     num_samples: Mapped[int] = mapped_column(default=0)
     num_images: Mapped[int] = mapped_column(default=0)
-    file_blob: Mapped[str] = mapped_column(String(64))  # sha256 of the uploaded records file
+    # sha256 of the uploaded records file; for a dataset by reference, of its {uri, images_uri, format} manifest
+    file_blob: Mapped[str] = mapped_column(String(64))
     file_name: Mapped[str] = mapped_column(String(300))
     archive_blob: Mapped[str | None] = mapped_column(String(64))
     archive_name: Mapped[str | None] = mapped_column(String(300))

@@ -1,6 +1,9 @@
-"""Dataset upload parsing and validation (no database, no HTTP, no torch).
+"""Dataset parsing and validation (no database, no HTTP, no torch).
 
-Entry point: `validate_upload`. Errors: `IngestError` (`.code`, `.detail`, `.status`, `.to_dict()`).
+Formats are read by `readers/` (JSON, JSON Lines, Parquet, Hugging Face save_to_disk folders);
+the API runs `upload_checks.check_upload` (cheap), the ingest worker `validate_upload` (decodes
+each image once); `sources` resolves datasets by reference. Errors: `IngestError` (`.code`,
+`.detail`, `.status`, `.to_dict()`, and where: line, row group and row, shard, sample id...).
 """
 from .archives import ArchiveMember, ExtractedMember, detect_archive, iter_extract, list_archive
 from .errors import ERROR_STATUS, ArchiveError, DatasetError, ImageError, IngestError

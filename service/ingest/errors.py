@@ -28,6 +28,16 @@ ERROR_STATUS: dict[str, int] = {
     "invalid_skill": 422,
     "too_many_skills": 413,
     "empty_dataset": 422,
+    # Parquet files and Hugging Face dataset directories
+    "corrupt_dataset": 400,
+    "row_group_too_large": 413,
+    "unsupported_column": 422,
+    # datasets by reference (s3:// or file:// URIs)
+    "invalid_uri": 422,
+    "uri_not_allowed": 403,
+    "source_not_found": 422,
+    "source_unreadable": 502,
+    "source_changed": 409,
     # images archive
     "unsupported_archive": 400,
     "corrupt_archive": 400,
@@ -45,6 +55,9 @@ ERROR_STATUS: dict[str, int] = {
     "image_too_large": 413,
 }
 
+#: The attributes that say where an error is; the API copies them into problem+json.
+LOCATION_KEYS = ("line", "row_group", "row", "shard", "sample_id", "field", "member")
+
 
 class IngestError(Exception):
     """A rejected upload.
@@ -56,6 +69,8 @@ class IngestError(Exception):
         sample_id: the sample's key, when the error belongs to one sample.
         field: the offending field path inside the record, e.g. "conversations[2].from".
         member: the archive member or image name involved.
+        row_group, row: 0-based Parquet row group and row inside it, when known.
+        shard, row: the Arrow file of a Hugging Face dataset directory and the 0-based row in it.
     """
 
     def __init__(
@@ -67,6 +82,9 @@ class IngestError(Exception):
         sample_id: str | None = None,
         field: str | None = None,
         member: str | None = None,
+        row_group: int | None = None,
+        row: int | None = None,
+        shard: str | None = None,
     ) -> None:
         if code not in ERROR_STATUS:
             raise ValueError(f"IngestError.code must be one of ERROR_STATUS, got {code!r}")
@@ -77,6 +95,9 @@ class IngestError(Exception):
         self.sample_id = sample_id
         self.field = field
         self.member = member
+        self.row_group = row_group
+        self.row = row
+        self.shard = shard
 
     @property
     def status(self) -> int:
@@ -85,7 +106,7 @@ class IngestError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (stored as the dataset's error, and the problem+json extension members)."""
         out: dict[str, Any] = {"code": self.code, "detail": self.detail, "status": self.status}
-        for key in ("line", "sample_id", "field", "member"):
+        for key in LOCATION_KEYS:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -25,6 +25,9 @@ class IngestLimits:
     max_members: int = 200_000
     max_uncompressed_bytes: int = 32 * _GiB
     max_member_bytes: int = 64 * _MiB
+    # One Parquet row group, uncompressed: the Parquet reader holds one at a time. HF's own writers
+    # use 100 rows per group for image datasets (a few MB); pandas/pyarrow default to 1M rows.
+    max_row_group_bytes: int = 1 * _GiB
     max_image_pixels: int = 64_000_000  # below Pillow's own 89.5M warning threshold
     # distinct record skills in one dataset: the dataset row keeps a count per skill and shows it
     max_skills: int = 1_000

@@ -14,6 +14,7 @@ from core.text import join_path, json_leaves, text_problem
 
 from .errors import DatasetError
 from .limits import IngestLimits
+from .location import Location
 
 # human/gpt are LLaVA's spellings; user/assistant the chat ones; developer is OpenAI's newer system.
 ROLE_ALIASES = {
@@ -31,18 +32,18 @@ class Where:
     """Where a record sits, for error details."""
 
     key: str
-    line: int
+    loc: Location
     has_id: bool
 
     def label(self) -> str:
         if self.has_id:
-            return f"sample {self.key!r} (line {self.line})"
-        return f"sample #{self.key} (line {self.line}, no 'id', keyed by its position)"
+            return f"sample {self.key!r} ({self.loc.label()})"
+        return f"sample #{self.key} ({self.loc.label()}, no 'id', keyed by its position)"
 
     def error(self, code: str, message: str, field: str | None = None, member: str | None = None) -> DatasetError:
         at = f", field {field!r}" if field else ""
         return DatasetError(
-            code, f"{self.label()}{at}: {message}", line=self.line, sample_id=self.key, field=field, member=member
+            code, f"{self.label()}{at}: {message}", sample_id=self.key, field=field, member=member, **self.loc.fields()
         )
 
 

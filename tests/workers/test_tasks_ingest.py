@@ -143,3 +143,42 @@ def test_worker_applies_the_configured_upload_limit(settings: Settings, tmp_path
     with get_sessionmaker(settings.resolved_database_url)() as s:
         error = s.get(Job, job_id).error
     assert error["code"] == "dataset_too_large" and "limit of 50" in error["message"]
+
+
+@pytest.mark.parametrize("case", ["corrupt_image", "image_too_large"])
+def test_image_content_errors_are_found_by_the_worker(settings: Settings, tmp_path: Path, case: str) -> None:
+    """The upload only lists the archive; the worker decodes each image (once) and names the bad one."""
+    records, images = datagen.build_records(3)
+    bad = datagen.truncated_jpeg() if case == "corrupt_image" else datagen.png_header_only(20000, 20000)
+    images[records[1]["image"]] = bad
+    dataset = datagen.write_records(tmp_path / "d.json", records)
+    dataset_id, job_id = stored_dataset(settings, dataset, datagen.write_zip(tmp_path, images))
+    assert ingest(job_id)["status"] == "failed"
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        ds, job = s.get(Dataset, dataset_id), s.get(Job, job_id)
+    assert job.error["code"] == case and ds.error["sample_id"] == "s0001"
+    assert ds.error["member"] == records[1]["image"] and ds.error["line"] > 1
+
+
+def test_an_archived_hf_dataset_folder_is_ingested_end_to_end(settings: Settings, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets", reason="datasets is a dev dependency")
+    import tarfile
+
+    records, _ = datagen.build_records(5)
+    columns = {"id": [r["id"] for r in records], "conversations": [r["conversations"] for r in records],
+               "image": [{"bytes": datagen.image_bytes(i), "path": f"{i}.png"} for i in range(5)]}
+    datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "hf"))
+    with tarfile.open(tmp_path / "hf.tar", "w") as tf:
+        tf.add(tmp_path / "hf", arcname="hf")
+    dataset_id, job_id = stored_dataset(settings, tmp_path / "hf.tar", None)
+    assert ingest(job_id)["status"] == "succeeded"
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        ds = s.get(Dataset, dataset_id)
+        rows = s.scalars(select(Sample).where(Sample.dataset_id == dataset_id).order_by(Sample.position)).all()
+    assert (ds.status, ds.num_samples, ds.num_images) == ("ready", 5, 5)
+    blobs = settings.blob_store()
+    import hashlib
+
+    for i, row in enumerate(rows):
+        assert row.image_names == [f"{i}.png"] and row.record["image"] == f"{i}.png"
+        assert row.image_refs == [hashlib.sha256(datagen.image_bytes(i)).hexdigest()] and blobs.verify(row.image_refs[0])

@@ -1,4 +1,7 @@
-"""Task ``adaptinf.ingest`` (queue ingest): validate a stored upload and write its samples.
+"""Task ``adaptinf.ingest`` (queue ingest): validate a stored upload (or a dataset by reference)
+and write its samples. The API only ran cheap checks: this is where each image is decoded, once.
+A dataset by reference (job params {"reference": true}) has as its file blob a manifest
+{uri, images_uri, format}; the source is read where it names, after the prefix check again.
 
 All or nothing: images go to the content-addressed blob store first (idempotent by sha256), then
 every Sample row and the dataset's ``ready`` status are committed in one transaction. A crashed
@@ -6,10 +9,13 @@ attempt therefore leaves no rows, and a retry after success finds the dataset re
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-from collections import Counter
 import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db.bulk import bulk_insert
 from service.db.models import Dataset, Sample
-from service.ingest import IngestError, ValidatedDataset, limits_for, validate_upload
+from service.ingest import IngestError, IngestLimits, ValidatedDataset, limits_for, validate_upload
+from service.ingest.formats import content_hash
+from service.ingest.sources import fetch_source, parse_prefixes, resolve_allowed, source_stamp
 from service.lifecycle import mark_dataset_failed, mark_dataset_ready
 from core.blobs import BlobStore
 from workers.celery_app import app
@@ -27,6 +35,7 @@ from workers.jobs import JobContext, job_task
 
 log = logging.getLogger(__name__)
 
+WRITE_BATCH = 2000  # sample rows per bulk insert: a few MB of JSON
 CANCEL_CHECK_EVERY = 64  # images between cancel checks: cheap, and a cancel lands within a second
 
 
@@ -40,13 +49,16 @@ class StoredUploadError(Exception):
 def ingest(ctx: JobContext) -> dict[str, Any]:
     """Ingest the dataset named by the job's params {"dataset_id"}."""
     blobs = ctx.settings.blob_store()
-    return ingest_dataset(ctx.session_factory, blobs, ctx.settings, ctx.params["dataset_id"], ctx)
+    return ingest_dataset(ctx.session_factory, blobs, ctx.settings, ctx.params["dataset_id"], ctx,
+                          by_reference=bool(ctx.params.get("reference")))
 
 
 def ingest_dataset(
-    session_factory: sessionmaker[Session], blobs: BlobStore, settings: Settings, dataset_id: str, ctx: JobContext
+    session_factory: sessionmaker[Session], blobs: BlobStore, settings: Settings, dataset_id: str, ctx: JobContext,
+    *, by_reference: bool = False,
 ) -> dict[str, Any]:
-    """Validate the stored upload again, store its images, write every sample; return the counts."""
+    """Validate the stored upload (or the source its reference names), store its images, write
+    every sample; return the counts."""
     with session_factory() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None:
@@ -66,24 +78,51 @@ def ingest_dataset(
         shutil.rmtree(stale, ignore_errors=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"ingest-{dataset_id}-", dir=settings.work_dir))
     try:
+        limits = limits_for(settings.max_upload_bytes, settings.max_record_bytes)
         try:
-            archive = blobs.materialize(archive_blob) if archive_blob else None
-            validated = validate_upload(
-                blobs.materialize(file_blob), archive, workdir, limits_for(settings.max_upload_bytes, settings.max_record_bytes), image_mode="keep"
-            )
+            if by_reference:
+                records, archive, fmt = _fetch_reference(blobs, file_blob, settings, limits, workdir)
+            else:
+                records, fmt = blobs.materialize(file_blob), None
+                archive = blobs.materialize(archive_blob) if archive_blob else None
+            stamp = [source_stamp(p) for p in (records, archive) if p is not None]
+            # Samples are not kept: the write pass reads them again (memory: one record, not the file).
+            validated = validate_upload(records, archive, workdir, limits, image_mode="keep", fmt=fmt,
+                                        keep_samples=False)
+            ctx.check_cancelled()
+            _store_images(validated, blobs, ctx)
+            ctx.check_cancelled()
+            rows = workdir / "rows.jsonl"
+            skill_counts = _spool_rows(dataset_id, validated, skill, rows)
+            if stamp != [source_stamp(p) for p in (records, archive) if p is not None]:
+                raise IngestError("source_changed", "the dataset's source changed while it was being ingested; "
+                                  "ingest it again once it stays put")
         except IngestError as exc:
             _mark_failed(session_factory, dataset_id, exc.to_dict())
             raise
-        ctx.check_cancelled()
-        _store_images(validated, blobs, ctx)
-        ctx.check_cancelled()
         ctx.stage("write", total=validated.num_samples, unit="samples")
-        written = _write_samples(session_factory, dataset_id, validated, skill, ctx)
+        written = _write_samples(session_factory, dataset_id, validated, rows, skill_counts, ctx)
         ctx.progress(validated.num_samples, validated.num_samples)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"dataset_id": dataset_id, "num_samples": validated.num_samples, "num_images": validated.num_images,
             "written": written}
+
+
+def _fetch_reference(blobs: BlobStore, manifest_blob: str, settings: Settings, limits: IngestLimits,
+                     workdir: Path) -> tuple[Path, Path | None, str | None]:
+    """(records, images archive, format) of a dataset by reference, read where the manifest says.
+    The prefix check runs again here: the setting, or a link on the way, may have changed since."""
+    with blobs.open(manifest_blob) as f:
+        manifest = json.loads(f.read())
+    prefixes = parse_prefixes(settings.ingest_allowed_prefixes)
+    ref = resolve_allowed(manifest["uri"], prefixes, "uri")
+    records = fetch_source(ref, workdir / "source", "uri", limits, settings.s3_endpoint_url)
+    archive = None
+    if manifest.get("images_uri"):
+        images = resolve_allowed(manifest["images_uri"], prefixes, "images_uri")
+        archive = fetch_source(images, workdir / "images-source", "images_uri", limits, settings.s3_endpoint_url)
+    return records, archive, manifest.get("format")
 
 
 def _store_images(validated: ValidatedDataset, blobs: BlobStore, ctx: JobContext) -> None:
@@ -98,31 +137,53 @@ def _store_images(validated: ValidatedDataset, blobs: BlobStore, ctx: JobContext
             ctx.check_cancelled()
 
 
-def _sample_rows(dataset_id: str, validated: ValidatedDataset, skill: str | None) -> list[dict[str, Any]]:
-    """One samples row per record; a record's own skill wins over the dataset's."""
-    return [
-        {
-            "dataset_id": dataset_id,
-            "position": position,
-            "key": s.key,
-            "content_hash": validated.content_hashes[s.key],
-            "record": s.record,
-            "messages": [{"role": m.role, "content": m.content} for m in s.messages],
-            "image_refs": [img.sha256 for img in validated.images_of(s)],
-            "image_names": list(s.image_names),
-            "skill": s.skill or skill,
-        }
-        for position, s in enumerate(validated.samples)
-    ]
+def _spool_rows(dataset_id: str, validated: ValidatedDataset, skill: str | None, path: Path) -> dict[str, int]:
+    """Read the samples again and write their rows to `path` (JSON Lines); the skill counts.
+
+    Spooled, not kept: memory holds one record, and the transaction that inserts them stays short
+    (it only reads the spool). A record's own skill wins over the dataset's."""
+    counts: Counter[str] = Counter()
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for position, s in enumerate(validated.reader.samples()):
+            try:
+                images = validated.images_of(s)
+            except KeyError:  # an image the first read did not see: the source was rewritten
+                raise IngestError("source_changed", f"{s.describe()}: the dataset's source changed while it was "
+                                  "being ingested; ingest it again once it stays put") from None
+            sample_skill = s.skill or skill
+            counts.update([sample_skill] if sample_skill else [])
+            row = {
+                "dataset_id": dataset_id,
+                "position": position,
+                "key": s.key,
+                "content_hash": content_hash(s, [img.sha256 for img in images]),
+                "record": s.record,
+                "messages": [{"role": m.role, "content": m.content} for m in s.messages],
+                "image_refs": [img.sha256 for img in images],
+                "image_names": list(s.image_names),
+                "skill": sample_skill,
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    if n != validated.num_samples:
+        raise IngestError("source_changed", "the dataset's source changed while it was being ingested; ingest it "
+                          "again once it stays put")
+    return dict(sorted(counts.items()))
+
+
+def _spooled(path: Path) -> Iterator[list[dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        while batch := [json.loads(line) for line in islice(f, WRITE_BATCH)]:
+            yield batch
 
 
 def _write_samples(
-    session_factory: sessionmaker[Session], dataset_id: str, validated: ValidatedDataset, skill: str | None,
-    ctx: JobContext,
+    session_factory: sessionmaker[Session], dataset_id: str, validated: ValidatedDataset, rows: Path,
+    skill_counts: dict[str, int], ctx: JobContext,
 ) -> bool:
-    """One transaction: every sample row and the dataset's ready status. False if already ready."""
-    rows = _sample_rows(dataset_id, validated, skill)  # built before the transaction: keep it short
-    skill_counts = dict(sorted(Counter(r["skill"] for r in rows if r["skill"]).items()))
+    """One transaction: every sample row (from the spool, a batch at a time) and the dataset's
+    ready status. False if already ready."""
     with session_factory() as session, session.begin():
         # The row lock serialises two attempts racing here (PostgreSQL; SQLite has one writer).
         dataset = session.scalars(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).one_or_none()
@@ -132,7 +193,8 @@ def _write_samples(
             return False
         ctx.fence(session)  # a worker that lost its lease must not commit
         session.execute(delete(Sample).where(Sample.dataset_id == dataset_id))  # nothing, unless hand-edited
-        bulk_insert(session, Sample, rows)
+        for batch in _spooled(rows):
+            bulk_insert(session, Sample, batch)
         mark_dataset_ready(dataset, validated.num_samples, validated.num_images, skill_counts)
     return True
 

@@ -18,11 +18,12 @@ from starlette.concurrency import run_in_threadpool
 from core.skills import skill_problem
 from core.text import text_problem
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
-from service.api.errors import ApiProblem, disk_full_is_507
+from service.api.errors import ApiProblem, disk_full_is_507, ingest_problems
 from service.api.openapi import problem_responses
 from service.api.idempotency import IdempotencyKeyDep, IdempotentCreate
 from service.api.pagination import PageDep, paginate
 from service.api.quotas import enforce_quota
+from service.api.dataset_references import DatasetReference, create_by_reference, parse_reference
 from service.api.uploads import ReceivedForm, receive_multipart
 from service.broker import enqueue_job
 from service.config import Settings
@@ -47,8 +48,11 @@ _UPLOAD_BODY = {
                 "type": "object",
                 "required": ["file"],
                 "properties": {
-                    "file": {"type": "string", "format": "binary", "description": "LLaVA JSON array or JSONL"},
-                    "images": {"type": "string", "format": "binary", "description": ".zip, .tar or .tar.gz"},
+                    "file": {"type": "string", "format": "binary", "description": "a JSON array or JSON Lines of "
+                             "LLaVA or OpenAI-style records, a Parquet file (one row per record), or a .zip, .tar "
+                             "or .tar.gz of a Hugging Face dataset folder (save_to_disk)"},
+                    "images": {"type": "string", "format": "binary", "description": ".zip, .tar or .tar.gz of the "
+                               "images the records name by path"},
                     "name": {"type": "string", "maxLength": 200, "description": "default: the file's name"},
                     "skill": {
                         "type": "string", "maxLength": 100,
@@ -56,33 +60,25 @@ _UPLOAD_BODY = {
                     },
                 },
             }
-        }
+        },
+        "application/json": {"schema": DatasetReference.model_json_schema()},
     },
 }
 
 
 def _validate(form: ReceivedForm, workdir: Path, settings: Settings):  # noqa: ANN202
-    # Imported here: the ingest library is only needed by this one route.
-    from service.ingest.errors import IngestError
+    # Imported here: the ingest library is only needed by the upload routes.
     from service.ingest.limits import limits_for
-    from service.ingest.validate import validate_upload
+    from service.ingest.upload_checks import check_upload
 
     archive = form.files.get("images")
-    try:
-        return validate_upload(
-            form.files["file"].path,
-            archive.path if archive else None,
-            workdir,
-            limits_for(settings.max_upload_bytes, settings.max_record_bytes),
-            image_mode="check",  # decode-check each image, keep none: the worker stores them
-            keep_samples=False,  # memory of one sample, not of the file: the worker parses again to store
-        )
-    except IngestError as exc:
-        where = {k: v for k in ("line", "sample_id", "field", "member") if (v := getattr(exc, k, None)) is not None}
-        raise ApiProblem(exc.status, exc.detail, code=exc.code, **where) from None
+    with ingest_problems():
+        # Cheap checks only (records, footers, listings); the worker decodes each image once.
+        return check_upload(form.files["file"].path, archive.path if archive else None, workdir,
+                            limits_for(settings.max_upload_bytes, settings.max_record_bytes))
 
 
-def _upload_warnings(validated) -> list[dict[str, str]]:  # noqa: ANN001 - a ValidatedDataset
+def _upload_warnings(validated) -> list[dict[str, str]]:  # noqa: ANN001 - an UploadCheck
     """What the upload is accepted with but may not mean: images placed without an <image> token.
 
     A warning, not a 4xx: LLaVA's own convention puts a missing token before the first question,
@@ -204,10 +200,16 @@ def _create(
     summary="Upload a dataset",
     responses=problem_responses(415, notes={
         429: "You have as many unfinished jobs as the server allows per owner.",
-        400: "The file or archive cannot be read (encoding, malformed JSON, unknown format, corrupt archive).",
-        413: "The file, the archive, a record, or the number of samples, members or skills is over its limit.",
-        422: "A record, an image or a form field is not acceptable; `line`, `sample_id`, `field` or `member` "
-             "say where.",
+        400: "The file or archive cannot be read (encoding, malformed JSON, unknown format, a damaged Parquet "
+             "file or dataset folder, corrupt archive).",
+        403: "A `uri` or `images_uri` is not under a prefix the server allows (its "
+             "ADAPTINF_INGEST_ALLOWED_PREFIXES setting).",
+        413: "The file, the archive, a record, a Parquet row group, or the number of samples, members or skills "
+             "is over its limit.",
+        422: "A record, a column, a form field or a reference is not acceptable, or the referenced source does not "
+             "exist; `line`, `row_group` and `row`, `shard`, `sample_id`, `field` or `member` say where. Images are "
+             "decoded by the ingest job: a bad image fails the job, with the same details in the dataset's `error`.",
+        502: "The referenced S3 source cannot be read with the server's credentials or endpoint.",
     }),
 )
 async def create_dataset(
@@ -218,7 +220,11 @@ async def create_dataset(
     blobs: BlobsDep,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> Response:
-    """Upload a dataset file (and images archive); validated now, ingested by a worker (202)."""
+    """Upload a dataset (multipart) or name one by reference (JSON); checked now, ingested by a worker (202)."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        body = parse_reference(await request.body())
+        return await run_in_threadpool(create_by_reference, session, owner.id, settings, blobs, body,
+                                       idempotency_key)
     workdir = settings.work_dir / "uploads" / secrets.token_hex(8)
     try:
         with disk_full_is_507("the uploaded file"):

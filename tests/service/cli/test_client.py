@@ -358,3 +358,25 @@ def test_pools_index_downloads_the_verified_faiss_file(cli, alice, database_url,
     with pytest.raises(SystemExit) as exc:  # argparse refuses it before any request
         cli("pools", "index", pool, "--round", "0")
     assert exc.value.code == 2
+
+
+def test_upload_by_reference(alice, settings, tmp_path, capsys):
+    """`datasets upload --uri`: the server reads the file itself; outside its prefixes it refuses (exit 2)."""
+    allowed = tmp_path / "shared"
+    dataset_file, archive = write_llava_dataset(allowed, 3)
+    with serve_app(settings.model_copy(update={"ingest_allowed_prefixes": [f"file://{allowed}"]})) as url:
+        def run(*args: str) -> tuple[int, str, str]:
+            capsys.readouterr()
+            code = main([*args, "--api-url", url, "--api-key", alice.key])
+            return (code, *capsys.readouterr())
+
+        code, out, err = run("datasets", "upload", "--uri", f"file://{dataset_file}", "--images-uri",
+                             f"file://{archive}", "--json")
+        assert code == 0, err
+        ds = json.loads(out)
+        assert (ds["status"], ds["file_name"], ds["archive_name"]) == ("pending", f"file://{dataset_file}",
+                                                                        f"file://{archive}")
+        code, _, err = run("datasets", "upload", "--uri", f"file://{tmp_path}/elsewhere.json")
+        assert code == 2 and "403" in err and "ADAPTINF_INGEST_ALLOWED_PREFIXES" in err
+        code, _, err = run("datasets", "upload", str(dataset_file), "--uri", f"file://{dataset_file}")
+        assert code == 2 and "give a FILE to upload or --uri" in err

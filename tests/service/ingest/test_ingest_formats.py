@@ -294,25 +294,25 @@ def _element_lines(text: str, n: int) -> list[int]:
 def test_streaming_array_reader_is_unchanged_by_chunk_boundaries(tmp_path_factory, records, indent, chunk):
     """Tiny read chunks cut numbers ("1." of "1.5e-07"), literals, escapes and multi-byte
     characters: the values are json.loads' and the lines an independent oracle's."""
-    import service.ingest.formats as formats
+    import service.ingest.readers.jsonl as json_reader  # the JSON parser behind formats.iter_records
 
     text = json.dumps(records, indent=indent, ensure_ascii=False)
     path = tmp_path_factory.mktemp("c") / "d.json"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    old, formats._READ_CHUNK = formats._READ_CHUNK, chunk
+    old, json_reader._READ_CHUNK = json_reader._READ_CHUNK, chunk
     try:
         got = list(iter_records(path))
     finally:
-        formats._READ_CHUNK = old
+        json_reader._READ_CHUNK = old
     assert [v for _, _, v in got] == json.loads(text)
     assert [line for _, line, _ in got] == _element_lines(text, len(records))
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
 def test_array_errors_name_the_same_place_at_any_chunk_size(tmp_path, monkeypatch, chunk):
-    import service.ingest.formats as formats
+    import service.ingest.readers.jsonl as json_reader  # the JSON parser behind formats.iter_records
 
-    monkeypatch.setattr(formats, "_READ_CHUNK", chunk)
+    monkeypatch.setattr(json_reader, "_READ_CHUNK", chunk)
     err = _error(tmp_path, '[\n {"id": 1, "conversations": []},\n {"id": 2 "conversations": []}\n]')
     assert (err.code, err.line) == ("malformed_json", 3) and "line 3, column 11" in err.detail
     err = _error(tmp_path, '[{"a": 12345}, {"a": 678} {"b": 2}]')

@@ -177,9 +177,18 @@ BAD_CASES = {
     "unsafe_archive_member/traversal": 422,
     "unsafe_archive_member/symlink": 422,
     "unsafe_archive_member/tar_hardlink": 422,
-    "corrupt_image": 422,
-    "image_too_large": 413,
 }
+# Moved from the upload to the ingest worker (it decodes each image once; the upload only lists
+# the archive): tests/workers/test_tasks_ingest.py checks that the job fails with these codes.
+WORKER_CASES = ("corrupt_image", "image_too_large")
+
+
+@pytest.mark.parametrize("case", WORKER_CASES)
+def test_image_content_is_checked_by_the_worker_not_the_upload(client, alice, tmp_path, case, ingest_queue):
+    dataset_file, archive = _bad(tmp_path, case)
+    r = post_dataset(client, alice, dataset_file, archive)
+    assert r.status_code == 202, r.text
+    assert (r.json()["num_samples"], r.json()["num_images"]) == (2, 2) and len(ingest_queue()) == 1
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
@@ -237,7 +246,8 @@ def test_upload_over_the_size_limit_is_413(client, alice, settings, database_url
         ([("file", "d.json", b"[]"), ("extra", None, b"1")], None, 422, "body.extra"),
         ([("file", None, b"[]")], None, 422, "body.file"),
         ([("file", "a.json", b"[]"), ("file", "b.json", b"[]")], None, 422, "body.file"),
-        ([("file", "d.json", b"[]")], "application/json", 415, None),
+        # application/json is a dataset by reference (tests/service/api/test_api_dataset_references.py)
+        ([("file", "d.json", b"[]")], "text/plain", 415, None),
     ],
     ids=["no-file", "unknown-field", "file-not-a-file", "file-twice", "not-multipart"],
 )
@@ -378,3 +388,19 @@ def test_a_sample_over_the_record_limit_is_413_and_the_limit_is_a_setting(settin
     assert count_rows(database_url, Dataset) == 0 and blob_files(settings) == []
     with TestClient(create_app(settings)) as default:
         assert post_dataset(default, alice, path).status_code == 202
+
+
+def test_parquet_upload_gets_its_footer_checked(client, alice, tmp_path, database_url, ingest_queue):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records, _ = dg.build_records(5, with_images=False)
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "d.parquet", row_group_size=2)
+    r = post_dataset(client, alice, tmp_path / "d.parquet")
+    assert r.status_code == 202, r.text
+    assert (r.json()["num_samples"], r.json()["file_name"]) == (5, "d.parquet") and len(ingest_queue()) == 1
+    table = pa.Table.from_pylist(records).append_column("raw", pa.array([b"x"] * 5, pa.binary()))
+    pq.write_table(table, tmp_path / "bad.parquet")
+    r = post_dataset(client, alice, tmp_path / "bad.parquet")
+    assert (r.status_code, r.json()["code"], r.json()["field"]) == (422, "unsupported_column", "raw")
+    assert count_rows(database_url, Dataset) == 1

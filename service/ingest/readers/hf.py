@@ -1,0 +1,106 @@
+"""A Hugging Face `datasets` directory written by `save_to_disk`: state.json names the Arrow
+files (IPC streams, "shards"), dataset_info.json describes the features, and an Image feature
+is stored as the struct {bytes, path}.
+
+Read with pyarrow directly, not `datasets.load_from_disk`: the layout is small and stable
+(state.json's `_data_files`, Arrow IPC streams), pyarrow already reads Parquet here, and
+`datasets` would bring fsspec, huggingface_hub, pandas and more into every ingest worker for
+what `pa.ipc.open_stream` does batch by batch (memory: one record batch; `save_to_disk` writes
+batches of 1,000 rows, 100 for image datasets). A record's location is its shard and its 0-based
+row in that shard.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import DatasetError
+from ..location import Location
+from .base import RawRecord, RowReader
+from .schema import check_schema
+
+STATE_FILE = "state.json"
+DICT_FILE = "dataset_dict.json"
+
+
+class HFDatasetReader(RowReader):
+    """`source` is the directory holding state.json."""
+
+    format = "hf"
+
+    def shards(self) -> list[Path]:
+        """The Arrow files state.json names, checked to be plain files of this directory."""
+        root = self.source
+        if (root / DICT_FILE).is_file() and not (root / STATE_FILE).is_file():
+            splits = _read_json(root / DICT_FILE).get("splits", [])
+            raise DatasetError("corrupt_dataset", f"this is a DatasetDict (splits: {', '.join(map(str, splits))}); "
+                               "send one split's folder (the one holding state.json)")
+        if (root / STATE_FILE).is_symlink():
+            raise DatasetError("corrupt_dataset", f"{STATE_FILE} is a link; links are not followed")
+        state = _read_json(root / STATE_FILE)
+        files = state.get("_data_files")
+        if not isinstance(files, list) or not files:
+            raise DatasetError("corrupt_dataset", "state.json lists no data files ('_data_files')")
+        shards = []
+        for entry in files:
+            name = entry.get("filename") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+                raise DatasetError("corrupt_dataset", f"state.json names data file {name!r}, which is not a file "
+                                   "name in the dataset's folder")
+            path = root / name
+            if path.is_symlink():  # a link could lead a by-reference read outside the allowed prefix
+                raise DatasetError("corrupt_dataset", f"data file {name!r} is a link; links are not followed")
+            if not path.is_file():
+                raise DatasetError("corrupt_dataset", f"data file {name!r} named by state.json is missing")
+            shards.append(path)
+        return shards
+
+    def check(self) -> int | None:
+        import pyarrow as pa  # imported here: the API loads pyarrow only for an Arrow upload
+
+        shards = self.shards()
+        total = sum(p.stat().st_size for p in shards)
+        if total > self.limits.max_dataset_bytes:
+            raise DatasetError("dataset_too_large", f"the dataset's Arrow files hold {total} bytes, over the limit "
+                               f"of {self.limits.max_dataset_bytes}")
+        for path in shards:
+            try:
+                with pa.OSFile(str(path)) as f:
+                    schema = pa.ipc.open_stream(f).schema
+            except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError ...
+                raise DatasetError("corrupt_dataset", f"shard {path.name!r} is not an Arrow stream: {e}",
+                                   shard=path.name) from None
+            check_schema(schema)
+        return None
+
+    def records(self) -> Iterator[RawRecord]:
+        import pyarrow as pa
+
+        self.check()
+        index = 0
+        for path in self.shards():
+            row = 0
+            try:
+                with pa.OSFile(str(path)) as f:
+                    for batch in pa.ipc.open_stream(f):
+                        for values in batch.to_pylist():
+                            index += 1
+                            yield self.row_record(values, index, Location(shard=path.name, row=row))
+                            row += 1
+            except pa.ArrowInvalid as e:
+                raise DatasetError("corrupt_dataset", f"shard {path.name!r}, row {row}: the Arrow stream cannot "
+                                   f"be read: {e}", shard=path.name, row=row) from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_bytes()[:1_000_000])
+    except FileNotFoundError:
+        raise DatasetError("corrupt_dataset", f"the dataset folder has no {path.name}: save it with "
+                           "datasets' save_to_disk") from None
+    except (ValueError, OSError) as e:
+        raise DatasetError("corrupt_dataset", f"{path.name} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise DatasetError("corrupt_dataset", f"{path.name} must hold a JSON object")
+    return value

@@ -1,0 +1,71 @@
+"""Parquet: one row per record, the columns carrying the JSON record's fields.
+
+An image column (`image`, or `images` for several) holds a path into the images archive or the
+struct HF's Image feature writes, `{bytes, path}`, so the file can carry its own images. Rows
+are read one row group at a time (memory: one row group, bounded by `max_row_group_bytes`),
+and a record's location is its row group and its row inside it (both 0-based, as pyarrow
+numbers them).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..errors import DatasetError
+from ..location import Location
+from .base import RawRecord, RowReader
+from .schema import check_schema
+
+# Rows converted to Python at a time inside a row group: a batch of image rows is a few MB.
+_BATCH_ROWS = 256
+
+
+class ParquetReader(RowReader):
+    format = "parquet"
+
+    def _open(self):  # noqa: ANN202 - a pyarrow.parquet.ParquetFile
+        import pyarrow.parquet as pq  # imported here: the API loads pyarrow only for a Parquet upload
+
+        try:
+            return pq.ParquetFile(self.source)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError ... for a damaged file
+            raise DatasetError("corrupt_dataset", f"the Parquet file cannot be read: {e}") from None
+
+    def check(self) -> int | None:
+        size = self.source.stat().st_size
+        if size > self.limits.max_dataset_bytes:
+            raise DatasetError("dataset_too_large", f"the dataset file is {size} bytes, over the limit of "
+                               f"{self.limits.max_dataset_bytes}")
+        pf = self._open()
+        check_schema(pf.schema_arrow)
+        meta = pf.metadata
+        if meta.num_rows > self.limits.max_samples:
+            raise DatasetError("too_many_samples", f"the Parquet file has {meta.num_rows} rows, over the limit of "
+                               f"{self.limits.max_samples} samples")
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.total_byte_size > self.limits.max_row_group_bytes:
+                raise DatasetError(
+                    "row_group_too_large", f"row group {g} is {group.total_byte_size} bytes uncompressed, over the "
+                    f"limit of {self.limits.max_row_group_bytes}; write the file with smaller row groups "
+                    "(pyarrow: row_group_size=...)", row_group=g)
+        if meta.num_rows == 0:
+            raise DatasetError("empty_dataset", "the Parquet file has no rows")
+        return meta.num_rows
+
+    def records(self) -> Iterator[RawRecord]:
+        self.check()
+        pf = self._open()
+        index = 0
+        for g in range(pf.metadata.num_row_groups):
+            try:
+                table = pf.read_row_group(g)
+            except Exception as e:  # noqa: BLE001
+                raise DatasetError("corrupt_dataset", f"row group {g} of the Parquet file cannot be read: {e}",
+                                   row_group=g) from None
+            row = 0
+            for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
+                for values in batch.to_pylist():
+                    index += 1
+                    yield self.row_record(values, index, Location(row_group=g, row=row))
+                    row += 1
+            del table

@@ -1,0 +1,206 @@
+"""Datasets by reference: `s3://bucket/key` or `file:///path` URIs under the prefixes the operator
+allows (ADAPTINF_INGEST_ALLOWED_PREFIXES; none by default).
+
+Only these two schemes exist here, so a URI can never make the service fetch an arbitrary URL
+(no http: no SSRF). A file:// path is resolved (symlinks and '..') before the prefix check, and
+prefixes match on whole path segments (`/data/in` allows `/data/in/x`, not `/data/inbox`); the
+worker resolves and checks again before it reads, so a link changed after the API's check
+cannot lead it outside. s3:// objects are read with boto3 at ADAPTINF_S3_ENDPOINT_URL.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .errors import IngestError
+from .limits import IngestLimits
+
+SETTING = "ADAPTINF_INGEST_ALLOWED_PREFIXES"
+SCHEMES = ("s3", "file")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A parsed reference: (scheme s3, bucket, key) or (scheme file, path)."""
+
+    scheme: str
+    bucket: str = ""
+    key: str = ""  # s3: no leading slash; file: the absolute path
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.scheme == "s3" else f"file://{self.key}"
+
+    def within(self, prefix: SourceRef) -> bool:
+        """Whether this reference lies under `prefix`, on whole path segments."""
+        if self.scheme != prefix.scheme or self.bucket != prefix.bucket:
+            return False
+        base = prefix.key.rstrip("/")
+        return not base or self.key == base or self.key.startswith(base + "/")
+
+
+def parse_uri(uri: Any, field: str = "uri") -> SourceRef:
+    """An s3:// or file:// URI, or IngestError('invalid_uri') naming `field`."""
+    def bad(why: str) -> IngestError:
+        return IngestError("invalid_uri", f"{field}: {why}", field=field)
+
+    if not isinstance(uri, str) or not uri.strip():
+        raise bad("must be a non-empty s3:// or file:// URI")
+    if "\x00" in uri or len(uri) > 2048:
+        raise bad("must be at most 2048 characters, without NUL")
+    try:
+        parts = urlsplit(uri.strip())
+    except ValueError as e:  # e.g. an unclosed '[' of an IPv6 host
+        raise bad(f"is not a URI: {e}") from None
+    if parts.scheme not in SCHEMES:
+        raise bad(f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not accepted: only s3:// and "
+                  "file:// sources can be read (nothing is downloaded over http)")
+    if parts.query or parts.fragment:
+        raise bad("takes no query or fragment")
+    path = unquote(parts.path)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise bad(f"file:// URIs name a path on the server; host {parts.netloc!r} is not accepted")
+        if not path.startswith("/"):
+            raise bad("a file:// URI needs an absolute path (file:///data/...)")
+        return SourceRef("file", key=path)
+    segments = [s for s in path.split("/") if s]
+    if not parts.netloc:
+        raise bad("an s3:// URI needs a bucket (s3://bucket/key)")
+    if any(s in (".", "..") for s in segments):
+        raise bad("an s3:// key may not hold '.' or '..' segments")
+    return SourceRef("s3", bucket=parts.netloc, key="/".join(segments) + ("/" if path.endswith("/") else ""))
+
+
+def parse_prefixes(values: list[str]) -> list[SourceRef]:
+    """The allowed prefixes (ValueError naming the setting): file:// ones resolved as paths are."""
+    out = []
+    for value in values:
+        try:
+            ref = parse_uri(value, SETTING)
+        except IngestError as e:
+            raise ValueError(f"{SETTING}: {value!r}: {e.detail.split(': ', 1)[1]}") from None
+        out.append(SourceRef("file", key=os.path.realpath(ref.key)) if ref.scheme == "file" else ref)
+    return out
+
+
+def resolve_allowed(uri: Any, prefixes: list[SourceRef], field: str = "uri") -> SourceRef:
+    """The reference, file paths resolved, if it lies under an allowed prefix; else
+    IngestError('uri_not_allowed') naming the setting."""
+    ref = parse_uri(uri, field)
+    if ref.scheme == "file":
+        ref = SourceRef("file", key=os.path.realpath(ref.key))  # symlinks and '..' resolved first
+    if not any(ref.within(p) for p in prefixes):
+        allowed = ", ".join(p.url for p in prefixes) if prefixes else "none (the setting is empty)"
+        raise IngestError("uri_not_allowed", f"{field}: {uri!r} is not under a prefix the server allows "
+                          f"({SETTING}: {allowed})", field=field)
+    return ref
+
+
+# ---- looking and reading ------------------------------------------------------------------------
+
+
+def _not_found(ref: SourceRef, field: str, what: str = "does not exist") -> IngestError:
+    return IngestError("source_not_found", f"{field}: {ref.url} {what}", field=field)
+
+
+def source_size(ref: SourceRef, field: str, endpoint_url: str = "") -> tuple[int, bool]:
+    """(bytes, is a folder) of a reference; source_not_found when it is neither a file nor a folder."""
+    if ref.scheme == "file":
+        path = Path(ref.key)
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.iterdir() if p.is_file()), True
+        if not path.is_file():
+            raise _not_found(ref, field)
+        return path.stat().st_size, False
+    s3 = _client(endpoint_url)
+    key = ref.key.rstrip("/")
+    if key and not ref.key.endswith("/"):
+        try:
+            return int(_s3_call(lambda: s3.head_object(Bucket=ref.bucket, Key=key), ref, field)["ContentLength"]), False
+        except IngestError as e:
+            if e.code != "source_not_found":
+                raise
+    listed = _s3_list(s3, ref, field)
+    if not listed:
+        raise _not_found(ref, field, "is neither an object nor a folder holding any")
+    return sum(size for _, size in listed), True
+
+
+def read_head(ref: SourceRef, field: str, endpoint_url: str = "", n: int = 512) -> bytes:
+    """The first `n` bytes of a file reference (for format sniffing)."""
+    if ref.scheme == "file":
+        with open(ref.key, "rb") as f:
+            return f.read(n)
+    s3 = _client(endpoint_url)
+    got = _s3_call(lambda: s3.get_object(Bucket=ref.bucket, Key=ref.key, Range=f"bytes=0-{n - 1}"), ref, field)
+    return got["Body"].read()
+
+
+def fetch_source(ref: SourceRef, dest: Path, field: str, limits: IngestLimits, endpoint_url: str = "") -> Path:
+    """A local path to read the reference from: the file itself (file://) or a download into
+    `dest` (s3://: the object, or a folder's objects one level deep)."""
+    if ref.scheme == "file":
+        if not Path(ref.key).exists():
+            raise _not_found(ref, field)
+        return Path(ref.key)
+    s3 = _client(endpoint_url)
+    size, is_dir = source_size(ref, field, endpoint_url)
+    if size > limits.max_dataset_bytes:
+        raise IngestError("dataset_too_large", f"{field}: {ref.url} holds {size} bytes, over the limit of "
+                          f"{limits.max_dataset_bytes}", field=field)
+    dest.mkdir(parents=True, exist_ok=True)
+    if not is_dir:
+        target = dest / (posixpath.basename(ref.key) or "source")
+        _s3_call(lambda: s3.download_file(ref.bucket, ref.key, str(target)), ref, field)
+        return target
+    folder = dest / "folder"
+    folder.mkdir(exist_ok=True)
+    for key, _ in _s3_list(s3, ref, field):
+        _s3_call(lambda key=key: s3.download_file(ref.bucket, key, str(folder / posixpath.basename(key))), ref, field)
+    return folder
+
+
+def source_stamp(path: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of a file, or of each file of a folder: compared before and after
+    the worker's two reads of a file:// source, which its owner may rewrite meanwhile."""
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files if p.is_file()]
+
+
+def _s3_list(s3: Any, ref: SourceRef, field: str) -> list[tuple[str, int]]:  # noqa: ANN401
+    """The objects directly in the folder `ref` names (not in its sub-folders)."""
+    prefix = ref.key.rstrip("/") + "/" if ref.key.strip("/") else ""
+    out: list[tuple[str, int]] = []
+    pages = _s3_call(lambda: s3.get_paginator("list_objects_v2").paginate(Bucket=ref.bucket, Prefix=prefix,
+                                                                           Delimiter="/"), ref, field)
+    for page in _s3_call(lambda: list(pages), ref, field):
+        out.extend((o["Key"], int(o["Size"])) for o in page.get("Contents", []) if o["Key"] != prefix)
+    return out
+
+
+def _client(endpoint_url: str) -> Any:  # noqa: ANN401 - a boto3 S3 client
+    from core.blobs.s3_io import s3_client  # boto3 loads only for an s3:// source
+
+    return s3_client(endpoint_url)
+
+
+def _s3_call(fn, ref: SourceRef, field: str):  # noqa: ANN001, ANN202
+    """Run a boto3 call; a missing object is source_not_found, anything else source_unreadable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn()
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            raise _not_found(ref, field) from None
+        raise IngestError("source_unreadable", f"{field}: {ref.url} cannot be read ({code or 'S3 error'}); check "
+                          "the server's S3 credentials and ADAPTINF_S3_ENDPOINT_URL", field=field) from None
+    except BotoCoreError as e:
+        raise IngestError("source_unreadable", f"{field}: {ref.url} cannot be read: {type(e).__name__}",
+                          field=field) from None

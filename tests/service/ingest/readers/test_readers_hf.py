@@ -1,0 +1,87 @@
+"""Hugging Face `save_to_disk` folders, written by `datasets` itself, read with pyarrow alone."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+
+from datagen import build_records, image_bytes
+from service.ingest import IngestError, IngestLimits, validate_upload
+from service.ingest.readers import HFDatasetReader, sniff_format
+from service.ingest.upload_checks import check_upload
+
+datasets = pytest.importorskip("datasets", reason="datasets is a dev dependency")
+
+
+def save_hf(folder, n=5, *, bad_row=None, num_shards=1):
+    """n LLaVA samples with their image as HF's Image feature (bytes embedded by save_to_disk)."""
+    records, _ = build_records(n)
+    if bad_row is not None:
+        records[bad_row]["conversations"] = [{"from": "human", "value": "<image>\\nq"}]  # no answer
+    columns = {"id": [r["id"] for r in records], "conversations": [r["conversations"] for r in records],
+               "image": [{"bytes": image_bytes(i), "path": f"{i}.png"} for i in range(n)]}
+    ds = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(folder), num_shards=num_shards)
+    return folder
+
+
+def tar_folder(folder, dest, top="my-dataset"):
+    with tarfile.open(dest, "w") as tf:
+        tf.add(folder, arcname=top)
+    return dest
+
+
+def test_folder_reads_with_embedded_images_and_shard_locations(tmp_path):
+    folder = save_hf(tmp_path / "hf", 6, num_shards=2)
+    assert sniff_format(folder) == "hf"
+    got = validate_upload(folder, None, tmp_path / "w")
+    assert [s.key for s in got.samples] == [f"s{i:04d}" for i in range(6)] and got.num_images == 6
+    assert [(s.loc.shard, s.loc.row) for s in got.samples][2:4] == [("data-00000-of-00002.arrow", 2),
+                                                                    ("data-00001-of-00002.arrow", 0)]
+    assert got.samples[1].record["image"] == "1.png"
+    for i, sample in enumerate(got.samples):
+        assert got.images_of(sample)[0].sha256 == hashlib.sha256(image_bytes(i)).hexdigest()
+
+
+def test_a_bad_row_names_its_shard_and_row(tmp_path):
+    folder = save_hf(tmp_path / "hf", 4, bad_row=3, num_shards=2)
+    err = pytest.raises(IngestError, validate_upload, folder, None, tmp_path / "w").value
+    assert (err.code, err.shard, err.row, err.sample_id) == ("missing_assistant_turn", "data-00001-of-00002.arrow",
+                                                            1, "s0003")
+    assert "(shard 'data-00001-of-00002.arrow', row 1)" in err.detail
+
+
+def test_an_archived_folder_is_listed_at_upload_and_read_by_the_worker(tmp_path):
+    archive = tar_folder(save_hf(tmp_path / "hf", 3), tmp_path / "hf.tar")
+    assert sniff_format(archive) == "hf"
+    assert check_upload(archive, None, tmp_path / "w0", IngestLimits()).format == "hf"
+    got = validate_upload(archive, None, tmp_path / "w")
+    assert got.num_samples == 3 and got.num_images == 3
+
+
+def test_folder_problems_are_named(tmp_path):
+    folder = save_hf(tmp_path / "hf", 2)
+    state = json.loads((folder / "state.json").read_text())
+    state["_data_files"] = [{"filename": "../outside.arrow"}]
+    (folder / "state.json").write_text(json.dumps(state))
+    err = pytest.raises(IngestError, HFDatasetReader(folder).check).value
+    assert err.code == "corrupt_dataset" and "'../outside.arrow'" in err.detail
+    (tmp_path / "elsewhere.arrow").write_bytes(b"x")
+    state["_data_files"] = [{"filename": "linked.arrow"}]
+    (folder / "state.json").write_text(json.dumps(state))
+    (folder / "linked.arrow").symlink_to(tmp_path / "elsewhere.arrow")
+    assert "is a link" in pytest.raises(IngestError, HFDatasetReader(folder).check).value.detail
+    dd = tmp_path / "dd"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"a": [1]})}).save_to_disk(str(dd))
+    assert "DatasetDict (splits: train)" in pytest.raises(IngestError, HFDatasetReader(dd).check).value.detail
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("x/readme.txt")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"hi"))
+    (tmp_path / "no.tar").write_bytes(buf.getvalue())
+    err = pytest.raises(IngestError, check_upload, tmp_path / "no.tar", None, tmp_path / "w", IngestLimits()).value
+    assert err.code == "corrupt_dataset" and "state.json" in err.detail
