@@ -1,4 +1,4 @@
-"""The ingest task (workers/tasks/ingest.py) called in-process on SQLite: all rows in one go,
+"""The ingest task (workers/tasks/ingest.py) called in-process on SQLite: rows in short chunks,
 idempotent on a second run, and a worker-side validation failure fails dataset and job alike."""
 from __future__ import annotations
 
@@ -182,3 +182,90 @@ def test_an_archived_hf_dataset_folder_is_ingested_end_to_end(settings: Settings
     for i, row in enumerate(rows):
         assert row.image_names == [f"{i}.png"] and row.record["image"] == f"{i}.png"
         assert row.image_refs == [hashlib.sha256(datagen.image_bytes(i)).hexdigest()] and blobs.verify(row.image_refs[0])
+
+
+def _in_write_stage(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Track the stage each job is in (`progress` is called by the images stage too)."""
+    current: dict[str, str] = {}
+    stage = jobs.JobContext.stage
+
+    def tracked(self, name, *a, **kw):  # noqa: ANN001
+        current[self.job_id] = name
+        return stage(self, name, *a, **kw)
+
+    monkeypatch.setattr(jobs.JobContext, "stage", tracked)
+    return current
+
+
+def test_rows_are_committed_in_chunks_that_leave_sqlites_write_lock_free_between_them(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between two chunks another connection can write at once (the embedded default's other
+    jobs renew their leases there), and the dataset still lists no sample."""
+    import sqlite3
+
+    from workers.tasks import ingest as task
+
+    monkeypatch.setattr(task, "WRITE_BATCH", 3)
+    monkeypatch.setattr(task, "COMMIT_BATCHES", 2)  # 6 rows per transaction: 20 rows, 4 transactions
+    dataset, archive = datagen.write_llava_dataset(tmp_path / "ds", 20)
+    dataset_id, job_id = stored_dataset(settings, dataset, archive)
+    path = settings.resolved_database_url.removeprefix("sqlite:///")
+    seen: list[tuple[int, int, str]] = []
+    progress, stages = jobs.JobContext.progress, _in_write_stage(monkeypatch)
+
+    def between_chunks(self, done, total=None, **kw):  # noqa: ANN001
+        if stages.get(self.job_id) == "write" and done < 20:
+            other = sqlite3.connect(path, timeout=0)  # no waiting: a held write lock fails at once
+            try:
+                other.execute("BEGIN IMMEDIATE")  # takes the write lock, or raises 'database is locked'
+                rows = other.execute("SELECT count(*) FROM samples WHERE dataset_id = ?", (dataset_id,)).fetchone()[0]
+                status = other.execute("SELECT status FROM datasets WHERE id = ?", (dataset_id,)).fetchone()[0]
+                other.rollback()
+            finally:
+                other.close()
+            seen.append((done, rows, status))
+        return progress(self, done, total, **kw)
+
+    monkeypatch.setattr(jobs.JobContext, "progress", between_chunks)
+    assert ingest(job_id)["status"] == "succeeded"
+    assert seen == [(6, 6, "pending"), (12, 12, "pending"), (18, 18, "pending")]
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        assert s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset_id)) == 20
+        assert s.get(Dataset, dataset_id).status == "ready"
+
+
+def test_a_crash_between_chunks_leaves_no_visible_sample_and_the_retry_writes_each_row_once(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.api.routes.datasets import list_samples
+    from service.api.pagination import PageParams
+    from workers.tasks import ingest as task
+
+    monkeypatch.setattr(task, "WRITE_BATCH", 4)
+    monkeypatch.setattr(task, "COMMIT_BATCHES", 1)
+    dataset, archive = datagen.write_llava_dataset(tmp_path / "ds", 10)
+    dataset_id, job_id = stored_dataset(settings, dataset, archive)
+    progress, stages = jobs.JobContext.progress, _in_write_stage(monkeypatch)
+
+    def crash_after_the_second_chunk(self, done, total=None, **kw):  # noqa: ANN001
+        if stages.get(self.job_id) == "write" and done == 8:
+            raise SystemExit("killed")  # not an Exception: nothing marks the job or dataset failed
+        return progress(self, done, total, **kw)
+
+    monkeypatch.setattr(jobs.JobContext, "progress", crash_after_the_second_chunk)
+    with pytest.raises(SystemExit):
+        ingest(job_id)
+    factory = get_sessionmaker(settings.resolved_database_url)
+    with factory() as s:
+        ds = s.get(Dataset, dataset_id)
+        assert ds.status == "pending"
+        assert s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset_id)) == 8
+        owner = s.get(Owner, ds.owner_id)
+        assert list_samples(dataset_id, s, owner, PageParams(limit=100, after=None))["data"] == []
+
+    monkeypatch.setattr(jobs.JobContext, "progress", progress)
+    assert ingest(new_ingest_job(settings, dataset_id))["status"] == "succeeded"
+    with factory() as s:
+        positions = s.scalars(select(Sample.position).where(Sample.dataset_id == dataset_id)).all()
+        assert sorted(positions) == list(range(10))
+        owner = s.get(Owner, s.get(Dataset, dataset_id).owner_id)
+        assert len(list_samples(dataset_id, s, owner, PageParams(limit=100, after=None))["data"]) == 10

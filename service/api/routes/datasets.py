@@ -11,12 +11,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core.skills import skill_problem
 from core.text import text_problem
+from core.statuses import DATASET_PENDING, DATASET_READY
 from service.api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep, get_owned_or_404
 from service.api.errors import ApiProblem, disk_full_is_507, ingest_problems
 from service.api.openapi import problem_responses
@@ -161,7 +162,7 @@ def _create(
     dataset = Dataset(
         owner_id=owner_id,
         name=name,
-        status="pending",
+        status=DATASET_PENDING,
         num_samples=validated.num_samples,
         num_images=validated.num_images,
         file_blob=file_ref.sha256,
@@ -260,8 +261,12 @@ def read_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Datas
 @router.get("/{dataset_id}/samples", response_model=ListOut[SampleOut], responses=problem_responses(404))
 def list_samples(dataset_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> dict[str, Any]:
     """A dataset's samples in file order (empty until its ingest job has succeeded)."""
-    get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
+    dataset = get_owned_or_404(session, Dataset, dataset_id, owner.id, "dataset")
+    # A dataset being ingested may hold some of its rows already (they are committed in chunks):
+    # none is shown before all are.
     stmt = select(Sample).where(Sample.dataset_id == dataset_id)
+    if dataset.status != DATASET_READY:
+        stmt = stmt.where(false())
     result = paginate(session, stmt, key=(Sample.id,), id_column=Sample.id, page=page, id_type=int)
     return result.to_dict(SampleOut.model_validate)
 

@@ -294,6 +294,10 @@ def test_list_samples_and_delete(client, alice, database_url, tmp_path):
 
     ds_id = ids[0]
     _add_samples(database_url, ds_id, 5)
+    # rows an ingest has committed so far: none is listed before the dataset is ready
+    assert client.get(f"/v1/datasets/{ds_id}/samples", headers=alice.headers).json()["data"] == []
+    with session_scope(database_url) as session:
+        session.get(Dataset, ds_id).status = "ready"
     page = client.get(f"/v1/datasets/{ds_id}/samples?limit=3", headers=alice.headers).json()
     assert [s["key"] for s in page["data"]] == ["k0", "k1", "k2"] and page["has_more"]
     assert set(page["data"][0]) == {"id", "object", "key", "record", "messages", "image_names", "skill"}
