@@ -80,10 +80,6 @@ class Gates:
     def release(self, kind: str, point: str) -> None:
         (self.root / f"{kind}.{point}.held").unlink()
 
-    def disarm_all(self) -> None:
-        for path in self.root.glob("*"):
-            path.unlink(missing_ok=True)
-
 
 def process_env(settings, extra: dict[str, str] | None = None) -> dict[str, str]:  # noqa: ANN001
     """service_env plus what the matrix's processes share: one torch thread each (two task
