@@ -80,6 +80,11 @@ class Gates:
     def release(self, kind: str, point: str) -> None:
         (self.root / f"{kind}.{point}.held").unlink()
 
+    def clear(self) -> None:
+        """Disarm every gate and release every held job (after a case, whatever its outcome)."""
+        for path in self.root.iterdir():
+            path.unlink(missing_ok=True)
+
 
 def process_env(settings, extra: dict[str, str] | None = None) -> dict[str, str]:  # noqa: ANN001
     """service_env plus what the matrix's processes share: one torch thread each (two task

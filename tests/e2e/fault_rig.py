@@ -8,10 +8,9 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,20 @@ class Rig:
     dataset_id: str = ""
     tmpfs_skip: str | None = None  # why the data dir is not a small tmpfs (the full-disk case skips)
     started: list[GatedWorker] = field(default_factory=list)
+    memo: dict[str, Any] = field(default_factory=dict)  # rounds several cases share, or why they failed
+
+    def once(self, name: str, run: Callable[[], Any]) -> Any:  # noqa: ANN401
+        """`run()`'s value, computed for the first case that needs it; a failure is kept too, so
+        the other cases fail at once instead of running it again."""
+        if name not in self.memo:
+            try:
+                self.memo[name] = run()
+            except BaseException as exc:
+                self.memo[name] = exc
+                raise
+        if isinstance(self.memo[name], BaseException):
+            pytest.fail(f"the {name} round failed in an earlier case: {self.memo[name]!r}"[:2000])
+        return self.memo[name]
 
     @property
     def factory(self):  # noqa: ANN201
@@ -80,12 +93,15 @@ class Rig:
     def run_round(self, pool_id: str, status: str = "succeeded", timeout: float = 240, **params: Any) -> dict[str, Any]:
         return wait_round(self.http, self.start_round(pool_id, **params)["id"], timeout, status)
 
-    @cached_property
+    @property
     def reference(self) -> dict[str, Any]:
         """The unfaulted round: its pool and `round_facts`."""
-        pool_id = self.new_pool()
-        body = self.run_round(pool_id)
-        return {"pool_id": pool_id, "round": body, **round_facts(self, body["id"])}
+        def run() -> dict[str, Any]:
+            pool_id = self.new_pool()
+            body = self.run_round(pool_id)
+            return {"pool_id": pool_id, "round": body, **round_facts(self, body["id"])}
+
+        return self.once("reference", run)
 
 
 def round_facts(rig: Rig, round_id: str) -> dict[str, Any]:

@@ -53,24 +53,23 @@ KILLS = (("prepare", "task process"), ("warmup", "worker"), ("features", "task p
 
 
 def killed_round(rig: Rig) -> dict[str, Any]:
-    """One round whose every stage job is SIGKILLed once at its commit (cached on the rig)."""
-    if "killed" in rig.__dict__:
-        return rig.__dict__["killed"]
-    rig.reference  # noqa: B018 - first, unfaulted
-    pool_id = rig.new_pool()
-    for stage, _ in KILLS:
-        rig.gates.arm(f"round.{stage}", "commit")
-    r = rig.start_round(pool_id)
-    held = {}
-    for stage, victim in KILLS:
-        held[stage] = rig.gates.wait_held(f"round.{stage}", "commit")
-        if victim == "worker":
-            rig.kill_worker()
-        else:
-            rig.kill_task_process(held[stage]["pid"])
-    body = wait_round(rig.http, r["id"], 300)
-    rig.__dict__["killed"] = {"round": body, "held": held}
-    return rig.__dict__["killed"]
+    """One round whose every stage job is SIGKILLed once at its commit (run once per rig)."""
+    def run() -> dict[str, Any]:
+        rig.reference  # noqa: B018 - first, unfaulted
+        pool_id = rig.new_pool()
+        for stage, _ in KILLS:
+            rig.gates.arm(f"round.{stage}", "commit")
+        r = rig.start_round(pool_id)
+        held = {}
+        for stage, victim in KILLS:
+            held[stage] = rig.gates.wait_held(f"round.{stage}", "commit")
+            if victim == "worker":
+                rig.kill_worker()
+            else:
+                rig.kill_task_process(held[stage]["pid"])
+        return {"round": wait_round(rig.http, r["id"], 300), "held": held}
+
+    return rig.once("killed", run)
 
 
 def check_kill(stage: str, victim: str, rig: Rig) -> None:
@@ -309,4 +308,9 @@ FAULTS = [
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
 def test_fault(rig: Rig, fault: Fault) -> None:
-    fault.check(rig)
+    try:
+        fault.check(rig)
+    except AssertionError as exc:
+        raise AssertionError(f"{fault.id} ({fault.fault}): expected {fault.expected}") from exc
+    finally:
+        rig.gates.clear()  # a case that failed half-way leaves no gate to hold the next one
