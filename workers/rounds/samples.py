@@ -2,24 +2,50 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import verified
+from core.blobs import BlobNotFound, BlobStore
 from core.samples import EngineSample, Message
 from service.db.models import Sample
-from core.blobs import BlobStore
 
 # IN-lists stay well under the bind-parameter limits of SQLite (32766) and PostgreSQL (65535).
 ID_CHUNK = 5000
 
 
+class SampleImageDamaged(Exception):
+    """An image of a sample is missing from the blob store or no longer hashes to its name."""
+
+    def __init__(self, row: Sample, sha256: str, *, missing: bool) -> None:
+        self.code = "blob_missing" if missing else "blob_corrupt"
+        what = "is missing from the blob store" if missing else "no longer matches its sha256"
+        super().__init__(
+            f"sample {row.id} of dataset {row.dataset_id}: its image blob {sha256} {what}. Upload that dataset "
+            f"again (the same files): storing the same content replaces the damaged blob; then start a new round")
+
+
+def _image(row: Sample, sha256: str, blobs: BlobStore) -> Path:
+    """The image's local file, checked against its sha256 first. Without the check a damaged
+    image is a silent error or a vague one (measured with PIL: a JPEG with one byte flipped
+    decodes without complaint, into wrong pixels; such a PNG fails with an OSError that names
+    neither the sample nor the blob). The hash is memoised per version of the file
+    (core/verified.py): one hash per image and process, not one per stage."""
+    try:
+        path = blobs.materialize(sha256)
+    except BlobNotFound as exc:  # an S3 object that fails its hash is a BlobCorrupt, a kind of BlobNotFound
+        raise SampleImageDamaged(row, sha256, missing=not blobs.exists(sha256)) from exc
+    if not verified.sha256_matches(path, sha256):
+        raise SampleImageDamaged(row, sha256, missing=False)
+    return path
+
+
 def engine_sample(row: Sample, blobs: BlobStore) -> EngineSample:
-    """One sample row as the engine consumes it; a missing image blob fails loudly here."""
-    images = tuple(blobs.materialize(sha) for sha in row.image_refs)
-    for sha, path in zip(row.image_refs, images):
-        if not path.is_file():
-            raise FileNotFoundError(f"sample {row.id}: image blob {sha} is missing from the blob store")
+    """One sample row as the engine consumes it; a missing or corrupt image blob fails loudly
+    here, naming the sample, the blob and the way out."""
+    images = tuple(_image(row, sha, blobs) for sha in row.image_refs)
     messages = tuple(Message(role=m["role"], content=m["content"]) for m in row.messages)
     return EngineSample(id=int(row.id), messages=messages, images=images)
 

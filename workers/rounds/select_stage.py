@@ -9,6 +9,11 @@ decision and cluster assignment go to a blob, and (when the pool config asks for
 the second in index_versions. The dashboard's cluster view (a 2-D map and score histograms,
 `cluster_map`) goes to a third blob. All three are named in round_blobs in the transaction that
 ends the stage, so the garbage collector keeps them from then on.
+
+A shard blob found missing or corrupt when the stage starts is not a dead end: the shard is
+computed again from the frozen candidates (`reopen_shards` sends the round back to features
+for it, and the last shard's commit brings it here again). A shard damaged again after that
+fails the round, naming the blob: the store itself is losing writes.
 """
 from __future__ import annotations
 
@@ -24,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from core.text import json_safe
-from service.db.models import FeatureShard, Selection
+from service.db.models import FeatureShard, Score, Selection
 from workers.engine.feature_file import FeatureFileWriter, FileRows
 from workers.engine.features import SCORE_NAMES, read_shard, read_shard_meta
 from workers.engine.pruning import prune_pool
@@ -35,6 +40,8 @@ from workers.engine.selection import select_samples
 from workers.engine.selection.cluster_map import build_cluster_view
 from workers.rounds.advance import Outgoing, claim_stage, enter_stage, next_stage
 from service.round_blobs import record_round_blobs
+from workers.rounds.features_stage import enter_features
+from workers.rounds.plan import CandidatePlan, shard_bounds
 from workers.rounds.plan_blob import load_plan
 from workers.rounds.runner import StageRun
 
@@ -109,10 +116,59 @@ def read_features(run: StageRun, workdir: Path) -> tuple[np.ndarray, FileRows, d
     return ids, features, scores, hidden
 
 
+def damaged_shards(run: StageRun) -> list[tuple[int, str | None]]:
+    """(shard, blob) of the round's done shards whose blob is missing or no longer hashes to its
+    name (hashed once per version of the file, so reading them next costs no second hash)."""
+    with run.ctx.session_factory() as session:
+        done = session.execute(
+            select(FeatureShard.shard, FeatureShard.blob)
+            .where(FeatureShard.round_id == run.ref.round_id, FeatureShard.status == "done").order_by(FeatureShard.shard)
+        ).all()
+    return [(int(k), blob) for k, blob in done if blob is None or not run.blobs.verify(blob)]
+
+
+def reopen_shards(run: StageRun, plan: CandidatePlan, damaged: list[tuple[int, str | None]]) -> tuple[list[Outgoing], dict[str, Any]]:
+    """Send the round back to features for the `damaged` shards: in one transaction their rows
+    go back to pending, their Score rows are deleted and a job per shard is created (so every
+    candidate is still scored exactly once). Once per shard and round: a shard damaged again
+    fails the round."""
+    ref = run.ref
+    shards = [k for k, _ in damaged]
+    bounds = shard_bounds(len(plan.candidates), run.cfg.shard_size)
+    with run.ctx.session_factory() as session, session.begin():
+        parent = claim_stage(session, run.ctx, ref.parent_id, "select")
+        before = set((parent.result or {}).get("recomputed_shards") or [])
+        again = [(k, blob) for k, blob in damaged if k in before]
+        if again:
+            k, blob = again[0]
+            raise ShardBlobError(
+                f"feature shard {k} blob {blob} is missing or corrupt again after it was computed a second time: "
+                f"the blob store is losing what is written to it. Check the disk under ADAPTINF_DATA_DIR (or the "
+                f"bucket of ADAPTINF_BLOB_STORE), then start a new round")
+        for k in shards:
+            start, end = bounds[k]
+            session.execute(
+                update(FeatureShard).where(FeatureShard.round_id == ref.round_id, FeatureShard.shard == k)
+                .values(status="pending", blob=None, rows=0, finished_at=None).execution_options(synchronize_session=False))
+            # the candidates are sorted, so a shard's are exactly the ids in its range (no IN list
+            # of up to shard_size ids, over PostgreSQL's bind-parameter limit)
+            session.execute(delete(Score).where(Score.round_id == ref.round_id, Score.sample_id.between(
+                plan.candidates[start], plan.candidates[end - 1])))
+        out = enter_features(session, parent, ref, run.settings, {"recomputed_shards": sorted(before | set(shards))})
+    for k, blob in damaged:
+        message = f"feature shard {k}: its blob {blob} is missing or corrupt; computing the shard again"
+        run.ctx.event(message, level="warning", shard=k, blob=blob)
+        run.watch.event(message, level="warning", shard=k, blob=blob)
+    return out, {"recomputing_shards": shards}
+
+
 def run_select(run: StageRun) -> tuple[list[Outgoing], dict[str, Any]]:
     ref, params = run.ref, run.ref.params
     run.ctx.stage("select", unit="shards")
     plan = load_plan(run.blobs, ref.state["candidates_blob"])
+    damaged = damaged_shards(run)
+    if damaged:
+        return reopen_shards(run, plan, damaged)
     run.settings.work_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"select-{ref.round_id}-", dir=run.settings.work_dir))
     clock = {"read": time.perf_counter()}
