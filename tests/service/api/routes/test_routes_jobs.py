@@ -111,3 +111,32 @@ def test_read_job_live_progress_and_overall(client, alice, database_url):
     assert overall["fraction"] == pytest.approx((0.02 + 0.45 * 0.5) / 0.55, abs=1e-4)
     # 100 s for 0.245 weight done; features' own ETA (90 s) plus select and finalize at that pace
     assert overall["eta_seconds"] == pytest.approx(90 + 0.08 * 100 / 0.245, abs=1.0)
+
+
+def test_a_cancel_racing_the_workers_end_never_overwrites_it(client, alice, database_url):
+    """The worker's end is in an open transaction when the cancel arrives: the cancel waits for it
+    and then finds the job finished (409), rather than writing `cancelling` over `succeeded`."""
+    import threading
+    import time
+
+    from sqlalchemy import update
+
+    running = _job(database_url, alice.owner_id, status="running")
+    # a request first, so the key's use is recorded already: that write would otherwise make the
+    # cancel wait for SQLite's lock by chance, fix or not
+    assert client.get(f"/v1/jobs/{running}", headers=alice.headers).status_code == 200
+    with session_scope(database_url) as worker:
+        # the worker's final write, not committed yet (on PostgreSQL it holds the row lock, on
+        # SQLite the database's write lock)
+        worker.execute(update(Job).where(Job.id == running).values(status="succeeded"))
+        answers = []
+        cancel = threading.Thread(target=lambda: answers.append(
+            client.post(f"/v1/jobs/{running}/cancel", headers=alice.headers)))
+        cancel.start()
+        time.sleep(0.5)  # the cancel is waiting for the lock, not done
+        assert not answers
+    cancel.join(30)
+    assert answers[0].status_code == 409, answers[0].text
+    assert answers[0].json()["job_status"] == "succeeded"
+    with session_scope(database_url) as session:
+        assert session.get(Job, running).status == "succeeded"
