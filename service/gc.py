@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.blobs import BlobNotFound, BlobStore
+from core.statuses import DATASET_FAILED
 from service.db.models import Checkpoint, Dataset, FeatureShard, IndexVersion, RoundBlob, Sample
 
 _BATCH = 10_000
@@ -52,7 +53,11 @@ def referenced_blobs(session: Session) -> set[str]:
     refs: set[str] = set()
     for column in BLOB_COLUMNS:
         refs.update(v for v in session.scalars(select(column).distinct()) if v)
-    for image_refs in session.scalars(select(Sample.image_refs).execution_options(yield_per=_BATCH)):
+    # A failed dataset's rows (an ingest cancelled or crashed mid-write commits some) are listed
+    # nowhere and read by nothing; they only wait for the dataset's deletion, so they keep no image.
+    live = select(Sample.image_refs).join(Dataset, Dataset.id == Sample.dataset_id).where(
+        Dataset.status != DATASET_FAILED)
+    for image_refs in session.scalars(live.execution_options(yield_per=_BATCH)):
         refs.update(image_refs or ())
     return refs
 

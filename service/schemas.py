@@ -21,10 +21,11 @@ T = TypeVar("T")
 
 
 def as_utc(dt: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC, so say so."""
-    if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt
+    """In UTC: SQLite hands back naive datetimes (everything stored is UTC), and PostgreSQL gives
+    them in its session's time zone, which need not be UTC."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]

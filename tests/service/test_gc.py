@@ -10,7 +10,7 @@ from pool_rows import make_dataset, make_round
 
 from service.cli import main
 from service.config import get_settings
-from service.db.models import ROUND_BLOB_KINDS, Dataset, FeatureShard, IndexVersion, Job, JobEvent, RoundBlob
+from service.db.models import ROUND_BLOB_KINDS, Dataset, FeatureShard, IndexVersion, Job, JobEvent, RoundBlob, Sample
 from service.db.session import session_scope
 from service.gc import collect
 from core.blobs import BlobStore
@@ -96,3 +96,17 @@ def test_cli_gc_is_a_dry_run_unless_told(world, database_url, settings, monkeypa
         assert main(["gc", "--grace-hours", "-1"]) == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_rows_a_failed_ingest_left_keep_no_image(client, alice, database_url, settings):
+    """An ingest cancelled mid-write leaves some rows in its failed dataset: their images go."""
+    blobs = settings.blob_store()
+    dataset_id, _ = make_dataset(database_url, alice.owner_id, 2, blobs=blobs)
+    with session_scope(database_url) as session:
+        images = {sha for s in session.query(Sample).filter_by(dataset_id=dataset_id) for sha in s.image_refs}
+        session.get(Dataset, dataset_id).status = "failed"
+    assert images
+    age(blobs, *images)
+    with session_scope(database_url) as session:
+        report = collect(session, blobs, grace_seconds=86400, delete=False)
+    assert images <= set(report.unreferenced)

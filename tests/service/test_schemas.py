@@ -64,3 +64,16 @@ def test_dataset_round_and_checkpoint_read_from_rows(database_url):
         assert d["metrics"]["train"] == {"steps": 3} and d["metrics"]["eval"]["ocr"]["accuracy"] == 0.5
         assert not {"blob", "evals", "round", "stored_metrics"} & set(d)
         assert session.get(Job, out["job_id"]) is not None
+
+
+def test_times_read_in_another_zone_come_out_in_utc():
+    """PostgreSQL returns timestamptz in its session's time zone; the API always answers UTC."""
+    from datetime import datetime, timedelta, timezone
+
+    from service.schemas import as_utc
+
+    paris = datetime(2026, 11, 30, 19, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert as_utc(paris) == datetime(2026, 11, 30, 18, 0, tzinfo=timezone.utc)
+    assert as_utc(paris).utcoffset() == timedelta(0)
+    assert as_utc(datetime(2026, 11, 30, 18, 0)).tzinfo is timezone.utc  # SQLite's naive UTC
+    assert as_utc(None) is None

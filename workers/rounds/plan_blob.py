@@ -32,6 +32,8 @@ from workers.rounds.plan import CandidatePlan, shard_bounds
 MAGIC = b"ADPLAN\x00\x01"
 FORMAT = 1
 _LEN = struct.Struct("<Q")
+# The header is a few hundred bytes of JSON; a larger length is a damaged blob, not a read to try.
+_MAX_HEADER = 1 << 20
 _DIGEST = 32
 _ID = np.dtype("<i8")
 _SECTIONS = ("candidates", "members", "new", "duplicates", "previously_pruned")
@@ -167,6 +169,8 @@ def _read_slice(f: BinaryIO, head: bytes, sha256: str, shard: int, shard_size: i
     if head[:len(MAGIC)] != MAGIC:
         raise _corrupt(sha256, "not a candidate plan")
     (n,) = _LEN.unpack_from(head, len(MAGIC))
+    if n > _MAX_HEADER:
+        raise _corrupt(sha256, f"unreadable header (a length of {n} bytes)")
     header = _parse_header(_read_exact(f, n, sha256), sha256)
     if header["shard_size"] != shard_size:
         raise _corrupt(sha256, f"frozen with shard size {header['shard_size']}, the round has {shard_size}")

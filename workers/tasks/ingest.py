@@ -205,18 +205,20 @@ def _write_samples(
     written = 0
     while chunk := list(islice(batches, COMMIT_BATCHES)):
         with session_factory() as session, session.begin():
-            _pending_dataset(session, dataset_id)  # deleted or failed meanwhile: stop here
+            # the job row first, then the dataset's, as the reaper and a cancel take them
             ctx.fence(session)  # a worker that lost its lease must not commit
+            if _pending_dataset(session, dataset_id) is None:  # deleted or failed meanwhile: raises
+                return False
             for batch in chunk:
                 bulk_insert(session, Sample, batch)
         written += sum(len(b) for b in chunk)
         ctx.progress(written, validated.num_samples)
         ctx.check_cancelled()
     with session_factory() as session, session.begin():
+        ctx.fence(session)
         dataset = _pending_dataset(session, dataset_id)
         if dataset is None:
             return False
-        ctx.fence(session)
         count = session.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset_id))
         if count != validated.num_samples:  # another attempt wrote too (it lost its lease to us)
             raise RuntimeError(f"dataset {dataset_id}: {count} sample rows written, expected {validated.num_samples}")
@@ -242,9 +244,9 @@ def _clear_partial_rows(session_factory: sessionmaker[Session], dataset_id: str,
     write lock each, as for the inserts). False if the dataset is ready already."""
     while True:
         with session_factory() as session, session.begin():
+            ctx.fence(session)
             if _pending_dataset(session, dataset_id) is None:
                 return False
-            ctx.fence(session)
             ids = select(Sample.id).where(Sample.dataset_id == dataset_id).limit(WRITE_BATCH * COMMIT_BATCHES)
             if not session.execute(delete(Sample).where(Sample.id.in_(ids.scalar_subquery()))).rowcount:
                 return True

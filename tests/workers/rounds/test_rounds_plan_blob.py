@@ -122,6 +122,10 @@ def test_a_corrupt_header_or_another_shard_size_is_refused(tmp_path: Path) -> No
     store.altered[sha] = good[:30] + b"\xff" + good[31:]
     with pytest.raises(CandidateBlobCorrupt, match="unreadable header"):
         load_shard_ids(store, sha, 0, 4)
+    # a flipped high bit in the header's length: refused, not a read of 2^60 bytes (MemoryError)
+    store.altered[sha] = good[:8] + (int.from_bytes(good[8:16], "little") | 1 << 60).to_bytes(8, "little") + good[16:]
+    with pytest.raises(CandidateBlobCorrupt, match="unreadable header"):
+        load_shard_ids(store, sha, 0, 4)
     store.altered[sha] = good[: len(good) - 200]  # into the candidates
     with pytest.raises(CandidateBlobCorrupt, match="shorter"):
         load_shard_ids(store, sha, 3, 4)
