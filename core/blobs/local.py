@@ -11,6 +11,7 @@ import io
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -18,6 +19,8 @@ from typing import BinaryIO
 from core import verified
 from core.blobs.base import SHA256_RE, BlobInfo, BlobNotFound, BlobRef, BlobStore, check_sha256
 from core.files import CHUNK_SIZE, fsync_dir, hash_stream
+
+REUSE_REFRESH_S = 3600.0  # a put of stored content refreshes the blob's mtime once it is this old
 
 
 class LocalBlobStore(BlobStore):
@@ -85,7 +88,11 @@ class LocalBlobStore(BlobStore):
         if not self.verify(sha256):
             return False
         try:
-            os.utime(path)
+            # Refreshed only when an hour old: a new mtime is a new version to core/verified.py,
+            # so touching on every reuse re-hashed the whole blob on the next one. An hour is far
+            # inside gc's grace (24 h by default; a grace under REUSE_REFRESH_S is unsafe anyway).
+            if path.stat().st_mtime < time.time() - REUSE_REFRESH_S:
+                os.utime(path)
         except FileNotFoundError:
             return False
         except PermissionError:  # another user's blob (a shared store): reuse it as it is

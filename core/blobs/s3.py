@@ -24,6 +24,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,6 +41,8 @@ from core.files import CHUNK_SIZE, hash_stream
 
 log = logging.getLogger(__name__)
 
+#: sweep_tmp never aborts a multipart upload started less than this ago, whatever the grace.
+MIN_UPLOAD_AGE_S = 3600.0
 MAX_COPY_BYTES = 5 * 1024**3  # CopyObject's limit; larger objects are copied in parts
 
 
@@ -310,16 +313,26 @@ class S3BlobStore(BlobStore):
         self.cache.discard(sha256)
 
     def sweep_tmp(self, older_than: float, *, delete: bool) -> list[str]:
-        """Multipart uploads that were started before `older_than` and never completed (a writer
-        that crashed mid-upload: S3 keeps and bills their parts), and this machine's stale
-        cache temp files."""
+        """Multipart uploads of this store's blobs that were started before `older_than` (and at
+        least MIN_UPLOAD_AGE_S ago) and never completed (a writer that crashed mid-upload: S3 keeps
+        and bills their parts), and this machine's stale cache temp files.
+
+        Only keys of the blob layout (``<prefix>ab/cd/<sha256>``, as list_blobs reads them) are
+        touched: a store without a prefix shares its bucket with whatever else lives there, and
+        another application's upload is not ours to abort. The age floor keeps `gc --grace-hours 0`
+        from aborting an upload in flight (a multi-GB blob takes minutes).
+        """
         stale = []
+        started_before = min(older_than, time.time() - MIN_UPLOAD_AGE_S)
         with self._errors():
             pages = self._s3.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.loc.bucket, Prefix=self.loc.key_prefix)
             for page in pages:
                 for upload in page.get("Uploads", []):
-                    if upload["Initiated"].timestamp() >= older_than:
+                    sha = upload["Key"].rpartition("/")[2]
+                    if not (SHA256_RE.match(sha) and upload["Key"] == self.loc.key(sha)):
+                        continue  # not one of this store's blobs
+                    if upload["Initiated"].timestamp() >= started_before:
                         continue
                     stale.append(f"s3://{self.loc.bucket}/{upload['Key']} (multipart upload {upload['UploadId']})")
                     if delete:

@@ -152,3 +152,25 @@ def test_a_truncated_or_deleted_blob_is_rewritten_too(store):
     assert store.put_bytes(data) == ref and path.read_bytes() == data
     path.unlink()
     assert store.put_bytes(data) == ref and path.read_bytes() == data
+
+
+def test_reusing_a_blob_hashes_it_once_and_refreshes_it_only_when_old(store, monkeypatch):
+    """A new mtime is a new version to the verified memo: touching a blob on every reuse re-hashed
+    it on the next one. A young blob is left as it is; an hour-old one is refreshed (gc's grace)."""
+    import time
+
+    from core import verified
+
+    data = os.urandom(4096)
+    sha = store.put_bytes(data).sha256
+    path = store.path(sha)
+    young = time.time() - 120  # past the memo's racy window, well inside REUSE_REFRESH_S
+    os.utime(path, (young, young))
+    hashes = []
+    real = verified.file_sha256
+    monkeypatch.setattr(verified, "file_sha256", lambda p: hashes.append(p) or real(p))
+    for _ in range(5):
+        assert store.put_bytes(data).sha256 == sha
+    assert len(hashes) == 1 and path.stat().st_mtime == young
+    os.utime(path, (time.time() - 7200,) * 2)  # an hour old: the reuse keeps it inside gc's grace
+    assert store.put_bytes(data).sha256 == sha and path.stat().st_mtime > time.time() - 60

@@ -235,3 +235,39 @@ def test_bad_store_urls_are_refused_naming_the_setting(url, message):
     with pytest.raises(ValueError, match=f"ADAPTINF_BLOB_STORE.*{message}|{message}"):
         S3Location.parse(url)
     assert S3Location.parse("s3://my.bucket-1//a//b/").key("ab" * 32) == f"a/b/ab/ab/{'ab' * 32}"
+
+
+def _uploads(client, bucket) -> list[str]:
+    return sorted(u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def test_sweep_aborts_only_uploads_of_blob_keys_in_a_bucket_without_prefix(aws_env, bucket, tmp_path):
+    """A store at the bucket's root shares the bucket with other applications: their multipart
+    uploads are not ours to abort, however old."""
+    store = S3BlobStore(f"s3://{bucket}", endpoint_url=aws_env.url, cache_dir=tmp_path / "c")
+    client = aws_env.client()
+    sha = _sha(b"crashed")
+    ours = f"{sha[:2]}/{sha[2:4]}/{sha}"
+    theirs = ["backups/db.tar", f"ab/cd/{sha}", f"media/{sha[:2]}/{sha[2:4]}/{sha}", "README"]
+    for key in [ours, *theirs]:
+        client.create_multipart_upload(Bucket=bucket, Key=key)  # moto dates them in 2010: all stale
+    stale = store.sweep_tmp(time.time() - 3600, delete=True)
+    assert len(stale) == 1 and ours in stale[0]
+    assert _uploads(client, bucket) == sorted(theirs)
+
+
+def test_sweep_never_aborts_an_upload_younger_than_the_floor(store, aws_env, bucket, monkeypatch):
+    """`adaptinf gc --grace-hours 0` must not abort an upload in flight."""
+    import types
+
+    from core.blobs import s3 as s3_mod
+
+    client = aws_env.client()
+    key = store.loc.key(_sha(b"in flight"))
+    client.create_multipart_upload(Bucket=bucket, Key=key)
+    started = client.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Initiated"].timestamp()
+    now = started + 600  # the upload began ten minutes ago
+    monkeypatch.setattr(s3_mod, "time", types.SimpleNamespace(time=lambda: now))
+    assert store.sweep_tmp(now, delete=True) == [] and _uploads(client, bucket) == [key]  # grace 0
+    now = started + s3_mod.MIN_UPLOAD_AGE_S + 60  # past the floor: a crashed writer's upload
+    assert len(store.sweep_tmp(now, delete=True)) == 1 and _uploads(client, bucket) == []

@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.blobs import BlobStore
+from core.blobs import BlobNotFound, BlobStore
 from service.db.models import FeatureShard, IndexVersion, PoolMember, Round
 from service.pool_index import SOURCE_DAMAGED
 from service.round_blobs import record_round_blobs, round_blob
@@ -51,11 +52,17 @@ def _pruned(session: Session, blobs: BlobStore, decision_sha: str | None, rnd: R
 
 
 def _shard_array(blobs: BlobStore, shard: FeatureShard, name: str) -> np.ndarray:
-    """One array of a shard's .npz (np.load reads only that member)."""
+    """One array of a shard's .npz (np.load reads only that member).
+
+    Only a missing blob or content numpy cannot read is damage (the job then fails for good, and
+    the API answers index_unrecoverable). Any other OSError propagates: an unreachable store
+    (BlobStoreUnavailable, a ConnectionError) makes the job retry, a full disk fails it as
+    disk_full, and either way a later request queues a new rebuild.
+    """
     try:
         with np.load(blobs.materialize(shard.blob), allow_pickle=False) as z:
             return z[name]
-    except (KeyError, OSError, EOFError, ValueError) as exc:
+    except (BlobNotFound, zipfile.BadZipFile, KeyError, EOFError, ValueError) as exc:
         raise IndexSourceDamaged(f"feature shard {shard.shard} of round {shard.round_id} cannot be read: {exc}") from exc
 
 

@@ -162,3 +162,65 @@ def test_a_round_from_before_round_blobs_takes_its_pruned_members(database_url, 
     blobs.delete(index.sha256)
     out = rebuild(database_url, blobs, tmp_path, index.version_id)
     assert out["rebuilt"] and out["ntotal"] == 37 and out["sha256"] == index.sha256
+
+
+def _unavailable(*_args):
+    from core.blobs import BlobStoreUnavailable
+
+    raise BlobStoreUnavailable("the blob store at s3://b/x cannot be reached; check ADAPTINF_BLOB_STORE")
+
+
+def _disk_full(*_args):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("fault", [_unavailable, _disk_full])
+def test_a_transient_failure_reading_a_shard_is_not_source_damage(database_url, stored, tmp_path, monkeypatch, fault):
+    """An unreachable store or a full disk says nothing about the shards: wrapped as damage, the
+    version answered index_unrecoverable until the next round."""
+    _, blobs, index = stored
+    blobs.delete(index.sha256)
+    monkeypatch.setattr(blobs, "materialize", fault)
+    with pytest.raises(OSError) as exc:
+        rebuild(database_url, blobs, tmp_path, index.version_id)
+    assert not isinstance(exc.value, IndexSourceDamaged) and exc.value.__cause__ is None
+
+
+@pytest.mark.parametrize("fault, status, code", [(_unavailable, "queued", None), (_disk_full, "failed", "disk_full")])
+def test_after_a_transient_failure_the_next_request_queues_a_rebuild(database_url, stored, tmp_path, monkeypatch,
+                                                                    fault, status, code):
+    """The job retries (store unreachable) or fails as disk_full, never as index_source_damaged, so
+    the API's next request joins or queues a rebuild instead of answering index_unrecoverable."""
+    from core.blobs import BlobStoreUnavailable, LocalBlobStore
+    from service.config import get_settings
+    from service.pool_index import is_unrecoverable, last_rebuild, request_rebuild
+    from workers.tasks.index import rebuild_index
+
+    owner, blobs, index = stored
+    monkeypatch.setenv("ADAPTINF_DATABASE_URL", database_url)
+    monkeypatch.setenv("ADAPTINF_DATA_DIR", str(tmp_path))  # its blob store is tmp_path/blobs, as above
+    get_settings.cache_clear()
+    try:
+        blobs.delete(index.sha256)
+        with session_scope(database_url) as session:
+            version = session.get(IndexVersion, index.version_id)
+            job, created = request_rebuild(session, version, owner)
+            job_id = job.id
+        monkeypatch.setattr(LocalBlobStore, "materialize", lambda self, sha: fault())
+        if fault is _unavailable:
+            with pytest.raises(BlobStoreUnavailable):  # celery's retry, called directly, re-raises
+                rebuild_index(job_id)
+        else:
+            assert rebuild_index(job_id)["status"] == "failed"
+        with session_scope(database_url) as session:
+            version = session.get(IndexVersion, index.version_id)
+            job = last_rebuild(session, version)
+            assert job.id == job_id and job.status == status and (job.error or {}).get("code") == code
+            assert not is_unrecoverable(job)
+            again, created = request_rebuild(session, version, owner)
+            # a queued job is joined; a failed one is followed by a new rebuild
+            assert (again.id == job_id) == (status == "queued") and created == (status == "failed")
+    finally:
+        get_settings.cache_clear()
