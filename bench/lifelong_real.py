@@ -40,20 +40,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.lifelong_loop import METHODS
 from bench.lifelong_stats import mean_ci, paired_ci
 from bench.lifelong_tables import print_tables
 from bench.real_data import SCHEDULE, RealBenchConfig, build_real_bench
 from bench.service_procs import EmbeddedService
 from service.client import Client as Api
 
-METHODS: dict[str, dict[str, Any]] = {
-    "adapt-inf": {"method": "adapt-inf", "prune": True},
-    "random": {"method": "random", "prune": False},
-    "semdedup": {"method": "semdedup", "prune": True},
-    "score:ppl": {"method": "score:ppl", "prune": True},
-    "sequential": {"method": "full", "candidates": "new", "prune": False},
-    "multitask": {"method": "full", "prune": False},
-}
 REFERENCE = "multitask"
 # The smoke run's pools: the primary comparison and the reference. Each pool's round costs about a
 # minute on a 2-core CPU whatever its size (model loads, five evaluation passes), so all six pools

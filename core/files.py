@@ -57,6 +57,31 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> 
     return path
 
 
+def copy_hashing(src: BinaryIO, out: BinaryIO) -> tuple[str, int]:
+    """Copy `src` to `out` in CHUNK_SIZE pieces; (sha256 hex, bytes copied)."""
+    h, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK_SIZE):
+        h.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def sweep_stale(directory: Path, pattern: str, older_than: float, *, delete: bool) -> list[str]:
+    """Files of `directory` matching `pattern` last modified before `older_than` (epoch seconds):
+    leftovers of writers that crashed; removed when `delete`."""
+    stale = []
+    for path in directory.glob(pattern):
+        try:
+            if path.stat().st_mtime < older_than:
+                stale.append(str(path))
+                if delete:
+                    path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
+    return stale
+
+
 def hash_stream(f: BinaryIO) -> str:
     """sha256 (hex) of the rest of a binary stream, read in CHUNK_SIZE pieces."""
     h = hashlib.sha256()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core import verified
 from core.blobs.base import check_sha256
-from core.files import fsync_dir
+from core.files import fsync_dir, sweep_stale
 
 LOW_WATER = 0.9  # a trim frees down to this share of the bound, so trims are rare
 REFRESH_SHARE = 0.1  # a hit refreshes a copy's mtime once it is older than this share of keep_s
@@ -153,13 +153,4 @@ class BlobCache:
 
     def sweep_tmp(self, older_than: float, *, delete: bool) -> list[str]:
         """Temp files of downloads and uploads that crashed."""
-        stale = []
-        for tmp in self.tmp_dir.glob("*.tmp"):
-            try:
-                if tmp.stat().st_mtime < older_than:
-                    stale.append(str(tmp))
-                    if delete:
-                        tmp.unlink(missing_ok=True)
-            except FileNotFoundError:
-                continue
-        return stale
+        return sweep_stale(self.tmp_dir, "*.tmp", older_than, delete=delete)

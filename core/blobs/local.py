@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from core import verified
 from core.blobs.base import SHA256_RE, BlobInfo, BlobNotFound, BlobRef, BlobStore, check_sha256
-from core.files import CHUNK_SIZE, fsync_dir, hash_stream
+from core.files import copy_hashing, fsync_dir, hash_stream, sweep_stale
 
 REUSE_REFRESH_S = 3600.0  # a put of stored content refreshes the blob's mtime once it is this old
 
@@ -107,18 +107,13 @@ class LocalBlobStore(BlobStore):
 
     def put_stream(self, fileobj: BinaryIO) -> BlobRef:
         """Copy a readable binary stream into the store, hashing while copying."""
-        h = hashlib.sha256()
-        size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="put.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := fileobj.read(CHUNK_SIZE):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+                sha, size = copy_hashing(fileobj, out)
                 out.flush()
                 os.fsync(out.fileno())
-            return self._install(Path(tmp_name), h.hexdigest(), size)
+            return self._install(Path(tmp_name), sha, size)
         finally:
             try:
                 os.unlink(tmp_name)
@@ -184,13 +179,4 @@ class LocalBlobStore(BlobStore):
                 yield BlobInfo(name, st.st_size, st.st_mtime)
 
     def sweep_tmp(self, older_than: float, *, delete: bool) -> list[str]:
-        stale = []
-        for tmp in self._tmp_dir.glob("*.tmp"):
-            try:
-                if tmp.stat().st_mtime < older_than:
-                    stale.append(str(tmp))
-                    if delete:
-                        tmp.unlink(missing_ok=True)
-            except FileNotFoundError:
-                continue
-        return stale
+        return sweep_stale(self._tmp_dir, "*.tmp", older_than, delete=delete)

@@ -37,7 +37,7 @@ from core.blobs.cache import BlobCache
 from core.blobs.location import S3Location
 from core.blobs.s3_io import (NOT_FOUND_CODES, VERIFIED, ObjectReader, Version, error_code, s3_client,
                               translated_errors, version_of)
-from core.files import CHUNK_SIZE, hash_stream
+from core.files import CHUNK_SIZE, copy_hashing, hash_stream
 
 log = logging.getLogger(__name__)
 
@@ -241,16 +241,10 @@ class S3BlobStore(BlobStore):
     def put_stream(self, fileobj: BinaryIO) -> BlobRef:
         """Spool to a local temp file while hashing (the key is the hash), then upload it; the
         spooled file then becomes the local cache's copy."""
-        h = hashlib.sha256()
-        size = 0
         fd, tmp = self.cache.new_tmp("put.")
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := fileobj.read(CHUNK_SIZE):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            sha = h.hexdigest()
+                sha, size = copy_hashing(fileobj, out)
             self._upload(tmp, sha)
             self._keep(tmp, sha)
             return BlobRef(sha, size)

@@ -38,15 +38,6 @@ def test_put_bytes_is_content_addressed_and_sharded(store):
     assert store.put_bytes(data) == ref
 
 
-def test_put_stream_hashes_while_copying_in_chunks(store, monkeypatch):
-    monkeypatch.setattr("core.blobs.local.CHUNK_SIZE", 7)  # force many chunks
-    data = os.urandom(1000)
-    ref = store.put_stream(io.BytesIO(data))
-    assert ref.sha256 == _sha(data) and ref.size == 1000
-    assert store.path(ref.sha256).read_bytes() == data
-    assert _stray_files(store.root) == []
-
-
 def test_put_file_copy_and_move(store, tmp_path):
     src = tmp_path / "upload.bin"
     src.write_bytes(b"abc" * 100)
@@ -63,25 +54,6 @@ def test_put_file_copy_and_move(store, tmp_path):
     assert store.put_file(src3, move=True) == ref2
     assert not src3.exists()
     assert _stray_files(store.root) == []
-
-
-def test_failed_stream_leaves_no_partial_file(store):
-    class Broken(io.RawIOBase):
-        def __init__(self):
-            self.calls = 0
-
-        def readable(self):
-            return True
-
-        def read(self, n=-1):
-            self.calls += 1
-            if self.calls > 2:
-                raise OSError("connection reset")
-            return b"x" * 10
-
-    with pytest.raises(OSError, match="connection reset"):
-        store.put_stream(Broken())
-    assert [p for p in store.root.rglob("*") if p.is_file()] == []
 
 
 def test_atomic_write_failure_keeps_old_content(tmp_path):
