@@ -5,9 +5,10 @@ is stored as the struct {bytes, path}.
 Read with pyarrow directly, not `datasets.load_from_disk`: the layout is small and stable
 (state.json's `_data_files`, Arrow IPC streams), pyarrow already reads Parquet here, and
 `datasets` would bring fsspec, huggingface_hub, pandas and more into every ingest worker for
-what `pa.ipc.open_stream` does batch by batch (memory: one record batch; `save_to_disk` writes
-batches of 1,000 rows, 100 for image datasets). A record's location is its shard and its 0-based
-row in that shard.
+what `pa.ipc.open_stream` does batch by batch. Memory: one record batch, whose body is checked
+against `max_row_group_bytes` before it is decoded (`save_to_disk` writes batches of 1,000 rows,
+100 for image datasets, and never compresses them: compressed bodies are refused), converted to
+Python 256 rows at a time. A record's location is its shard and its 0-based row in that shard.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..location import Location
+from .arrow_ipc import decoded_slices, scan_messages
 from .base import RawRecord, RowReader
 from .schema import check_schema
 
@@ -72,7 +74,27 @@ class HFDatasetReader(RowReader):
                 raise DatasetError("corrupt_dataset", f"shard {path.name!r} is not an Arrow stream: {e}",
                                    shard=path.name) from None
             check_schema(schema)
+            self._check_bodies(path)
         return None
+
+    def _check_bodies(self, path: Path) -> None:
+        """Each message's body within the row-group limit, and none compressed."""
+        limit = self.limits.max_row_group_bytes
+        try:
+            for body, compressed in scan_messages(str(path), limit):
+                if body > limit:
+                    raise DatasetError("row_group_too_large", f"shard {path.name!r} holds a record batch of {body} "
+                                       f"bytes, over the limit of {limit}; save it with smaller shards or batches",
+                                       shard=path.name)
+                if compressed:
+                    raise DatasetError("compressed_stream", f"shard {path.name!r} is a compressed Arrow stream "
+                                       "(LZ4/ZSTD); save_to_disk writes uncompressed ones: save the dataset with it",
+                                       shard=path.name)
+        except DatasetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - ArrowInvalid, OSError, struct.error for a damaged header
+            raise DatasetError("corrupt_dataset", f"shard {path.name!r} is not an Arrow stream: {e}",
+                               shard=path.name) from None
 
     def records(self) -> Iterator[RawRecord]:
         import pyarrow as pa
@@ -84,10 +106,16 @@ class HFDatasetReader(RowReader):
             try:
                 with pa.OSFile(str(path)) as f:
                     for batch in pa.ipc.open_stream(f):
-                        for values in batch.to_pylist():
-                            index += 1
-                            yield self.row_record(values, index, Location(shard=path.name, row=row))
-                            row += 1
+                        for part in decoded_slices(batch):
+                            if part.nbytes > self.limits.max_row_group_bytes:
+                                raise DatasetError(
+                                    "row_group_too_large", f"shard {path.name!r}, rows {row}-"
+                                    f"{row + part.num_rows - 1} decode to {part.nbytes} bytes, over the limit of "
+                                    f"{self.limits.max_row_group_bytes}", shard=path.name, row=row)
+                            for values in part.to_pylist():
+                                index += 1
+                                yield self.row_record(values, index, Location(shard=path.name, row=row))
+                                row += 1
             except pa.ArrowInvalid as e:
                 raise DatasetError("corrupt_dataset", f"shard {path.name!r}, row {row}: the Arrow stream cannot "
                                    f"be read: {e}", shard=path.name, row=row) from None

@@ -85,3 +85,63 @@ def test_folder_problems_are_named(tmp_path):
     (tmp_path / "no.tar").write_bytes(buf.getvalue())
     err = pytest.raises(IngestError, check_upload, tmp_path / "no.tar", None, tmp_path / "w", IngestLimits()).value
     assert err.code == "corrupt_dataset" and "state.json" in err.detail
+
+
+def _ipc_shard(folder, table, compression=None):
+    """A save_to_disk-shaped folder whose one shard is `table`, written by pyarrow directly."""
+    import pyarrow as pa
+
+    folder.mkdir()
+    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as f, \
+            pa.ipc.new_stream(f, table.schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as w:
+        w.write_table(table)
+    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    return folder
+
+
+def _bomb_table(rows, value_bytes):
+    import pyarrow as pa
+
+    records, _ = build_records(rows, with_images=False)
+    table = pa.Table.from_pylist(records)
+    pad = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["y" * value_bytes]))
+    return table.append_column("pad", pad).combine_chunks()
+
+
+def test_a_dictionary_encoded_shard_is_converted_a_slice_at_a_time(tmp_path):
+    import pyarrow as pa
+
+    folder = _ipc_shard(tmp_path / "hf", _bomb_table(2000, 100_000))
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 1_000_000
+    import tracemalloc
+
+    base, arrow_peak, n = pa.total_allocated_bytes(), 0, 0
+    tracemalloc.start()
+    try:
+        for _ in HFDatasetReader(folder).samples():
+            n += 1
+            arrow_peak = max(arrow_peak, pa.total_allocated_bytes() - base)
+        python_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 200 MB decoded in all; a slice is 256 rows (25.6 MB)
+    assert n == 2000 and arrow_peak < 60_000_000 and python_peak < 80_000_000, (arrow_peak, python_peak)
+    err = pytest.raises(IngestError, lambda: list(HFDatasetReader(folder, IngestLimits(
+        max_row_group_bytes=5_000_000)).samples())).value
+    assert (err.code, err.status, err.shard, err.row) == ("row_group_too_large", 413, "data-00000-of-00001.arrow", 0)
+
+
+def test_compressed_shards_and_oversized_batches_are_refused_before_decoding(tmp_path):
+    import pyarrow as pa
+
+    records, _ = build_records(50, with_images=False)
+    table = pa.Table.from_pylist(records)
+    for codec in ("zstd", "lz4"):
+        folder = _ipc_shard(tmp_path / codec, table, codec)
+        err = pytest.raises(IngestError, HFDatasetReader(folder).check).value
+        assert (err.code, err.status, err.shard) == ("compressed_stream", 422, "data-00000-of-00001.arrow")
+        assert codec.upper() in err.detail or "LZ4/ZSTD" in err.detail
+    folder = _ipc_shard(tmp_path / "plain", table)
+    assert HFDatasetReader(folder).check() is None
+    err = pytest.raises(IngestError, HFDatasetReader(folder, IngestLimits(max_row_group_bytes=1000)).check).value
+    assert (err.code, err.status) == ("row_group_too_large", 413) and "record batch of" in err.detail
