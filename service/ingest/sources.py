@@ -4,8 +4,8 @@ allows (ADAPTINF_INGEST_ALLOWED_PREFIXES; none by default).
 Only these two schemes exist here, so a URI can never make the service fetch an arbitrary URL
 (no http: no SSRF). A file:// path is resolved (symlinks and '..') before the prefix check, and
 prefixes match on whole path segments (`/data/in` allows `/data/in/x`, not `/data/inbox`); the
-worker resolves and checks again before it reads, so a link changed after the API's check
-cannot lead it outside. s3:// objects are read with boto3 at ADAPTINF_S3_ENDPOINT_URL.
+worker resolves and checks again, then copies the source through descriptors opened without
+following links (local_copy.py), so a link changed after either check cannot lead it outside. s3:// objects are read with boto3 at ADAPTINF_S3_ENDPOINT_URL.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import IngestError
 from .limits import IngestLimits
+from .local_copy import copy_local
 
 SETTING = "ADAPTINF_INGEST_ALLOWED_PREFIXES"
 SCHEMES = ("s3", "file")
@@ -142,12 +143,11 @@ def read_head(ref: SourceRef, field: str, endpoint_url: str = "", n: int = 512) 
 
 
 def fetch_source(ref: SourceRef, dest: Path, field: str, limits: IngestLimits, endpoint_url: str = "") -> Path:
-    """A local path to read the reference from: the file itself (file://) or a download into
-    `dest` (s3://: the object, or a folder's objects one level deep)."""
+    """A local copy in `dest` to read the reference from: of the file or flat folder (file://,
+    through link-refusing descriptors), or a download (s3://: the object, or a folder's objects
+    one level deep)."""
     if ref.scheme == "file":
-        if not Path(ref.key).exists():
-            raise _not_found(ref, field)
-        return Path(ref.key)
+        return copy_local(ref.key, ref.url, dest, field, limits)
     s3 = _client(endpoint_url)
     size, is_dir = source_size(ref, field, endpoint_url)
     if size > limits.max_dataset_bytes:
@@ -163,13 +163,6 @@ def fetch_source(ref: SourceRef, dest: Path, field: str, limits: IngestLimits, e
     for key, _ in _s3_list(s3, ref, field):
         _s3_call(lambda key=key: s3.download_file(ref.bucket, key, str(folder / posixpath.basename(key))), ref, field)
     return folder
-
-
-def source_stamp(path: Path) -> list[tuple[str, int, int]]:
-    """(name, size, mtime_ns) of a file, or of each file of a folder: compared before and after
-    the worker's two reads of a file:// source, which its owner may rewrite meanwhile."""
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files if p.is_file()]
 
 
 def _s3_list(s3: Any, ref: SourceRef, field: str) -> list[tuple[str, int]]:  # noqa: ANN401

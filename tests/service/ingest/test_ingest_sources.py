@@ -61,3 +61,41 @@ def test_the_setting_is_checked_at_load(monkeypatch):
         Settings()
     monkeypatch.delenv(SETTING)
     assert Settings().ingest_allowed_prefixes == []
+
+
+def test_local_copy_refuses_links_swapped_in_anywhere_on_the_path(tmp_path):
+    """Resolved and checked, then changed: a link as the last component (O_NOFOLLOW), a folder on
+    the way made a link (/proc/self/fd no longer the checked path), a link inside a folder."""
+    from service.ingest import IngestLimits
+    from service.ingest.local_copy import copy_local
+
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "d.json").write_text("[]")
+    allowed = tmp_path / "allowed"
+    (allowed / "sub").mkdir(parents=True)
+    (allowed / "sub" / "d.json").write_text("[1]")
+    path = str(allowed / "sub" / "d.json")
+    got = copy_local(path, "file://" + path, tmp_path / "c0", "uri", IngestLimits())
+    assert got.read_text() == "[1]" and got.parent == tmp_path / "c0"
+    (allowed / "sub").rename(allowed / "old")
+    (allowed / "sub").symlink_to(tmp_path / "secret")  # a folder on the way now leads outside
+    err = pytest.raises(IngestError, copy_local, path, "file://" + path, tmp_path / "c1", "uri", IngestLimits()).value
+    assert (err.code, err.field) == ("uri_not_allowed", "uri")
+    (allowed / "sub").unlink()
+    (allowed / "old").rename(allowed / "sub")
+    (allowed / "sub" / "d.json").unlink()
+    (allowed / "sub" / "d.json").symlink_to(tmp_path / "secret" / "d.json")  # the file itself
+    err = pytest.raises(IngestError, copy_local, path, "file://" + path, tmp_path / "c2", "uri", IngestLimits()).value
+    assert err.code == "uri_not_allowed" and "link" in err.detail
+    folder = str(allowed / "sub")
+    err = pytest.raises(IngestError, copy_local, folder, "file://" + folder, tmp_path / "c3", "uri",
+                        IngestLimits()).value
+    assert err.code == "uri_not_allowed" and "'d.json'" in err.detail
+    (allowed / "sub" / "d.json").unlink()
+    (allowed / "sub" / "state.json").write_text("{}")
+    (allowed / "sub" / "nested").mkdir()
+    got = copy_local(folder, "file://" + folder, tmp_path / "c4", "uri", IngestLimits())
+    assert sorted(p.name for p in got.iterdir()) == ["state.json"]
+    err = pytest.raises(IngestError, copy_local, folder, "file://" + folder, tmp_path / "c5", "uri",
+                        IngestLimits(max_dataset_bytes=1)).value
+    assert err.code == "dataset_too_large"
