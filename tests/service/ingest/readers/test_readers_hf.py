@@ -145,3 +145,17 @@ def test_compressed_shards_and_oversized_batches_are_refused_before_decoding(tmp
     assert HFDatasetReader(folder).check() is None
     err = pytest.raises(IngestError, HFDatasetReader(folder, IngestLimits(max_row_group_bytes=1000)).check).value
     assert (err.code, err.status) == ("row_group_too_large", 413) and "record batch of" in err.detail
+
+
+def test_an_archived_folders_shards_get_the_dataset_limit_not_the_images_one(tmp_path):
+    """save_to_disk writes shards of up to 500 MB; the images archive's per-member limit is not theirs."""
+    archive = tar_folder(save_hf(tmp_path / "hf", 4), tmp_path / "d.tar")
+    shard = max(m.size for m in tarfile.open(archive).getmembers())
+    small_members = IngestLimits(max_member_bytes=12_000, max_uncompressed_bytes=12_000)  # images: < 6 KB
+    assert shard > 12_000
+    got = validate_upload(archive, None, tmp_path / "w", small_members)
+    assert got.num_samples == 4
+    assert check_upload(archive, None, tmp_path / "w2", small_members).format == "hf"
+    err = pytest.raises(IngestError, validate_upload, archive, None, tmp_path / "w3", IngestLimits(max_members=2)).value
+    assert (err.code, err.status) == ("too_many_members", 413)
+    assert "the dataset archive has more than 2" in err.detail and "images" not in err.detail
