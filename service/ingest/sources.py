@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,15 +111,29 @@ def _not_found(ref: SourceRef, field: str, what: str = "does not exist") -> Inge
     return IngestError("source_not_found", f"{field}: {ref.url} {what}", field=field)
 
 
+@contextmanager
+def local_io(ref: SourceRef, field: str) -> Iterator[None]:
+    """A file:// path the server may not read (permissions, a vanished file, an I/O error) is the
+    source's problem, not the server's: source_not_found / source_unreadable naming `field`."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise _not_found(ref, field) from None
+    except OSError as e:
+        raise IngestError("source_unreadable", f"{field}: {ref.url} cannot be read by the server "
+                          f"({e.strerror or type(e).__name__})", field=field) from None
+
+
 def source_size(ref: SourceRef, field: str, endpoint_url: str = "") -> tuple[int, bool]:
     """(bytes, is a folder) of a reference; source_not_found when it is neither a file nor a folder."""
     if ref.scheme == "file":
         path = Path(ref.key)
-        if path.is_dir():
-            return sum(p.stat().st_size for p in path.iterdir() if p.is_file()), True
-        if not path.is_file():
-            raise _not_found(ref, field)
-        return path.stat().st_size, False
+        with local_io(ref, field):
+            if path.is_dir():
+                return sum(p.stat().st_size for p in path.iterdir() if p.is_file()), True
+            if not path.is_file():
+                raise _not_found(ref, field)
+            return path.stat().st_size, False
     s3 = _client(endpoint_url)
     key = ref.key.rstrip("/")
     if key and not ref.key.endswith("/"):
@@ -135,7 +151,7 @@ def source_size(ref: SourceRef, field: str, endpoint_url: str = "") -> tuple[int
 def read_head(ref: SourceRef, field: str, endpoint_url: str = "", n: int = 512) -> bytes:
     """The first `n` bytes of a file reference (for format sniffing)."""
     if ref.scheme == "file":
-        with open(ref.key, "rb") as f:
+        with local_io(ref, field), open(ref.key, "rb") as f:
             return f.read(n)
     s3 = _client(endpoint_url)
     got = _s3_call(lambda: s3.get_object(Bucket=ref.bucket, Key=ref.key, Range=f"bytes=0-{n - 1}"), ref, field)

@@ -34,12 +34,12 @@ class HFDatasetReader(RowReader):
     def shards(self) -> list[Path]:
         """The Arrow files state.json names, checked to be plain files of this directory."""
         root = self.source
+        for name in (DICT_FILE, STATE_FILE):
+            if (root / name).is_symlink():
+                raise DatasetError("corrupt_dataset", f"{name} is a link; links are not followed")
         if (root / DICT_FILE).is_file() and not (root / STATE_FILE).is_file():
-            splits = _read_json(root / DICT_FILE).get("splits", [])
-            raise DatasetError("corrupt_dataset", f"this is a DatasetDict (splits: {', '.join(map(str, splits))}); "
+            raise DatasetError("corrupt_dataset", f"this is a DatasetDict ({_splits(_read_json(root / DICT_FILE))}); "
                                "send one split's folder (the one holding state.json)")
-        if (root / STATE_FILE).is_symlink():
-            raise DatasetError("corrupt_dataset", f"{STATE_FILE} is a link; links are not followed")
         state = _read_json(root / STATE_FILE)
         files = state.get("_data_files")
         if not isinstance(files, list) or not files:
@@ -121,13 +121,25 @@ class HFDatasetReader(RowReader):
                                    f"be read: {e}", shard=path.name, row=row) from None
 
 
+def _splits(info: dict) -> str:
+    """A DatasetDict's split names for an error: counted, at most 5 shown, each short and quoted
+    (the file is the sender's: its content is not echoed beyond that)."""
+    splits = info.get("splits")
+    if not isinstance(splits, list):
+        return "its splits are not listed"
+    shown = ", ".join(repr(str(s)[:40]) for s in splits[:5]) + (", ..." if len(splits) > 5 else "")
+    return f"{len(splits)} split(s): {shown}"
+
+
 def _read_json(path: Path) -> dict:
+    """The JSON object in `path`. Other OSErrors than a missing file pass: a by-reference check
+    turns them into source_unreadable, and a stored upload's are the server's."""
     try:
         value = json.loads(path.read_bytes()[:1_000_000])
     except FileNotFoundError:
         raise DatasetError("corrupt_dataset", f"the dataset folder has no {path.name}: save it with "
                            "datasets' save_to_disk") from None
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         raise DatasetError("corrupt_dataset", f"{path.name} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise DatasetError("corrupt_dataset", f"{path.name} must hold a JSON object")

@@ -232,3 +232,40 @@ def test_a_link_swapped_in_after_the_apis_check_is_not_followed(ref_client, alic
         ds = client.get(f"/v1/datasets/{r.json()['id']}", headers=alice.headers).json()
     assert ds["error"]["code"] == "uri_not_allowed" and "link" in ds["error"]["detail"]
     assert count_rows(database_url, Sample) == 0
+
+
+@pytest.mark.parametrize("where", ["stat", "open", "images"])
+def test_a_path_the_server_may_not_read_is_502_source_unreadable(ref_client, alice, allowed, database_url,
+                                                                  monkeypatch, where):
+    """Permissions (the tests run as root, so simulated): a problem+json naming the field, not a 500."""
+    import builtins
+    import pathlib
+
+    dataset, archive = dg.write_llava_dataset(allowed / "mix", 2, fmt="jsonl")
+    denied = archive if where == "images" else dataset
+    if where == "stat":
+        is_dir = pathlib.Path.is_dir
+
+        def no_stat(self):
+            if str(self) == str(denied):
+                raise PermissionError(13, "Permission denied", str(self))
+            return is_dir(self)
+
+        monkeypatch.setattr(pathlib.Path, "is_dir", no_stat)
+    else:
+        real_open = builtins.open
+
+        def no_open(file, *args, **kw):
+            if str(file) == str(denied):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kw)
+
+        monkeypatch.setattr(builtins, "open", no_open)
+    with ref_client(f"file://{allowed}") as client:
+        r = client.post("/v1/datasets", json={"uri": f"file://{dataset}", "images_uri": f"file://{archive}"},
+                        headers=alice.headers)
+    field = "images_uri" if where == "images" else "uri"
+    assert (r.status_code, r.json()["code"], r.json()["field"]) == (502, "source_unreadable", field), r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "Permission denied" in r.json()["detail"]
+    assert count_rows(database_url, Dataset) == 0

@@ -76,7 +76,7 @@ def test_folder_problems_are_named(tmp_path):
     assert "is a link" in pytest.raises(IngestError, HFDatasetReader(folder).check).value.detail
     dd = tmp_path / "dd"
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"a": [1]})}).save_to_disk(str(dd))
-    assert "DatasetDict (splits: train)" in pytest.raises(IngestError, HFDatasetReader(dd).check).value.detail
+    assert "DatasetDict (1 split(s): 'train')" in pytest.raises(IngestError, HFDatasetReader(dd).check).value.detail
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         info = tarfile.TarInfo("x/readme.txt")
@@ -159,3 +159,16 @@ def test_an_archived_folders_shards_get_the_dataset_limit_not_the_images_one(tmp
     err = pytest.raises(IngestError, validate_upload, archive, None, tmp_path / "w3", IngestLimits(max_members=2)).value
     assert (err.code, err.status) == ("too_many_members", 413)
     assert "the dataset archive has more than 2" in err.detail and "images" not in err.detail
+
+
+def test_a_dataset_dicts_file_is_not_followed_through_links_nor_echoed(tmp_path):
+    dd = tmp_path / "dd"
+    dd.mkdir()
+    (dd / "dataset_dict.json").write_text(json.dumps({"splits": ["x" * 5000] + [f"s{i}" for i in range(99)]}))
+    detail = pytest.raises(IngestError, HFDatasetReader(dd).check).value.detail
+    assert "100 split(s): '" + "x" * 40 + "', 's0'" in detail and len(detail) < 400 and "s10" not in detail
+    (tmp_path / "secret.json").write_text(json.dumps({"splits": ["the secret"]}))
+    (dd / "dataset_dict.json").unlink()
+    (dd / "dataset_dict.json").symlink_to(tmp_path / "secret.json")
+    err = pytest.raises(IngestError, HFDatasetReader(dd).check).value
+    assert err.code == "corrupt_dataset" and "link" in err.detail and "secret" not in err.detail
