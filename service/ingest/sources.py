@@ -134,18 +134,24 @@ def source_size(ref: SourceRef, field: str, endpoint_url: str = "") -> tuple[int
             if not path.is_file():
                 raise _not_found(ref, field)
             return path.stat().st_size, False
-    s3 = _client(endpoint_url)
+    objects, is_dir = _s3_objects(_client(endpoint_url), ref, field)
+    return sum(size for _, size, _ in objects), is_dir
+
+
+def _s3_objects(s3: Any, ref: SourceRef, field: str) -> tuple[list[tuple[str, int, str]], bool]:  # noqa: ANN401
+    """((key, size, etag) of each object, is a folder) of an s3:// reference."""
     key = ref.key.rstrip("/")
     if key and not ref.key.endswith("/"):
         try:
-            return int(_s3_call(lambda: s3.head_object(Bucket=ref.bucket, Key=key), ref, field)["ContentLength"]), False
+            head = _s3_call(lambda: s3.head_object(Bucket=ref.bucket, Key=key), ref, field)
+            return [(key, int(head["ContentLength"]), str(head.get("ETag", "")))], False
         except IngestError as e:
             if e.code != "source_not_found":
                 raise
     listed = _s3_list(s3, ref, field)
     if not listed:
         raise _not_found(ref, field, "is neither an object nor a folder holding any")
-    return sum(size for _, size in listed), True
+    return listed, True
 
 
 def read_head(ref: SourceRef, field: str, endpoint_url: str = "", n: int = 512) -> bytes:
@@ -165,30 +171,52 @@ def fetch_source(ref: SourceRef, dest: Path, field: str, limits: IngestLimits, e
     if ref.scheme == "file":
         return copy_local(ref.key, ref.url, dest, field, limits)
     s3 = _client(endpoint_url)
-    size, is_dir = source_size(ref, field, endpoint_url)
+    objects, is_dir = _s3_objects(s3, ref, field)
+    size = sum(n for _, n, _ in objects)
     if size > limits.max_dataset_bytes:
         raise IngestError("dataset_too_large", f"{field}: {ref.url} holds {size} bytes, over the limit of "
                           f"{limits.max_dataset_bytes}", field=field)
-    dest.mkdir(parents=True, exist_ok=True)
-    if not is_dir:
-        target = dest / (posixpath.basename(ref.key) or "source")
-        _s3_call(lambda: s3.download_file(ref.bucket, ref.key, str(target)), ref, field)
-        return target
-    folder = dest / "folder"
-    folder.mkdir(exist_ok=True)
-    for key, _ in _s3_list(s3, ref, field):
-        _s3_call(lambda key=key: s3.download_file(ref.bucket, key, str(folder / posixpath.basename(key))), ref, field)
-    return folder
+    folder = dest / "folder" if is_dir else dest
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, n, etag in objects:
+        target = folder / (posixpath.basename(key) or "source")
+        _download(s3, ref, key, n, etag, target, field)
+    return folder if is_dir else target
 
 
-def _s3_list(s3: Any, ref: SourceRef, field: str) -> list[tuple[str, int]]:  # noqa: ANN401
+def _download(s3: Any, ref: SourceRef, key: str, size: int, etag: str,  # noqa: ANN401 - a boto3 client
+              target: Path, field: str) -> None:
+    """One object, as listed: GetObject with If-Match on the listed ETag (a replaced object is
+    source_changed, 412), and never more bytes than the listed size. Not download_file: its
+    transfer manager accepts no IfMatch, and it would write whatever size the object has now."""
+    extra = {"IfMatch": etag} if etag else {}
+    got = _s3_call(lambda: s3.get_object(Bucket=ref.bucket, Key=key, **extra), ref, field)
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := _s3_call(lambda: got["Body"].read(min(1 << 20, size - written + 1)), ref, field):
+            written += len(chunk)
+            if written > size:
+                break
+            out.write(chunk)
+    got["Body"].close()
+    if written != size:
+        raise _changed(ref, field)
+
+
+def _changed(ref: SourceRef, field: str) -> IngestError:
+    return IngestError("source_changed", f"{field}: {ref.url} changed while it was being read; ingest it again "
+                       "once it stays put", field=field)
+
+
+def _s3_list(s3: Any, ref: SourceRef, field: str) -> list[tuple[str, int, str]]:  # noqa: ANN401
     """The objects directly in the folder `ref` names (not in its sub-folders)."""
     prefix = ref.key.rstrip("/") + "/" if ref.key.strip("/") else ""
-    out: list[tuple[str, int]] = []
+    out: list[tuple[str, int, str]] = []
     pages = _s3_call(lambda: s3.get_paginator("list_objects_v2").paginate(Bucket=ref.bucket, Prefix=prefix,
                                                                            Delimiter="/"), ref, field)
     for page in _s3_call(lambda: list(pages), ref, field):
-        out.extend((o["Key"], int(o["Size"])) for o in page.get("Contents", []) if o["Key"] != prefix)
+        out.extend((o["Key"], int(o["Size"]), str(o.get("ETag", ""))) for o in page.get("Contents", [])
+                   if o["Key"] != prefix)
     return out
 
 
@@ -208,6 +236,8 @@ def _s3_call(fn, ref: SourceRef, field: str):  # noqa: ANN001, ANN202
         code = str(e.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
             raise _not_found(ref, field) from None
+        if code in ("412", "PreconditionFailed"):  # If-Match: the object was replaced since it was listed
+            raise _changed(ref, field) from None
         raise IngestError("source_unreadable", f"{field}: {ref.url} cannot be read ({code or 'S3 error'}); check "
                           "the server's S3 credentials and ADAPTINF_S3_ENDPOINT_URL", field=field) from None
     except BotoCoreError as e:

@@ -99,3 +99,33 @@ def test_local_copy_refuses_links_swapped_in_anywhere_on_the_path(tmp_path):
     err = pytest.raises(IngestError, copy_local, folder, "file://" + folder, tmp_path / "c5", "uri",
                         IngestLimits(max_dataset_bytes=1)).value
     assert err.code == "dataset_too_large"
+
+
+def test_an_s3_object_replaced_after_its_listing_is_source_changed(s3_endpoint, monkeypatch, tmp_path):
+    """The worker lists (HEAD) then downloads: GetObject carries If-Match on the listed ETag, so a
+    bigger object put in between is refused cleanly instead of downloaded past the size checked."""
+    from service.ingest import IngestLimits, sources
+
+    for k, v in s3_endpoint.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = s3_endpoint.new_bucket()
+    s3 = s3_endpoint.client()
+    s3.put_object(Bucket=bucket, Key="team/d.json", Body=b"[1, 2]")
+    s3.put_object(Bucket=bucket, Key="team/hf/state.json", Body=b"{}")
+    ref = sources.SourceRef("s3", bucket=bucket, key="team/d.json")
+    got = sources.fetch_source(ref, tmp_path / "a", "uri", IngestLimits(), s3_endpoint.url)
+    assert got.read_bytes() == b"[1, 2]"
+    folder = sources.fetch_source(sources.SourceRef("s3", bucket=bucket, key="team/hf/"), tmp_path / "f", "uri",
+                                  IngestLimits(), s3_endpoint.url)
+    assert [p.name for p in folder.iterdir()] == ["state.json"]
+    objects = sources._s3_objects
+
+    def list_then_replace(*args, **kw):
+        listed = objects(*args, **kw)
+        s3.put_object(Bucket=bucket, Key="team/d.json", Body=b"[" + b"1, " * 10_000 + b"1]")
+        return listed
+
+    monkeypatch.setattr(sources, "_s3_objects", list_then_replace)
+    err = pytest.raises(IngestError, sources.fetch_source, ref, tmp_path / "b", "uri", IngestLimits(),
+                        s3_endpoint.url).value
+    assert (err.code, err.status, err.field) == ("source_changed", 409, "uri")
