@@ -17,7 +17,7 @@ from typing import Any
 # header types Schema=1, DictionaryBatch=2, RecordBatch=3; DictionaryBatch{id, data, isDelta};
 # RecordBatch{length, nodes, buffers, compression, variadicBufferCounts}.
 _DICTIONARY_BATCH, _RECORD_BATCH = 2, 3
-SLICE_ROWS = 256
+SLICE_ROWS = 256  # rows converted to Python at a time
 
 
 def _field(buf: bytes, table: int, index: int) -> int:
@@ -56,11 +56,49 @@ def scan_messages(path: str, max_body: int) -> Iterator[tuple[int, bool]]:
             yield body, (body <= max_body and body_compressed(message.metadata.to_pybytes()))
 
 
-def decoded_slices(batch: Any) -> Iterator[Any]:  # noqa: ANN401 - pyarrow RecordBatch in, out
-    """The batch `SLICE_ROWS` rows at a time, dictionary columns decoded for just those rows."""
+def decoded_size(part: Any) -> int:  # noqa: ANN401 - a pyarrow RecordBatch
+    """The bytes `part` takes once its dictionary columns are decoded, computed from the value
+    lengths (the dictionary's, taken by index) without decoding anything."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in part.columns:
+        if not pa.types.is_dictionary(column.type):
+            total += column.nbytes
+            continue
+        values = column.dictionary
+        if _is_binary_like(values.type, pa):
+            taken = pc.take(pc.binary_length(values), column.indices)
+            total += int(pc.sum(taken).as_py() or 0) + 8 * len(column)  # + offsets
+        else:  # fixed-width values (flat_dictionaries refused the rest)
+            total += values.type.bit_width // 8 * len(column)
+    return total
+
+
+def decode(part: Any) -> Any:  # noqa: ANN401 - pyarrow RecordBatch in, out
+    """`part` with its dictionary columns decoded (call after `decoded_size` was checked)."""
     import pyarrow as pa
 
-    for start in range(0, batch.num_rows, SLICE_ROWS):
-        part = batch.slice(start, SLICE_ROWS)
-        columns = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in part.columns]
-        yield pa.RecordBatch.from_arrays(columns, names=part.schema.names)
+    columns = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in part.columns]
+    return pa.RecordBatch.from_arrays(columns, names=part.schema.names)
+
+
+def nested_dictionary(t: Any) -> bool:  # noqa: ANN401 - a pyarrow DataType
+    """Whether `t` holds a dictionary that `decoded_size` cannot size: one inside a list or
+    struct, or one of non-flat values. save_to_disk writes no dictionaries at all."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        v = t.value_type
+        return not (_is_binary_like(v, pa) or pa.types.is_integer(v) or pa.types.is_floating(v))
+    return any(_contains_dictionary(t.field(i).type, pa) for i in range(t.num_fields))
+
+
+def _contains_dictionary(t: Any, pa: Any) -> bool:  # noqa: ANN401
+    return pa.types.is_dictionary(t) or any(_contains_dictionary(t.field(i).type, pa) for i in range(t.num_fields))
+
+
+def _is_binary_like(t: Any, pa: Any) -> bool:  # noqa: ANN401
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t))

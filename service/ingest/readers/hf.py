@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..location import Location
-from .arrow_ipc import decoded_slices, scan_messages
+from .arrow_ipc import SLICE_ROWS, decode, decoded_size, nested_dictionary, scan_messages
 from .base import RawRecord, RowReader
 from .schema import check_schema
 
@@ -74,6 +74,11 @@ class HFDatasetReader(RowReader):
                 raise DatasetError("corrupt_dataset", f"shard {path.name!r} is not an Arrow stream: {e}",
                                    shard=path.name) from None
             check_schema(schema)
+            for field in schema:
+                if nested_dictionary(field.type):
+                    raise DatasetError("unsupported_column", f"column {field.name!r} of shard {path.name!r} has type "
+                                       f"{field.type}: dictionary-encoded values may only be flat strings, bytes or "
+                                       "numbers", field=field.name, shard=path.name)
             self._check_bodies(path)
         return None
 
@@ -106,13 +111,14 @@ class HFDatasetReader(RowReader):
             try:
                 with pa.OSFile(str(path)) as f:
                     for batch in pa.ipc.open_stream(f):
-                        for part in decoded_slices(batch):
-                            if part.nbytes > self.limits.max_row_group_bytes:
+                        for start in range(0, batch.num_rows, SLICE_ROWS):
+                            part = batch.slice(start, SLICE_ROWS)
+                            if (size := decoded_size(part)) > self.limits.max_row_group_bytes:
                                 raise DatasetError(
                                     "row_group_too_large", f"shard {path.name!r}, rows {row}-"
-                                    f"{row + part.num_rows - 1} decode to {part.nbytes} bytes, over the limit of "
+                                    f"{row + part.num_rows - 1} decode to {size} bytes, over the limit of "
                                     f"{self.limits.max_row_group_bytes}", shard=path.name, row=row)
-                            for values in part.to_pylist():
+                            for values in decode(part).to_pylist():
                                 index += 1
                                 yield self.row_record(values, index, Location(shard=path.name, row=row))
                                 row += 1

@@ -61,7 +61,16 @@ class ParquetReader(RowReader):
         index = 0
         for g in range(pf.metadata.num_row_groups):
             row = 0
-            batches = pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[g])
+            # Fewer rows per batch when one row could decode big: a row holds at most all the group's
+            # values (repetition levels can pack many into a few bytes), each one an offset, and a
+            # value is stored whole in a page. Not a bound when one row repeats a dictionary value
+            # many times (a 10 KB value 1,000 times in one list): the check after decoding, before
+            # any conversion, catches that batch.
+            group = pf.metadata.row_group(g)
+            values = sum(group.column(c).num_values for c in range(group.num_columns))
+            per_row = max(1, group.total_byte_size + 8 * values)
+            rows = max(1, min(_BATCH_ROWS, self.limits.max_row_group_bytes // per_row))
+            batches = pf.iter_batches(batch_size=rows, row_groups=[g])
             while True:
                 try:
                     batch = next(batches, None)

@@ -172,3 +172,22 @@ def test_a_dataset_dicts_file_is_not_followed_through_links_nor_echoed(tmp_path)
     (dd / "dataset_dict.json").symlink_to(tmp_path / "secret.json")
     err = pytest.raises(IngestError, HFDatasetReader(dd).check).value
     assert err.code == "corrupt_dataset" and "link" in err.detail and "secret" not in err.detail
+
+
+def test_a_slice_is_sized_before_its_dictionary_is_decoded(tmp_path, monkeypatch):
+    """256 rows of one 100 KB dictionary value would be 25.6 MB decoded: refused from the value
+    lengths, before anything is decoded; a dictionary nested in a struct cannot be sized and is refused."""
+    import pyarrow as pa
+
+    from service.ingest.readers import arrow_ipc
+
+    folder = _ipc_shard(tmp_path / "hf", _bomb_table(300, 100_000))
+    monkeypatch.setattr(arrow_ipc, "decode", lambda part: pytest.fail("decoded before its size was checked"))
+    err = pytest.raises(IngestError, lambda: list(HFDatasetReader(folder, IngestLimits(
+        max_row_group_bytes=20_000_000)).samples())).value
+    assert (err.code, err.row) == ("row_group_too_large", 0) and "decode to 256" in err.detail
+    table = pa.Table.from_pylist(build_records(2, with_images=False)[0])
+    inner = pa.StructArray.from_arrays([pa.array(["a", "b"]).dictionary_encode()], names=["v"])
+    folder = _ipc_shard(tmp_path / "nested", table.append_column("meta", inner))
+    err = pytest.raises(IngestError, HFDatasetReader(folder).check).value
+    assert (err.code, err.field) == ("unsupported_column", "meta")

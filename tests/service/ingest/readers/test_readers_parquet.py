@@ -161,10 +161,20 @@ def test_a_dictionary_encoded_bomb_is_read_a_small_batch_at_a_time(tmp_path):
     assert n == 2000 and arrow_peak < 20_000_000, arrow_peak
 
 
-def test_a_batch_decoding_over_the_limit_is_413_naming_its_row_group_and_row(tmp_path):
+def test_batches_shrink_to_fit_the_limit_and_a_batch_decoding_over_it_is_413(tmp_path):
     path = _bomb(tmp_path / "bomb.parquet", 300, 100_000)
     reader = ParquetReader(path, IngestLimits(max_row_group_bytes=2_000_000))
     assert reader.check() == 300  # the encoded sizes are small
+    base, arrow_peak, n = pa.total_allocated_bytes(), 0, 0
+    for _ in reader.samples():  # 19 rows (1.9 MB) a batch
+        n += 1
+        arrow_peak = max(arrow_peak, pa.total_allocated_bytes() - base)
+    assert n == 300 and arrow_peak < 3_000_000, arrow_peak
+    # one 10 KB dictionary value 1,000 times in each row's list: 10 MB a row, 13 KB on disk
+    records = [{**r, "tags": ["z" * 10_000] * 1000} for r in build_records(8, with_images=False)[0]]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "lists.parquet")
+    reader = ParquetReader(tmp_path / "lists.parquet", IngestLimits(max_row_group_bytes=5_000_000))
+    assert reader.check() == 8
     err = pytest.raises(IngestError, lambda: list(reader.samples())).value
     assert (err.code, err.status, err.row_group, err.row) == ("row_group_too_large", 413, 0, 0)
     assert "decode to" in err.detail
