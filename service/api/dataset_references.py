@@ -60,8 +60,8 @@ def parse_reference(raw: bytes) -> DatasetReference:
 def check_reference(body: DatasetReference, settings: Settings) -> dict[str, Any]:
     """Cheap checks; the manifest the worker reads: {uri, images_uri, format}."""
     from service.ingest.limits import limits_for
-    from service.ingest.sources import parse_prefixes, read_head, resolve_allowed, source_size
-    from service.ingest.upload_checks import check_source, sniff_head
+    from service.ingest.sources import local_io, parse_prefixes, read_head, resolve_allowed, source_size
+    from service.ingest.upload_checks import check_source, check_source_archive, sniff_head
 
     limits = limits_for(settings.max_upload_bytes, settings.max_record_bytes)
     prefixes = parse_prefixes(settings.ingest_allowed_prefixes)
@@ -86,8 +86,12 @@ def check_reference(body: DatasetReference, settings: Settings) -> dict[str, Any
                                  f"(.zip, .tar, .tar.gz) of at most {settings.max_upload_bytes} bytes",
                                  code="invalid_uri" if image_dir else "upload_too_large", field="images_uri")
         if ref.scheme == "file":  # local: the reader's own cheap checks (a Parquet footer, an HF schema)
-            fmt = check_source(Path(ref.key), Path(images.key) if images and images.scheme == "file" else None,
-                               limits, fmt)
+            local_images = images if images and images.scheme == "file" else None
+            with local_io(ref, "uri"):
+                fmt = check_source(Path(ref.key), None, limits, fmt)
+            if local_images is not None:
+                with local_io(local_images, "images_uri"):
+                    check_source_archive(Path(local_images.key), limits)
         elif not is_dir:
             fmt = fmt or sniff_head(read_head(ref, "uri", endpoint))
     return {"uri": ref.url, "images_uri": images.url if images else None, "format": fmt}

@@ -76,9 +76,14 @@ def detect_archive(path: str | os.PathLike[str]) -> ArchiveKind:
     )
 
 
-def list_archive(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits()) -> list[ArchiveMember]:
-    """Every regular file of the archive, after all safety and limit checks."""
-    return [member for member, _ in _scan(path, limits)]
+IMAGES = "the images archive"
+
+
+def list_archive(path: str | os.PathLike[str], limits: IngestLimits = IngestLimits(),
+                 label: str = IMAGES) -> list[ArchiveMember]:
+    """Every regular file of the archive, after all safety and limit checks; errors call the
+    archive `label`."""
+    return [member for member, _ in _scan(path, limits, label)]
 
 
 def iter_extract(
@@ -86,13 +91,14 @@ def iter_extract(
     dest_dir: str | os.PathLike[str],
     limits: IngestLimits = IngestLimits(),
     only: Collection[str] | None = None,
+    label: str = IMAGES,
 ) -> Iterator[ExtractedMember]:
     """Check the whole archive, then extract its files (or those named in `only`) one at a time,
     in archive order. The caller may move or delete each file as soon as it is yielded."""
-    list_archive(path, limits)  # all-or-nothing: reject before writing anything
+    list_archive(path, limits, label)  # all-or-nothing: reject before writing anything
     dest = Path(dest_dir).resolve()
     dest.mkdir(parents=True, exist_ok=True)
-    for member, open_member in _scan(path, limits):
+    for member, open_member in _scan(path, limits, label):
         if only is not None and member.name not in only:
             continue
         target = dest.joinpath(*member.name.split("/"))
@@ -151,7 +157,7 @@ def _read(src: IO[bytes], n: int, member: ArchiveMember) -> bytes:
         return src.read(n)
 
 
-def _scan(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[_Entry]:
+def _scan(path: str | os.PathLike[str], limits: IngestLimits, label: str = IMAGES) -> Iterator[_Entry]:
     """Yield checked regular-file entries; raise on the first unsafe entry or exceeded limit."""
     kind = detect_archive(path)
     reader = _zip_entries if kind == "zip" else _tar_entries
@@ -159,7 +165,7 @@ def _scan(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[_Entry
     parents: set[str] = set()
     total = 0
     try:
-        for member, opener in reader(path, kind, limits):
+        for member, opener in reader(path, kind, limits, label):
             if member.name in seen or member.name in parents:
                 raise ArchiveError(
                     "duplicate_archive_member",
@@ -188,7 +194,7 @@ def _scan(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[_Entry
             if total > limits.max_uncompressed_bytes:
                 raise ArchiveError(
                     "archive_too_large",
-                    f"the images archive holds more than {limits.max_uncompressed_bytes} bytes uncompressed "
+                    f"{label} holds more than {limits.max_uncompressed_bytes} bytes uncompressed "
                     f"(limit exceeded at member {member.name!r})",
                     member=member.name,
                 )
@@ -196,29 +202,29 @@ def _scan(path: str | os.PathLike[str], limits: IngestLimits) -> Iterator[_Entry
     except ArchiveError:
         raise
     except NotImplementedError as e:  # e.g. a zip compression method Python lacks
-        raise ArchiveError("unsupported_archive", f"the images archive uses an unsupported feature: {e}") from None
+        raise ArchiveError("unsupported_archive", f"{label} uses an unsupported feature: {e}") from None
     except _READ_ERRORS as e:
-        raise ArchiveError("corrupt_archive", f"the images archive ({kind}) cannot be read: {e}") from None
+        raise ArchiveError("corrupt_archive", f"{label} ({kind}) cannot be read: {e}") from None
 
 
-def _too_many(limits: IngestLimits) -> ArchiveError:
-    return ArchiveError("too_many_members", f"the images archive has more than {limits.max_members} entries")
+def _too_many(limits: IngestLimits, label: str) -> ArchiveError:
+    return ArchiveError("too_many_members", f"{label} has more than {limits.max_members} entries")
 
 
 def _unsafe(name: str, why: str) -> ArchiveError:
     return ArchiveError("unsafe_archive_member", f"archive member {name[:300]!r} {why}", member=name[:300])
 
 
-def _zip_entries(path: str | os.PathLike[str], kind: str, limits: IngestLimits) -> Iterator[_Entry]:
+def _zip_entries(path: str | os.PathLike[str], kind: str, limits: IngestLimits, label: str) -> Iterator[_Entry]:
     with open(path, "rb") as f:
         declared = _zip_declared_entries(f)
     # Checked before ZipFile parses the central directory: millions of entries would cost GBs.
     if declared is not None and declared > limits.max_members:
-        raise _too_many(limits)
+        raise _too_many(limits, label)
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         if len(infos) > limits.max_members:
-            raise _too_many(limits)
+            raise _too_many(limits, label)
         for info in infos:
             name = normalise_member_name(info.filename)
             mode = info.external_attr >> 16
@@ -254,13 +260,13 @@ def _zip_declared_entries(f: IO[bytes]) -> int | None:
     return entries
 
 
-def _tar_entries(path: str | os.PathLike[str], kind: str, limits: IngestLimits) -> Iterator[_Entry]:
+def _tar_entries(path: str | os.PathLike[str], kind: str, limits: IngestLimits, label: str) -> Iterator[_Entry]:
     with tarfile.open(path, "r:gz" if kind == "tar.gz" else "r:") as tf:
         count = 0
         while (info := tf.next()) is not None:  # lazily: stop at the first problem
             count += 1
             if count > limits.max_members:
-                raise _too_many(limits)
+                raise _too_many(limits, label)
             name = normalise_member_name(info.name)
             if info.isdir():
                 continue

@@ -32,6 +32,7 @@ ERROR_STATUS: dict[str, int] = {
     "corrupt_dataset": 400,
     "row_group_too_large": 413,
     "unsupported_column": 422,
+    "compressed_stream": 422,
     # datasets by reference (s3:// or file:// URIs)
     "invalid_uri": 422,
     "uri_not_allowed": 403,

@@ -4,13 +4,15 @@ allows (ADAPTINF_INGEST_ALLOWED_PREFIXES; none by default).
 Only these two schemes exist here, so a URI can never make the service fetch an arbitrary URL
 (no http: no SSRF). A file:// path is resolved (symlinks and '..') before the prefix check, and
 prefixes match on whole path segments (`/data/in` allows `/data/in/x`, not `/data/inbox`); the
-worker resolves and checks again before it reads, so a link changed after the API's check
-cannot lead it outside. s3:// objects are read with boto3 at ADAPTINF_S3_ENDPOINT_URL.
+worker resolves and checks again, then copies the source through descriptors opened without
+following links (local_copy.py), so a link changed after either check cannot lead it outside. s3:// objects are read with boto3 at ADAPTINF_S3_ENDPOINT_URL.
 """
 from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import IngestError
 from .limits import IngestLimits
+from .local_copy import copy_local
 
 SETTING = "ADAPTINF_INGEST_ALLOWED_PREFIXES"
 SCHEMES = ("s3", "file")
@@ -108,33 +111,53 @@ def _not_found(ref: SourceRef, field: str, what: str = "does not exist") -> Inge
     return IngestError("source_not_found", f"{field}: {ref.url} {what}", field=field)
 
 
+@contextmanager
+def local_io(ref: SourceRef, field: str) -> Iterator[None]:
+    """A file:// path the server may not read (permissions, a vanished file, an I/O error) is the
+    source's problem, not the server's: source_not_found / source_unreadable naming `field`."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise _not_found(ref, field) from None
+    except OSError as e:
+        raise IngestError("source_unreadable", f"{field}: {ref.url} cannot be read by the server "
+                          f"({e.strerror or type(e).__name__})", field=field) from None
+
+
 def source_size(ref: SourceRef, field: str, endpoint_url: str = "") -> tuple[int, bool]:
     """(bytes, is a folder) of a reference; source_not_found when it is neither a file nor a folder."""
     if ref.scheme == "file":
         path = Path(ref.key)
-        if path.is_dir():
-            return sum(p.stat().st_size for p in path.iterdir() if p.is_file()), True
-        if not path.is_file():
-            raise _not_found(ref, field)
-        return path.stat().st_size, False
-    s3 = _client(endpoint_url)
+        with local_io(ref, field):
+            if path.is_dir():
+                return sum(p.stat().st_size for p in path.iterdir() if p.is_file()), True
+            if not path.is_file():
+                raise _not_found(ref, field)
+            return path.stat().st_size, False
+    objects, is_dir = _s3_objects(_client(endpoint_url), ref, field)
+    return sum(size for _, size, _ in objects), is_dir
+
+
+def _s3_objects(s3: Any, ref: SourceRef, field: str) -> tuple[list[tuple[str, int, str]], bool]:  # noqa: ANN401
+    """((key, size, etag) of each object, is a folder) of an s3:// reference."""
     key = ref.key.rstrip("/")
     if key and not ref.key.endswith("/"):
         try:
-            return int(_s3_call(lambda: s3.head_object(Bucket=ref.bucket, Key=key), ref, field)["ContentLength"]), False
+            head = _s3_call(lambda: s3.head_object(Bucket=ref.bucket, Key=key), ref, field)
+            return [(key, int(head["ContentLength"]), str(head.get("ETag", "")))], False
         except IngestError as e:
             if e.code != "source_not_found":
                 raise
     listed = _s3_list(s3, ref, field)
     if not listed:
         raise _not_found(ref, field, "is neither an object nor a folder holding any")
-    return sum(size for _, size in listed), True
+    return listed, True
 
 
 def read_head(ref: SourceRef, field: str, endpoint_url: str = "", n: int = 512) -> bytes:
     """The first `n` bytes of a file reference (for format sniffing)."""
     if ref.scheme == "file":
-        with open(ref.key, "rb") as f:
+        with local_io(ref, field), open(ref.key, "rb") as f:
             return f.read(n)
     s3 = _client(endpoint_url)
     got = _s3_call(lambda: s3.get_object(Bucket=ref.bucket, Key=ref.key, Range=f"bytes=0-{n - 1}"), ref, field)
@@ -142,44 +165,58 @@ def read_head(ref: SourceRef, field: str, endpoint_url: str = "", n: int = 512) 
 
 
 def fetch_source(ref: SourceRef, dest: Path, field: str, limits: IngestLimits, endpoint_url: str = "") -> Path:
-    """A local path to read the reference from: the file itself (file://) or a download into
-    `dest` (s3://: the object, or a folder's objects one level deep)."""
+    """A local copy in `dest` to read the reference from: of the file or flat folder (file://,
+    through link-refusing descriptors), or a download (s3://: the object, or a folder's objects
+    one level deep)."""
     if ref.scheme == "file":
-        if not Path(ref.key).exists():
-            raise _not_found(ref, field)
-        return Path(ref.key)
+        return copy_local(ref.key, ref.url, dest, field, limits)
     s3 = _client(endpoint_url)
-    size, is_dir = source_size(ref, field, endpoint_url)
+    objects, is_dir = _s3_objects(s3, ref, field)
+    size = sum(n for _, n, _ in objects)
     if size > limits.max_dataset_bytes:
         raise IngestError("dataset_too_large", f"{field}: {ref.url} holds {size} bytes, over the limit of "
                           f"{limits.max_dataset_bytes}", field=field)
-    dest.mkdir(parents=True, exist_ok=True)
-    if not is_dir:
-        target = dest / (posixpath.basename(ref.key) or "source")
-        _s3_call(lambda: s3.download_file(ref.bucket, ref.key, str(target)), ref, field)
-        return target
-    folder = dest / "folder"
-    folder.mkdir(exist_ok=True)
-    for key, _ in _s3_list(s3, ref, field):
-        _s3_call(lambda key=key: s3.download_file(ref.bucket, key, str(folder / posixpath.basename(key))), ref, field)
-    return folder
+    folder = dest / "folder" if is_dir else dest
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, n, etag in objects:
+        target = folder / (posixpath.basename(key) or "source")
+        _download(s3, ref, key, n, etag, target, field)
+    return folder if is_dir else target
 
 
-def source_stamp(path: Path) -> list[tuple[str, int, int]]:
-    """(name, size, mtime_ns) of a file, or of each file of a folder: compared before and after
-    the worker's two reads of a file:// source, which its owner may rewrite meanwhile."""
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files if p.is_file()]
+def _download(s3: Any, ref: SourceRef, key: str, size: int, etag: str,  # noqa: ANN401 - a boto3 client
+              target: Path, field: str) -> None:
+    """One object, as listed: GetObject with If-Match on the listed ETag (a replaced object is
+    source_changed, 412), and never more bytes than the listed size. Not download_file: its
+    transfer manager accepts no IfMatch, and it would write whatever size the object has now."""
+    extra = {"IfMatch": etag} if etag else {}
+    got = _s3_call(lambda: s3.get_object(Bucket=ref.bucket, Key=key, **extra), ref, field)
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := _s3_call(lambda: got["Body"].read(min(1 << 20, size - written + 1)), ref, field):
+            written += len(chunk)
+            if written > size:
+                break
+            out.write(chunk)
+    got["Body"].close()
+    if written != size:
+        raise _changed(ref, field)
 
 
-def _s3_list(s3: Any, ref: SourceRef, field: str) -> list[tuple[str, int]]:  # noqa: ANN401
+def _changed(ref: SourceRef, field: str) -> IngestError:
+    return IngestError("source_changed", f"{field}: {ref.url} changed while it was being read; ingest it again "
+                       "once it stays put", field=field)
+
+
+def _s3_list(s3: Any, ref: SourceRef, field: str) -> list[tuple[str, int, str]]:  # noqa: ANN401
     """The objects directly in the folder `ref` names (not in its sub-folders)."""
     prefix = ref.key.rstrip("/") + "/" if ref.key.strip("/") else ""
-    out: list[tuple[str, int]] = []
+    out: list[tuple[str, int, str]] = []
     pages = _s3_call(lambda: s3.get_paginator("list_objects_v2").paginate(Bucket=ref.bucket, Prefix=prefix,
                                                                            Delimiter="/"), ref, field)
     for page in _s3_call(lambda: list(pages), ref, field):
-        out.extend((o["Key"], int(o["Size"])) for o in page.get("Contents", []) if o["Key"] != prefix)
+        out.extend((o["Key"], int(o["Size"]), str(o.get("ETag", ""))) for o in page.get("Contents", [])
+                   if o["Key"] != prefix)
     return out
 
 
@@ -199,6 +236,8 @@ def _s3_call(fn, ref: SourceRef, field: str):  # noqa: ANN001, ANN202
         code = str(e.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
             raise _not_found(ref, field) from None
+        if code in ("412", "PreconditionFailed"):  # If-Match: the object was replaced since it was listed
+            raise _changed(ref, field) from None
         raise IngestError("source_unreadable", f"{field}: {ref.url} cannot be read ({code or 'S3 error'}); check "
                           "the server's S3 credentials and ADAPTINF_S3_ENDPOINT_URL", field=field) from None
     except BotoCoreError as e:

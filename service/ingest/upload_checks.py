@@ -63,8 +63,13 @@ def check_source(path: str | os.PathLike[str], archive: str | os.PathLike[str] |
     else:  # an archived HF folder: its listing
         hf_root_in_archive(path, limits)
     if archive is not None:
-        list_archive(archive, limits)
+        check_source_archive(archive, limits)
     return fmt
+
+
+def check_source_archive(archive: str | os.PathLike[str], limits: IngestLimits) -> None:
+    """The cheap checks of a local images archive by reference: its listing."""
+    list_archive(archive, limits)
 
 
 def sniff_head(head: bytes) -> SourceFormat:

@@ -269,3 +269,30 @@ def test_a_crash_between_chunks_leaves_no_visible_sample_and_the_retry_writes_ea
         assert sorted(positions) == list(range(10))
         owner = s.get(Owner, s.get(Dataset, dataset_id).owner_id)
         assert len(list_samples(dataset_id, s, owner, PageParams(limit=100, after=None))["data"]) == 10
+
+
+def test_a_stored_blob_touched_during_ingest_is_not_a_changed_source(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blob reuse refreshes a stored blob's mtime (an identical upload, a cache hit): its content is
+    verified by sha256, so only a by-reference source is compared before and after its copy."""
+    import os
+
+    from workers.tasks import ingest as task
+
+    dataset, archive = datagen.write_llava_dataset(tmp_path / "ds", 4, multi_image=True, text_only=True)
+    dataset_id, job_id = stored_dataset(settings, dataset, archive)
+    blobs = settings.blob_store()
+    store = task._store_images
+
+    def touch_then_store(*args, **kw):
+        with get_sessionmaker(settings.resolved_database_url)() as s:
+            shas = [s.get(Dataset, dataset_id).file_blob, s.get(Dataset, dataset_id).archive_blob]
+        for sha in shas:
+            blobs.touch(sha)
+            os.utime(blobs.materialize(sha), ns=(0, 10**18))  # whatever touch does, the mtime moves
+        return store(*args, **kw)
+
+    monkeypatch.setattr(task, "_store_images", touch_then_store)
+    assert ingest(job_id)["status"] == "succeeded"
+    with get_sessionmaker(settings.resolved_database_url)() as s:
+        assert s.get(Dataset, dataset_id).status == "ready"

@@ -1,7 +1,10 @@
 """Task ``adaptinf.ingest`` (queue ingest): validate a stored upload (or a dataset by reference)
 and write its samples. The API only ran cheap checks: this is where each image is decoded, once.
 A dataset by reference (job params {"reference": true}) has as its file blob a manifest
-{uri, images_uri, format}; the source is read where it names, after the prefix check again.
+{uri, images_uri, format}; after the prefix check again, the source is copied into the job's
+workdir (file:// through link-refusing descriptors, a rewrite during the copy is source_changed;
+s3:// downloaded) and only the copy is read. A stored upload is content-addressed and verified
+by sha256 instead: its file's mtime may change (blob reuse refreshes it) without its content.
 
 All or nothing for users: images go to the content-addressed blob store first (idempotent by
 sha256), then the Sample rows are committed a chunk at a time while the dataset stays ``pending``
@@ -34,7 +37,7 @@ from service.db.bulk import bulk_insert
 from service.db.models import Dataset, Sample
 from service.ingest import IngestError, IngestLimits, ValidatedDataset, limits_for, validate_upload
 from service.ingest.formats import content_hash
-from service.ingest.sources import fetch_source, parse_prefixes, resolve_allowed, source_stamp
+from service.ingest.sources import fetch_source, parse_prefixes, resolve_allowed
 from core.statuses import DATASET_PENDING, DATASET_READY
 from service.lifecycle import mark_dataset_failed, mark_dataset_ready
 from core.blobs import BlobStore
@@ -100,7 +103,6 @@ def ingest_dataset(
             else:
                 records, fmt = blobs.materialize(file_blob), None
                 archive = blobs.materialize(archive_blob) if archive_blob else None
-            stamp = [source_stamp(p) for p in (records, archive) if p is not None]
             # Samples are not kept: the write pass reads them again (memory: one record, not the file).
             validated = validate_upload(records, archive, workdir, limits, image_mode="keep", fmt=fmt,
                                         keep_samples=False)
@@ -109,9 +111,6 @@ def ingest_dataset(
             ctx.check_cancelled()
             rows = workdir / "rows.jsonl"
             skill_counts = _spool_rows(dataset_id, validated, skill, rows)
-            if stamp != [source_stamp(p) for p in (records, archive) if p is not None]:
-                raise IngestError("source_changed", "the dataset's source changed while it was being ingested; "
-                                  "ingest it again once it stays put")
         except IngestError as exc:
             _mark_failed(session_factory, dataset_id, exc.to_dict())
             raise

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,16 @@ def hf_root_in_archive(archive: str | os.PathLike[str], limits: IngestLimits) ->
     return _hf_members(archive, limits)[0]
 
 
+_HF_ARCHIVE = "the dataset archive"
+
+
+def hf_archive_limits(limits: IngestLimits) -> IngestLimits:
+    """An archived HF folder's limits: its Arrow shards are the dataset itself (save_to_disk
+    writes shards of up to 500 MB), so one member, and all of them, may be as large as the
+    dataset limit; the images archive's 64 MiB per member is for images."""
+    return replace(limits, max_member_bytes=limits.max_dataset_bytes, max_uncompressed_bytes=limits.max_dataset_bytes)
+
+
 def _hf_members(archive: str | os.PathLike[str], limits: IngestLimits) -> tuple[str, list[str]]:
     """(the dataset folder's member prefix, the members inside it)."""
     try:
@@ -65,7 +76,7 @@ def _hf_members(archive: str | os.PathLike[str], limits: IngestLimits) -> tuple[
     except ArchiveError:
         raise DatasetError("unsupported_format", "a Hugging Face dataset must be its save_to_disk folder or a "
                            ".zip, .tar or .tar.gz of it") from None
-    members = [m.name for m in list_archive(archive, limits)]
+    members = [m.name for m in list_archive(archive, hf_archive_limits(limits), _HF_ARCHIVE)]
     states = [n for n in members if n.rsplit("/", 1)[-1] == STATE_FILE]
     if len(states) != 1:
         found = "none" if not states else ", ".join(repr(s) for s in states[:3])
@@ -92,7 +103,7 @@ def open_reader(source: str | os.PathLike[str], limits: IngestLimits, workdir: s
             return HFDatasetReader(source, limits, spool)
         root, wanted = _hf_members(source, limits)
         dest = workdir / "hf"
-        for _ in iter_extract(source, dest, limits, only=set(wanted)):
+        for _ in iter_extract(source, dest, hf_archive_limits(limits), only=set(wanted), label=_HF_ARCHIVE):
             pass
         return HFDatasetReader(dest / root if root else dest, limits, spool)
     return JsonReader(source, limits, spool)

@@ -5,9 +5,10 @@ is stored as the struct {bytes, path}.
 Read with pyarrow directly, not `datasets.load_from_disk`: the layout is small and stable
 (state.json's `_data_files`, Arrow IPC streams), pyarrow already reads Parquet here, and
 `datasets` would bring fsspec, huggingface_hub, pandas and more into every ingest worker for
-what `pa.ipc.open_stream` does batch by batch (memory: one record batch; `save_to_disk` writes
-batches of 1,000 rows, 100 for image datasets). A record's location is its shard and its 0-based
-row in that shard.
+what `pa.ipc.open_stream` does batch by batch. Memory: one record batch, whose body is checked
+against `max_row_group_bytes` before it is decoded (`save_to_disk` writes batches of 1,000 rows,
+100 for image datasets, and never compresses them: compressed bodies are refused), converted to
+Python 256 rows at a time. A record's location is its shard and its 0-based row in that shard.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..location import Location
+from .arrow_ipc import SLICE_ROWS, decode, decoded_size, nested_dictionary, scan_messages
 from .base import RawRecord, RowReader
 from .schema import check_schema
 
@@ -32,12 +34,12 @@ class HFDatasetReader(RowReader):
     def shards(self) -> list[Path]:
         """The Arrow files state.json names, checked to be plain files of this directory."""
         root = self.source
+        for name in (DICT_FILE, STATE_FILE):
+            if (root / name).is_symlink():
+                raise DatasetError("corrupt_dataset", f"{name} is a link; links are not followed")
         if (root / DICT_FILE).is_file() and not (root / STATE_FILE).is_file():
-            splits = _read_json(root / DICT_FILE).get("splits", [])
-            raise DatasetError("corrupt_dataset", f"this is a DatasetDict (splits: {', '.join(map(str, splits))}); "
+            raise DatasetError("corrupt_dataset", f"this is a DatasetDict ({_splits(_read_json(root / DICT_FILE))}); "
                                "send one split's folder (the one holding state.json)")
-        if (root / STATE_FILE).is_symlink():
-            raise DatasetError("corrupt_dataset", f"{STATE_FILE} is a link; links are not followed")
         state = _read_json(root / STATE_FILE)
         files = state.get("_data_files")
         if not isinstance(files, list) or not files:
@@ -72,7 +74,32 @@ class HFDatasetReader(RowReader):
                 raise DatasetError("corrupt_dataset", f"shard {path.name!r} is not an Arrow stream: {e}",
                                    shard=path.name) from None
             check_schema(schema)
+            for field in schema:
+                if nested_dictionary(field.type):
+                    raise DatasetError("unsupported_column", f"column {field.name!r} of shard {path.name!r} has type "
+                                       f"{field.type}: dictionary-encoded values may only be flat strings, bytes or "
+                                       "numbers", field=field.name, shard=path.name)
+            self._check_bodies(path)
         return None
+
+    def _check_bodies(self, path: Path) -> None:
+        """Each message's body within the row-group limit, and none compressed."""
+        limit = self.limits.max_row_group_bytes
+        try:
+            for body, compressed in scan_messages(str(path), limit):
+                if body > limit:
+                    raise DatasetError("row_group_too_large", f"shard {path.name!r} holds a record batch of {body} "
+                                       f"bytes, over the limit of {limit}; save it with smaller shards or batches",
+                                       shard=path.name)
+                if compressed:
+                    raise DatasetError("compressed_stream", f"shard {path.name!r} is a compressed Arrow stream "
+                                       "(LZ4/ZSTD); save_to_disk writes uncompressed ones: save the dataset with it",
+                                       shard=path.name)
+        except DatasetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - ArrowInvalid, OSError, struct.error for a damaged header
+            raise DatasetError("corrupt_dataset", f"shard {path.name!r} is not an Arrow stream: {e}",
+                               shard=path.name) from None
 
     def records(self) -> Iterator[RawRecord]:
         import pyarrow as pa
@@ -84,22 +111,41 @@ class HFDatasetReader(RowReader):
             try:
                 with pa.OSFile(str(path)) as f:
                     for batch in pa.ipc.open_stream(f):
-                        for values in batch.to_pylist():
-                            index += 1
-                            yield self.row_record(values, index, Location(shard=path.name, row=row))
-                            row += 1
+                        for start in range(0, batch.num_rows, SLICE_ROWS):
+                            part = batch.slice(start, SLICE_ROWS)
+                            if (size := decoded_size(part)) > self.limits.max_row_group_bytes:
+                                raise DatasetError(
+                                    "row_group_too_large", f"shard {path.name!r}, rows {row}-"
+                                    f"{row + part.num_rows - 1} decode to {size} bytes, over the limit of "
+                                    f"{self.limits.max_row_group_bytes}", shard=path.name, row=row)
+                            for values in decode(part).to_pylist():
+                                index += 1
+                                yield self.row_record(values, index, Location(shard=path.name, row=row))
+                                row += 1
             except pa.ArrowInvalid as e:
                 raise DatasetError("corrupt_dataset", f"shard {path.name!r}, row {row}: the Arrow stream cannot "
                                    f"be read: {e}", shard=path.name, row=row) from None
 
 
+def _splits(info: dict) -> str:
+    """A DatasetDict's split names for an error: counted, at most 5 shown, each short and quoted
+    (the file is the sender's: its content is not echoed beyond that)."""
+    splits = info.get("splits")
+    if not isinstance(splits, list):
+        return "its splits are not listed"
+    shown = ", ".join(repr(str(s)[:40]) for s in splits[:5]) + (", ..." if len(splits) > 5 else "")
+    return f"{len(splits)} split(s): {shown}"
+
+
 def _read_json(path: Path) -> dict:
+    """The JSON object in `path`. Other OSErrors than a missing file pass: a by-reference check
+    turns them into source_unreadable, and a stored upload's are the server's."""
     try:
         value = json.loads(path.read_bytes()[:1_000_000])
     except FileNotFoundError:
         raise DatasetError("corrupt_dataset", f"the dataset folder has no {path.name}: save it with "
                            "datasets' save_to_disk") from None
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         raise DatasetError("corrupt_dataset", f"{path.name} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise DatasetError("corrupt_dataset", f"{path.name} must hold a JSON object")

@@ -162,9 +162,34 @@ def test_s3_hf_folder_by_reference(ref_client, alice, database_url, s3_endpoint,
     assert (ds["status"], ds["num_samples"], ds["num_images"], ds["name"]) == ("ready", 3, 3, "vqa")
 
 
-def test_a_source_rewritten_during_ingest_fails_the_job(ref_client, alice, allowed, database_url, monkeypatch):
-    """The worker reads a file:// source twice (validate, then write: memory of one record); a
-    rewrite in between is caught rather than writing rows nobody validated."""
+def test_a_source_rewritten_during_its_copy_fails_the_job(ref_client, alice, allowed, database_url, monkeypatch):
+    """The worker copies a file:// source and reads only the copy: a rewrite during the copy is
+    caught (size and mtime before and after) rather than writing rows nobody validated."""
+    import types
+
+    from service.ingest import local_copy
+
+    dataset = dg.write_records(allowed / "d.jsonl", dg.build_records(4, with_images=False)[0], "jsonl")
+
+    def read_then_rewrite(fd, n):  # the owner rewrites the file after the copy's first read
+        chunk = os.read(fd, n)
+        if chunk:
+            dg.write_records(dataset, dg.build_records(5, with_images=False)[0], "jsonl")
+        return chunk
+
+    proxy = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    proxy.read = read_then_rewrite
+    monkeypatch.setattr(local_copy, "os", proxy)
+    with ref_client(f"file://{allowed}") as client:
+        r = client.post("/v1/datasets", json={"uri": f"file://{dataset}"}, headers=alice.headers)
+        assert r.status_code == 202, r.text
+        assert _run_ingest(database_url, r.json()["id"])["status"] == "failed"
+        ds = client.get(f"/v1/datasets/{r.json()['id']}", headers=alice.headers).json()
+    assert ds["status"] == "failed" and ds["error"]["code"] == "source_changed"
+    assert count_rows(database_url, Sample) == 0
+
+
+def test_a_source_rewritten_after_its_copy_ingests_the_copy(ref_client, alice, allowed, database_url, monkeypatch):
     from workers.tasks import ingest as task
 
     dataset = dg.write_records(allowed / "d.jsonl", dg.build_records(4, with_images=False)[0], "jsonl")
@@ -177,8 +202,70 @@ def test_a_source_rewritten_during_ingest_fails_the_job(ref_client, alice, allow
     monkeypatch.setattr(task, "_store_images", rewrite_then_store)
     with ref_client(f"file://{allowed}") as client:
         r = client.post("/v1/datasets", json={"uri": f"file://{dataset}"}, headers=alice.headers)
+        assert _run_ingest(database_url, r.json()["id"])["status"] == "succeeded"
+        ds = client.get(f"/v1/datasets/{r.json()['id']}", headers=alice.headers).json()
+    assert (ds["status"], ds["num_samples"]) == ("ready", 4) and count_rows(database_url, Sample) == 4
+
+
+def test_a_link_swapped_in_after_the_apis_check_is_not_followed(ref_client, alice, allowed, tmp_path,
+                                                                 database_url, monkeypatch):
+    """The API checked a plain file; before the worker reads it, it becomes a link to a secret."""
+    from service.ingest import sources
+
+    secret = dg.write_records(tmp_path / "secret.jsonl", dg.build_records(3, with_images=False)[0], "jsonl")
+    dataset = dg.write_records(allowed / "d.jsonl", dg.build_records(4, with_images=False)[0], "jsonl")
+    with ref_client(f"file://{allowed}") as client:
+        r = client.post("/v1/datasets", json={"uri": f"file://{dataset}"}, headers=alice.headers)
         assert r.status_code == 202, r.text
+        resolve = sources.resolve_allowed
+
+        def resolve_then_swap(*args, **kw):  # the race: swapped right after the worker's own check
+            ref = resolve(*args, **kw)
+            dataset.unlink()
+            dataset.symlink_to(secret)
+            return ref
+
+        from workers.tasks import ingest as task
+
+        monkeypatch.setattr(task, "resolve_allowed", resolve_then_swap)
         assert _run_ingest(database_url, r.json()["id"])["status"] == "failed"
         ds = client.get(f"/v1/datasets/{r.json()['id']}", headers=alice.headers).json()
-    assert ds["status"] == "failed" and ds["error"]["code"] == "source_changed"
+    assert ds["error"]["code"] == "uri_not_allowed" and "link" in ds["error"]["detail"]
     assert count_rows(database_url, Sample) == 0
+
+
+@pytest.mark.parametrize("where", ["stat", "open", "images"])
+def test_a_path_the_server_may_not_read_is_502_source_unreadable(ref_client, alice, allowed, database_url,
+                                                                  monkeypatch, where):
+    """Permissions (the tests run as root, so simulated): a problem+json naming the field, not a 500."""
+    import builtins
+    import pathlib
+
+    dataset, archive = dg.write_llava_dataset(allowed / "mix", 2, fmt="jsonl")
+    denied = archive if where == "images" else dataset
+    if where == "stat":
+        is_dir = pathlib.Path.is_dir
+
+        def no_stat(self):
+            if str(self) == str(denied):
+                raise PermissionError(13, "Permission denied", str(self))
+            return is_dir(self)
+
+        monkeypatch.setattr(pathlib.Path, "is_dir", no_stat)
+    else:
+        real_open = builtins.open
+
+        def no_open(file, *args, **kw):
+            if str(file) == str(denied):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kw)
+
+        monkeypatch.setattr(builtins, "open", no_open)
+    with ref_client(f"file://{allowed}") as client:
+        r = client.post("/v1/datasets", json={"uri": f"file://{dataset}", "images_uri": f"file://{archive}"},
+                        headers=alice.headers)
+    field = "images_uri" if where == "images" else "uri"
+    assert (r.status_code, r.json()["code"], r.json()["field"]) == (502, "source_unreadable", field), r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "Permission denied" in r.json()["detail"]
+    assert count_rows(database_url, Dataset) == 0

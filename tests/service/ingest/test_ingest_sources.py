@@ -61,3 +61,71 @@ def test_the_setting_is_checked_at_load(monkeypatch):
         Settings()
     monkeypatch.delenv(SETTING)
     assert Settings().ingest_allowed_prefixes == []
+
+
+def test_local_copy_refuses_links_swapped_in_anywhere_on_the_path(tmp_path):
+    """Resolved and checked, then changed: a link as the last component (O_NOFOLLOW), a folder on
+    the way made a link (/proc/self/fd no longer the checked path), a link inside a folder."""
+    from service.ingest import IngestLimits
+    from service.ingest.local_copy import copy_local
+
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "d.json").write_text("[]")
+    allowed = tmp_path / "allowed"
+    (allowed / "sub").mkdir(parents=True)
+    (allowed / "sub" / "d.json").write_text("[1]")
+    path = str(allowed / "sub" / "d.json")
+    got = copy_local(path, "file://" + path, tmp_path / "c0", "uri", IngestLimits())
+    assert got.read_text() == "[1]" and got.parent == tmp_path / "c0"
+    (allowed / "sub").rename(allowed / "old")
+    (allowed / "sub").symlink_to(tmp_path / "secret")  # a folder on the way now leads outside
+    err = pytest.raises(IngestError, copy_local, path, "file://" + path, tmp_path / "c1", "uri", IngestLimits()).value
+    assert (err.code, err.field) == ("uri_not_allowed", "uri")
+    (allowed / "sub").unlink()
+    (allowed / "old").rename(allowed / "sub")
+    (allowed / "sub" / "d.json").unlink()
+    (allowed / "sub" / "d.json").symlink_to(tmp_path / "secret" / "d.json")  # the file itself
+    err = pytest.raises(IngestError, copy_local, path, "file://" + path, tmp_path / "c2", "uri", IngestLimits()).value
+    assert err.code == "uri_not_allowed" and "link" in err.detail
+    folder = str(allowed / "sub")
+    err = pytest.raises(IngestError, copy_local, folder, "file://" + folder, tmp_path / "c3", "uri",
+                        IngestLimits()).value
+    assert err.code == "uri_not_allowed" and "'d.json'" in err.detail
+    (allowed / "sub" / "d.json").unlink()
+    (allowed / "sub" / "state.json").write_text("{}")
+    (allowed / "sub" / "nested").mkdir()
+    got = copy_local(folder, "file://" + folder, tmp_path / "c4", "uri", IngestLimits())
+    assert sorted(p.name for p in got.iterdir()) == ["state.json"]
+    err = pytest.raises(IngestError, copy_local, folder, "file://" + folder, tmp_path / "c5", "uri",
+                        IngestLimits(max_dataset_bytes=1)).value
+    assert err.code == "dataset_too_large"
+
+
+def test_an_s3_object_replaced_after_its_listing_is_source_changed(s3_endpoint, monkeypatch, tmp_path):
+    """The worker lists (HEAD) then downloads: GetObject carries If-Match on the listed ETag, so a
+    bigger object put in between is refused cleanly instead of downloaded past the size checked."""
+    from service.ingest import IngestLimits, sources
+
+    for k, v in s3_endpoint.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = s3_endpoint.new_bucket()
+    s3 = s3_endpoint.client()
+    s3.put_object(Bucket=bucket, Key="team/d.json", Body=b"[1, 2]")
+    s3.put_object(Bucket=bucket, Key="team/hf/state.json", Body=b"{}")
+    ref = sources.SourceRef("s3", bucket=bucket, key="team/d.json")
+    got = sources.fetch_source(ref, tmp_path / "a", "uri", IngestLimits(), s3_endpoint.url)
+    assert got.read_bytes() == b"[1, 2]"
+    folder = sources.fetch_source(sources.SourceRef("s3", bucket=bucket, key="team/hf/"), tmp_path / "f", "uri",
+                                  IngestLimits(), s3_endpoint.url)
+    assert [p.name for p in folder.iterdir()] == ["state.json"]
+    objects = sources._s3_objects
+
+    def list_then_replace(*args, **kw):
+        listed = objects(*args, **kw)
+        s3.put_object(Bucket=bucket, Key="team/d.json", Body=b"[" + b"1, " * 10_000 + b"1]")
+        return listed
+
+    monkeypatch.setattr(sources, "_s3_objects", list_then_replace)
+    err = pytest.raises(IngestError, sources.fetch_source, ref, tmp_path / "b", "uri", IngestLimits(),
+                        s3_endpoint.url).value
+    assert (err.code, err.status, err.field) == ("source_changed", 409, "uri")

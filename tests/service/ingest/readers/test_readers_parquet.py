@@ -140,3 +140,41 @@ def test_an_images_column_holds_several_embedded_images_and_archive_paths(tmp_pa
         assert sample.record["images"] == [shas[0], f"x/{i}.png"]
     err = pytest.raises(IngestError, validate_upload, path, None, tmp_path / "w2").value
     assert (err.code, err.member, err.row_group, err.row) == ("missing_image", "x/0.png", 0, 0)
+
+
+def _bomb(path, rows, value_bytes):
+    """`rows` records sharing one `value_bytes` string: dictionary-encoded, the file is a few KB."""
+    records = [{**r, "pad": "y" * value_bytes} for r in build_records(rows, with_images=False)[0]]
+    pq.write_table(pa.Table.from_pylist(records), path, row_group_size=rows)
+    return path
+
+
+def test_a_dictionary_encoded_bomb_is_read_a_small_batch_at_a_time(tmp_path):
+    path = _bomb(tmp_path / "bomb.parquet", 2000, 100_000)
+    meta = pq.ParquetFile(path).metadata
+    assert path.stat().st_size < 100_000 and meta.row_group(0).total_byte_size < 1_000_000  # passes check()
+    base, arrow_peak, n = pa.total_allocated_bytes(), 0, 0
+    for _ in ParquetReader(path).samples():
+        n += 1
+        arrow_peak = max(arrow_peak, pa.total_allocated_bytes() - base)
+    # 200 MB decoded in all; one batch is 64 rows (6.4 MB)
+    assert n == 2000 and arrow_peak < 20_000_000, arrow_peak
+
+
+def test_batches_shrink_to_fit_the_limit_and_a_batch_decoding_over_it_is_413(tmp_path):
+    path = _bomb(tmp_path / "bomb.parquet", 300, 100_000)
+    reader = ParquetReader(path, IngestLimits(max_row_group_bytes=2_000_000))
+    assert reader.check() == 300  # the encoded sizes are small
+    base, arrow_peak, n = pa.total_allocated_bytes(), 0, 0
+    for _ in reader.samples():  # 19 rows (1.9 MB) a batch
+        n += 1
+        arrow_peak = max(arrow_peak, pa.total_allocated_bytes() - base)
+    assert n == 300 and arrow_peak < 3_000_000, arrow_peak
+    # one 10 KB dictionary value 1,000 times in each row's list: 10 MB a row, 13 KB on disk
+    records = [{**r, "tags": ["z" * 10_000] * 1000} for r in build_records(8, with_images=False)[0]]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "lists.parquet")
+    reader = ParquetReader(tmp_path / "lists.parquet", IngestLimits(max_row_group_bytes=5_000_000))
+    assert reader.check() == 8
+    err = pytest.raises(IngestError, lambda: list(reader.samples())).value
+    assert (err.code, err.status, err.row_group, err.row) == ("row_group_too_large", 413, 0, 0)
+    assert "decode to" in err.detail
