@@ -109,7 +109,7 @@ def create_by_reference(session: Session, owner_id: str, settings: Settings, blo
                         body: DatasetReference, idempotency_key: str | None) -> Response:
     """Cheap checks, then the dataset + ingest job, as an upload's. The dataset's file blob is a
     small manifest naming the source ({uri, images_uri, format}); the job's params say so."""
-    idem = IdempotentCreate(session, owner_id, idempotency_key, "POST /v1/datasets", body.model_dump())
+    idem = IdempotentCreate(session, owner_id, idempotency_key, "POST /v1/datasets", body.model_dump(), model=Dataset)
     if (replay := idem.replay()) is not None:
         return replay
     manifest = check_reference(body, settings)

@@ -1,7 +1,8 @@
 """`Idempotency-Key` on creating POSTs: a retried request gets the first response back.
 
 Same key + same request → the stored response, same status. Same key + a different request →
-422. Keys are scoped per owner. The record is written in the same transaction as the resource it
+422. A key whose resource has since been deleted is forgotten: the request creates anew, rather
+than answer with a resource that no longer exists. Keys are scoped per owner. The record is written in the same transaction as the resource it
 describes, so either both exist or neither; a concurrent duplicate loses on the primary key and
 then replays the winner's response. A creating route uses `IdempotentCreate` for all of it.
 """
@@ -37,12 +38,20 @@ def request_fingerprint(route: str, payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def replay_or_none(session: Session, owner_id: str, key: str | None, route: str, fingerprint: str) -> JSONResponse | None:
-    """The stored response for this key, None when the key is new; 422 when it was used differently."""
+def replay_or_none(session: Session, owner_id: str, key: str | None, route: str, fingerprint: str,
+                   model: type | None = None) -> JSONResponse | None:
+    """The stored response for this key, None when the key is new; 422 when it was used differently.
+    With `model`, a stored response whose resource (its body's `id`) was deleted since is forgotten."""
     if key is None:
         return None
     record = session.get(IdempotencyRecord, (owner_id, key))
     if record is None:
+        return None
+    created = record.body.get("id") if isinstance(record.body, dict) else None
+    if (model is not None and created is not None and record.route == route
+            and record.request_hash == fingerprint and session.get(model, created) is None):
+        session.delete(record)
+        session.flush()
         return None
     if record.route != route or record.request_hash != fingerprint:
         raise ApiProblem(
@@ -75,13 +84,16 @@ class IdempotentCreate:
     """One creating request under an optional Idempotency-Key: `replay()` first, `remember()` the
     response with the new rows, then `commit()`."""
 
-    def __init__(self, session: Session, owner_id: str, key: str | None, route: str, payload: Any) -> None:
+    def __init__(self, session: Session, owner_id: str, key: str | None, route: str, payload: Any,
+                 model: type | None = None) -> None:
         self.session, self.owner_id, self.key, self.route = session, owner_id, key, route
         self.fingerprint = request_fingerprint(route, payload)
+        self.model = model  # the created resource's table: a replay of a deleted one is forgotten
 
     def replay(self) -> JSONResponse | None:
-        """The stored response of this key, None when the key is new (or absent); 422 when reused."""
-        return replay_or_none(self.session, self.owner_id, self.key, self.route, self.fingerprint)
+        """The stored response of this key, None when the key is new (or absent, or its resource
+        was deleted since); 422 when reused."""
+        return replay_or_none(self.session, self.owner_id, self.key, self.route, self.fingerprint, self.model)
 
     def remember(self, status_code: int, body: Any) -> None:
         remember_response(self.session, self.owner_id, self.key, self.route, self.fingerprint, status_code, body)

@@ -144,6 +144,7 @@ def _create(
             "file": [file.filename, file.sha256, file.size],
             "images": [archive.filename, archive.sha256, archive.size] if archive else None,
         },
+        model=Dataset,
     )
     if (replay := idem.replay()) is not None:
         return replay

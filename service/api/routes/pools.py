@@ -104,7 +104,7 @@ def create_pool_route(
     """Create a lifelong pool: base model, model type, config (defaults filled), evaluation sets."""
     config = body.config or PoolConfig()
     idem = IdempotentCreate(session, owner.id, idempotency_key, _CREATE_ROUTE,
-                            body.model_dump(mode="json") | {"config": config.to_json()})
+                            body.model_dump(mode="json") | {"config": config.to_json()}, model=Pool)
     if (replay := idem.replay()) is not None:
         return replay
     if errors := over_limits(config.to_json(), settings):

@@ -64,7 +64,7 @@ def create_round_route(
 ) -> JSONResponse:
     """Start a round on new datasets (202): select, train, prune; one round at a time per pool."""
     idem = IdempotentCreate(session, owner.id, idempotency_key, _CREATE_ROUTE,
-                            {"pool_id": pool_id, **body.model_dump(mode="json")})
+                            {"pool_id": pool_id, **body.model_dump(mode="json")}, model=Round)
     if (replay := idem.replay()) is not None:
         return replay
     # The pool row lock (PostgreSQL) makes the "no other round running" check and the insert atomic.

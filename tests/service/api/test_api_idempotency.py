@@ -60,3 +60,16 @@ def test_fingerprint_is_canonical():
     assert request_fingerprint("r", {"a": 1, "b": [1, 2]}) == request_fingerprint("r", {"b": [1, 2], "a": 1})
     assert request_fingerprint("r", {"a": 1}) != request_fingerprint("r2", {"a": 1})
     assert request_fingerprint("r", {"a": 1}) != request_fingerprint("r", {"a": 2})
+
+
+def test_a_key_whose_dataset_was_deleted_creates_anew(client, alice, database_url, files):
+    """A replay never answers with a resource that is gone: the key is forgotten with it."""
+    first = post_dataset(client, alice, files[0], name="x", headers={"Idempotency-Key": "k-gone"}).json()
+    assert client.post(f"/v1/jobs/{first['job_id']}/cancel", headers=alice.headers).status_code == 200
+    assert client.delete(f"/v1/datasets/{first['id']}", headers=alice.headers).status_code == 204
+    again = post_dataset(client, alice, files[0], name="x", headers={"Idempotency-Key": "k-gone"})
+    assert again.status_code == 202 and "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first["id"]
+    assert client.get(f"/v1/datasets/{again.json()['id']}", headers=alice.headers).status_code == 200
+    replay = post_dataset(client, alice, files[0], name="x", headers={"Idempotency-Key": "k-gone"})
+    assert replay.headers["idempotent-replayed"] == "true" and replay.json()["id"] == again.json()["id"]
