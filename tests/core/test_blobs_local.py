@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 
 import pytest
@@ -98,21 +97,6 @@ def _corrupt(path, data: bytes) -> None:
     path.chmod(0o644)  # blobs are stored read-only
     with open(path, "r+b") as f:
         f.write(data)
-
-
-@pytest.mark.parametrize("how", ["bytes", "stream", "file", "move"])
-def test_putting_the_same_content_again_repairs_a_corrupt_blob(store, tmp_path, how):
-    data = os.urandom(4096)
-    ref = store.put_bytes(data)
-    _corrupt(store.path(ref.sha256), b"\0" * 16)
-    assert not store.verify(ref.sha256)
-    src = tmp_path / "again.bin"
-    src.write_bytes(data)
-    put = {"bytes": lambda: store.put_bytes(data), "stream": lambda: store.put_stream(io.BytesIO(data)),
-           "file": lambda: store.put_file(src), "move": lambda: store.put_file(src, move=True)}[how]
-    assert put() == ref
-    assert store.path(ref.sha256).read_bytes() == data and store.verify(ref.sha256)
-    assert _stray_files(store.root) == []
 
 
 def test_a_truncated_or_deleted_blob_is_rewritten_too(store):
