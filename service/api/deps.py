@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from service.api.errors import ApiProblem, not_found
 from service.auth import authenticate
 from service.config import Settings
+from service.db.locks import sqlite_write_lock
 from service.db.models import Owner
 from core.blobs import BlobStore
 
@@ -63,8 +64,12 @@ def get_owned_or_404(  # noqa: ANN201
 ):
     """The row of `model` with this id if `owner_id` owns it; else the same 404 as a missing one.
 
-    `for_update` locks the row (PostgreSQL) for a read-modify-write such as a status change.
+    `for_update` locks the row for a read-modify-write such as a status change: FOR UPDATE on
+    PostgreSQL; on SQLite, which ignores it, the database's write lock, taken before the read (or a
+    write committed between the read and ours would be overwritten).
     """
+    if for_update:
+        sqlite_write_lock(session, model, id)
     row = session.get(model, id, with_for_update=for_update or None, populate_existing=for_update)
     if row is None or row.owner_id != owner_id:
         raise not_found(kind, str(id))

@@ -10,7 +10,6 @@ from service.api.deps import OwnerDep, SessionDep, get_owned_or_404
 from service.api.errors import ApiProblem
 from service.api.openapi import problem_responses
 from service.api.pagination import PageDep, paginate
-from service.db.locks import sqlite_write_lock
 from service.db.models import Job, JobEvent
 from service.lifecycle import JobStateError, request_cancel
 from service.schemas import JobEventOut, JobOut, ListOut
@@ -60,9 +59,6 @@ def list_job_events(job_id: str, session: SessionDep, owner: OwnerDep, page: Pag
     404, 409, notes={409: "The job has already finished."}))
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     """Cancel a job: a queued one at once, a running one as soon as its worker notices (cancelling)."""
-    # SQLite ignores FOR UPDATE: take its write lock before the read, or a worker's end committed
-    # between the read and the write would be overwritten with `cancelling` (and never finish).
-    sqlite_write_lock(session, Job, job_id)
     job = get_owned_or_404(session, Job, job_id, owner.id, "job", for_update=True)
     try:
         request_cancel(session, job)
